@@ -1,0 +1,1 @@
+"""Frontends lower a trained model of one framework into ``compiler.ir.ModelIR``."""

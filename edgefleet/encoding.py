@@ -1,0 +1,135 @@
+"""Turn input records into the float64 feature tensor every tensor artifact takes.
+
+The manifest's ``input_schema.fields`` fixes the order and meaning of the tensor's columns:
+
+* numeric: the value; NaN when missing and the field's policy is ``impute`` (the artifact
+  imputes). Infinite values are refused.
+* boolean: 1.0 / 0.0.
+* categorical: the index of the value in ``categories``; a missing value becomes ``fill``'s
+  index or the NaN category's (``impute``), or -1 (``unseen``); an unknown category becomes -1
+  when ``unseen`` is ``ignore``.
+
+Everything else raises ``InputError`` naming the field and the reason: a missing field, an
+unexpected field, a wrong type, a non-finite number, an unseen category under ``reject``. The
+compiler, the Python device runtime and (through shared test vectors) the JS runtime use these
+exact rules, so a record means the same thing everywhere. Standard library and numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from edgefleet.errors import InputError
+
+__all__ = ["encode_columns", "encode_records"]
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is getattr(np, "nan", None) or (
+        isinstance(v, np.floating) and bool(np.isnan(v))
+    ) or _is_pd_na(v)
+
+
+def _is_pd_na(v: Any) -> bool:
+    return type(v).__name__ in ("NAType", "NaTType")
+
+
+def _cat_key(v: Any) -> Any:
+    """Categories compare as JSON values: 1 == 1.0, but "1" != 1 and True is not 1."""
+    if isinstance(v, (bool, np.bool_)):
+        return ("b", bool(v))
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return ("n", float(v))
+    return ("s", str(v)) if isinstance(v, (str, np.str_)) else ("o", repr(v))
+
+
+def _encode_field(field: Mapping[str, Any], values: Sequence[Any], row0: int = 0) -> np.ndarray:
+    name, ftype = field["name"], field["type"]
+    n = len(values)
+    out = np.empty(n, dtype=np.float64)
+    policy = field.get("missing", "reject")
+    if ftype == "categorical":
+        cats = field.get("categories", [])
+        index = {_cat_key(c): k for k, c in enumerate(cats) if c is not None}
+        nan_idx = next((k for k, c in enumerate(cats) if c is None), None)
+        fill = field.get("fill")
+        ignore = field.get("unseen", "reject") == "ignore"
+        for i, v in enumerate(values):
+            if _missing(v):
+                if policy == "reject":
+                    raise InputError(name, f"row {row0 + i}: value is missing and the model has no rule for a missing {name}")
+                if nan_idx is not None:
+                    out[i] = nan_idx
+                elif fill is not None:
+                    out[i] = index.get(_cat_key(fill), -1)
+                else:
+                    out[i] = -1
+                continue
+            if isinstance(v, float) and math.isinf(v):
+                raise InputError(name, f"row {row0 + i}: value {v} is not finite")
+            k = index.get(_cat_key(v))
+            if k is None:
+                if not ignore:
+                    shown = ", ".join(repr(c) for c in cats[:8]) + (" ..." if len(cats) > 8 else "")
+                    raise InputError(name, f"row {row0 + i}: unseen category {v!r} (known: {shown})")
+                k = -1
+            out[i] = k
+        return out
+    for i, v in enumerate(values):
+        if _missing(v):
+            if policy != "impute":
+                raise InputError(name, f"row {row0 + i}: value is missing and the model does not impute {name}")
+            out[i] = math.nan
+            continue
+        if ftype == "boolean":
+            if isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1)):
+                out[i] = float(bool(v))
+                continue
+            if isinstance(v, str) and v.lower() in ("true", "false"):
+                out[i] = float(v.lower() == "true")
+                continue
+            raise InputError(name, f"row {row0 + i}: expected a boolean, got {type(v).__name__} {v!r}")
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise InputError(name, f"row {row0 + i}: expected a number, got {type(v).__name__} {v!r}")
+        f = float(v)
+        if not math.isfinite(f):
+            raise InputError(name, f"row {row0 + i}: value {v} is not finite")
+        out[i] = f
+    return out
+
+
+def encode_columns(fields: Sequence[Mapping[str, Any]], columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
+    """Encode column-oriented data (a DataFrame, or dict of sequences) into an (n, F) float64 array.
+
+    Extra columns are allowed here (a sample file carries ids and labels); records are strict.
+    """
+    for f in fields:
+        if f["name"] not in columns:
+            raise InputError(f["name"], "missing: the input has no such column")
+    n = len(columns[fields[0]["name"]]) if fields else 0
+    out = np.empty((n, len(fields)), dtype=np.float64)
+    for j, f in enumerate(fields):
+        col = columns[f["name"]]
+        values = col.tolist() if hasattr(col, "tolist") else list(col)
+        out[:, j] = _encode_field(f, values)
+    return out
+
+
+def encode_records(fields: Sequence[Mapping[str, Any]], records: Iterable[Mapping[str, Any]]) -> np.ndarray:
+    """Encode records strictly: every field present, no unexpected field, valid values."""
+    names = [f["name"] for f in fields]
+    known = set(names)
+    rows = list(records)
+    for i, rec in enumerate(rows):
+        if not isinstance(rec, Mapping):
+            raise InputError("<record>", f"row {i}: expected an object of field values, got {type(rec).__name__}")
+        for name in names:
+            if name not in rec:
+                raise InputError(name, f"row {i}: missing field")
+        for key in rec:
+            if key not in known:
+                raise InputError(str(key), f"row {i}: unexpected field (the model takes: {', '.join(names)})")
+    return encode_columns(fields, {n: [r[n] for r in rows] for n in names})
