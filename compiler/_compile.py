@@ -201,7 +201,8 @@ def compile(  # noqa: A001 - the public verb is compile
         if dropped:
             progress.note(f"{dropped} sample rows left out: missing or unknown values the schema rejects")
 
-    meta = {"name": name, "version": version, "edgefleet_version": edgefleet.__version__}
+    created_at = created_at or dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    meta = {"name": name, "version": version, "created_at": created_at, "edgefleet_version": edgefleet.__version__}
     artifacts: list[Artifact] = []
     reports: list[dict[str, Any]] = []
     for t in targets:
@@ -233,7 +234,7 @@ def compile(  # noqa: A001 - the public verb is compile
             "format_version": FORMAT_VERSION,
             "name": name,
             "version": version,
-            "created_at": created_at or dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+            "created_at": created_at,
             "key_id": keys.key_id(private_key.public_key()),
             "task": "binary_classification" if binary else "multiclass_classification",
             "source": {
@@ -256,7 +257,7 @@ def compile(  # noqa: A001 - the public verb is compile
             "parity": reports,
             "reference": {
                 "rows": int(len(frame)),
-                "fields": reference.field_stats(ir, features),
+                "fields": reference.field_stats(ir, features, frame),
                 "score": reference.score_stats(scores),
                 "metrics": reference.metrics(y, scores),
             },

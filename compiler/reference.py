@@ -44,20 +44,24 @@ def bin_counts(values: np.ndarray, edges: Sequence[float]) -> tuple[list[int], i
     return [int(c) for c in counts], int((~finite).sum())
 
 
-def field_stats(ir: "ModelIR", features: np.ndarray) -> dict[str, Any]:
-    """Per-field histograms from the encoded sample (categoricals are indices there)."""
+def field_stats(ir: "ModelIR", features: np.ndarray, frame: "pd.DataFrame") -> dict[str, Any]:
+    """Per-field histograms from the encoded sample (categoricals are indices there).
+
+    A missing categorical is counted as ``missing`` and not in the bin its policy maps it to.
+    """
     out: dict[str, Any] = {}
     for j, f in enumerate(ir.fields):
         col = features[:, j]
         if f.type == "categorical":
-            idx = col.astype(np.int64)
+            is_missing = frame[f.name].isna().to_numpy()
+            idx = col.astype(np.int64)[~is_missing]
             known = np.bincount(idx[idx >= 0], minlength=len(f.categories))
             out[f.name] = {
                 "type": "categorical",
                 "categories": list(f.categories),
                 "counts": [int(c) for c in known],
                 "unseen": int((idx < 0).sum()),
-                "missing": 0,
+                "missing": int(is_missing.sum()),
             }
         else:
             edges = numeric_edges(col)

@@ -1,0 +1,53 @@
+# Two commands on a fresh Debian machine: `make demo` and `make test`. Both install what is
+# missing first (Debian packages only when absent, the venv only when pyproject.toml changed),
+# so a second run starts at once.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.edgefleet-installed
+OUT    ?= demo-out
+# Debian packages: command that must exist -> package providing it.
+DEB_DEPS := java:default-jre-headless
+
+.PHONY: install system-deps demo test test-all bench clean
+
+install: system-deps $(STAMP)
+
+system-deps:
+	@missing=""; \
+	for dep in $(DEB_DEPS); do \
+	  cmd=$${dep%%:*}; pkg=$${dep#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip setuptools wheel
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all,dev]'
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/python examples/train_churn.py --model rf --out $(OUT)
+	@test -f $(OUT)/keys/private.pem || $(BIN)/edgefleet keys generate --out $(OUT)/keys
+	$(BIN)/edgefleet compile $(OUT)/churn_rf.joblib --sample $(OUT)/holdout.csv --label Churn \
+	  --name churn --version 1 --targets onnx,pmml --key $(OUT)/keys/private.pem --out $(OUT)/churn-v1
+	$(BIN)/edgefleet inspect $(OUT)/churn-v1.tar
+	$(BIN)/edgefleet verify $(OUT)/churn-v1.tar --pubkey $(OUT)/keys/public.pem
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-all: install
+	$(BIN)/python -m pytest -q -m ""
+
+bench: install
+	$(BIN)/python bench/compile.py
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache

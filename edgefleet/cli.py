@@ -1,0 +1,156 @@
+"""The ``edgefleet`` command line. Every verb hangs off this one entry point.
+
+    edgefleet keys generate --out DIR
+    edgefleet compile MODEL --sample DATA.csv --label COL --name N --version V \\
+                      --targets onnx,pmml --key DIR/private.pem --out OUTDIR
+    edgefleet inspect BUNDLE [--json]
+    edgefleet verify BUNDLE --pubkey FILE
+
+Errors edgefleet raises on purpose are printed as one line, ``edgefleet: error: ...``, with
+exit status 1 (2 for bad usage); a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgefleet.errors import EdgefleetError
+
+
+def _cmd_keys_generate(args: argparse.Namespace) -> int:
+    from edgefleet import keys
+
+    priv, pub = keys.generate_keypair(args.out, overwrite=args.force)
+    print(f"wrote {priv} (keep secret) and {pub} (key id {keys.key_id(keys.load_public_key(pub))})")
+    return 0
+
+
+def _load_model(path: str) -> Any:
+    from compiler.errors import CompileError
+
+    p = Path(path)
+    if not p.is_file():
+        raise CompileError(f"model file {path} does not exist")
+    try:
+        import joblib
+
+        return joblib.load(p)
+    except Exception as exc:  # pickle can raise anything: EOFError, UnpicklingError, ModuleNotFoundError...
+        raise CompileError(f"cannot load model file {path} (expected a joblib or pickle file of a fitted scikit-learn model): {type(exc).__name__}: {exc}") from exc
+
+
+def _load_sample(path: str) -> Any:
+    import pandas as pd
+
+    from compiler.errors import CompileError
+
+    try:
+        if path.endswith((".jsonl", ".ndjson")):
+            return pd.read_json(path, lines=True)
+        if path.endswith(".parquet"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except FileNotFoundError as exc:
+        raise CompileError(f"sample file {path} does not exist") from exc
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise CompileError(f"cannot read sample {path}: {exc}") from exc
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from compiler import compile as compile_model
+    from compiler.progress import Progress
+    from edgefleet import keys
+
+    key = keys.load_private_key(args.key)
+    model = _load_model(args.model)
+    sample = _load_sample(args.sample)
+    result = compile_model(
+        model, sample,
+        targets=args.targets.split(","), name=args.name, version=args.version, private_key=key,
+        label=args.label, out_dir=args.out, tolerance=args.tolerance,
+        allow_parity_failure=args.allow_parity_failure, parity_rows=args.parity_rows,
+        progress=Progress(quiet=args.quiet),
+    )
+    for p in result.manifest["parity"]:
+        status = "passed" if p["passed"] else "FAILED (recorded in the manifest)"
+        print(f"{p['format']}: {p['runtime']} {p['runtime_version']}, max |dp| {p['max_abs_diff']}, parity {status}")
+    print(f"bundle: {result.bundle_dir}\narchive: {result.archive}")
+    return 0 if result.parity_passed else 3
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from edgefleet.bundle_format import open_bundle
+    from edgefleet.inspect import render, summary
+
+    s = summary(open_bundle(args.bundle))
+    print(json.dumps(s, indent=2, sort_keys=True) if args.json else render(s))
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from edgefleet import keys
+    from edgefleet.bundle_format import open_bundle, verify
+
+    manifest = verify(open_bundle(args.bundle), keys.load_public_key(args.pubkey))
+    arts = ", ".join(f"{a['format']} ({a['size']} B)" for a in manifest["artifacts"])
+    print(f"OK: {manifest['name']} v{manifest['version']} signed by key {manifest['key_id']}; artifacts verified: {arts}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgefleet", description="Compile, sign, verify and ship ML models to offline edge devices.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    k = sub.add_parser("keys", help="manage signing keys")
+    ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    kg = ksub.add_parser("generate", help="write a new Ed25519 key pair (private.pem, public.pem)")
+    kg.add_argument("--out", required=True, help="folder for the key pair")
+    kg.add_argument("--force", action="store_true", help="overwrite an existing private key")
+    kg.set_defaults(func=_cmd_keys_generate)
+
+    c = sub.add_parser("compile", help="compile a trained model into a signed, parity-checked bundle")
+    c.add_argument("model", help="joblib/pickle file of a fitted scikit-learn classifier or Pipeline")
+    c.add_argument("--sample", required=True, help="CSV/JSONL/Parquet of data the model was not trained on (schema, statistics, parity)")
+    c.add_argument("--label", help="label column in the sample (enables AUROC / AP in the reference metrics)")
+    c.add_argument("--name", required=True, help="model name, e.g. churn")
+    c.add_argument("--version", required=True, type=int, help="monotonically increasing integer version")
+    c.add_argument("--targets", default="onnx", help="comma-separated: onnx,pmml (default onnx)")
+    c.add_argument("--key", required=True, help="Ed25519 private key (from `edgefleet keys generate`)")
+    c.add_argument("--out", required=True, help="bundle folder to write; OUT.tar is written beside it")
+    c.add_argument("--tolerance", type=float, default=1e-5, help="max |probability difference| per row (default 1e-5)")
+    c.add_argument("--parity-rows", type=int, default=5000, help="sample rows scored for parity (default 5000)")
+    c.add_argument("--allow-parity-failure", action="store_true", help="write the bundle even if parity fails (recorded in the manifest)")
+    c.add_argument("--quiet", action="store_true", help="no progress display")
+    c.set_defaults(func=_cmd_compile)
+
+    i = sub.add_parser("inspect", help="summarize a bundle: formats, sizes, parity, schema, metrics")
+    i.add_argument("bundle", help="bundle folder or .tar")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=_cmd_inspect)
+
+    v = sub.add_parser("verify", help="check a bundle's signature, then every artifact's size and sha256")
+    v.add_argument("bundle", help="bundle folder or .tar")
+    v.add_argument("--pubkey", required=True, help="trusted Ed25519 public key (PEM)")
+    v.set_defaults(func=_cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EdgefleetError as exc:
+        print(f"edgefleet: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edgefleet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
