@@ -46,42 +46,67 @@ def _cat_key(v: Any) -> Any:
     return ("s", str(v)) if isinstance(v, (str, np.str_)) else ("o", repr(v))
 
 
-def _encode_field(field: Mapping[str, Any], values: Sequence[Any], row0: int = 0) -> np.ndarray:
-    name, ftype = field["name"], field["type"]
-    n = len(values)
-    out = np.empty(n, dtype=np.float64)
+def _encode_categorical(field: Mapping[str, Any], values: Sequence[Any]) -> np.ndarray:
+    name = field["name"]
+    cats = field.get("categories", [])
+    index = {_cat_key(c): k for k, c in enumerate(cats) if c is not None}
+    nan_idx = next((k for k, c in enumerate(cats) if c is None), None)
     policy = field.get("missing", "reject")
-    if ftype == "categorical":
-        cats = field.get("categories", [])
-        index = {_cat_key(c): k for k, c in enumerate(cats) if c is not None}
-        nan_idx = next((k for k, c in enumerate(cats) if c is None), None)
-        fill = field.get("fill")
-        ignore = field.get("unseen", "reject") == "ignore"
-        for i, v in enumerate(values):
+    fill = field.get("fill")
+    ignore = field.get("unseen", "reject") == "ignore"
+    if nan_idx is not None:
+        missing_code = float(nan_idx)
+    elif fill is not None:
+        missing_code = float(index.get(_cat_key(fill), -1))
+    else:
+        missing_code = -1.0
+    out = np.empty(len(values), dtype=np.float64)
+    seen: dict[Any, float] = {}  # distinct values are few: look each one up once
+    for i, v in enumerate(values):
+        try:
+            code = seen.get(v) if not isinstance(v, float) else None
+        except TypeError:  # unhashable value: falls through to the checks below
+            code = None
+        if code is None:
             if _missing(v):
                 if policy == "reject":
-                    raise InputError(name, f"row {row0 + i}: value is missing and the model has no rule for a missing {name}")
-                if nan_idx is not None:
-                    out[i] = nan_idx
-                elif fill is not None:
-                    out[i] = index.get(_cat_key(fill), -1)
-                else:
-                    out[i] = -1
+                    raise InputError(name, f"row {i}: value is missing and the model has no rule for a missing {name}")
+                out[i] = missing_code
                 continue
             if isinstance(v, float) and math.isinf(v):
-                raise InputError(name, f"row {row0 + i}: value {v} is not finite")
+                raise InputError(name, f"row {i}: value {v} is not finite")
             k = index.get(_cat_key(v))
             if k is None:
                 if not ignore:
                     shown = ", ".join(repr(c) for c in cats[:8]) + (" ..." if len(cats) > 8 else "")
-                    raise InputError(name, f"row {row0 + i}: unseen category {v!r} (known: {shown})")
+                    raise InputError(name, f"row {i}: unseen category {v!r} (known: {shown})")
                 k = -1
-            out[i] = k
+            code = float(k)
+            if not isinstance(v, float):
+                seen[v] = code
+        out[i] = code
+    return out
+
+
+def _encode_numeric(field: Mapping[str, Any], values: Any) -> np.ndarray:
+    name, ftype = field["name"], field["type"]
+    dtype = getattr(values, "dtype", None)
+    if ftype == "numeric" and dtype is not None and dtype.kind in "iuf":
+        out = np.asarray(values, dtype=np.float64).copy()  # fast path: a numeric array or Series
+        bad = np.isinf(out)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(name, f"row {i}: value {out[i]} is not finite")
+        nan = np.isnan(out)
+        if nan.any() and field.get("missing", "reject") != "impute":
+            raise InputError(name, f"row {int(np.argmax(nan))}: value is missing and the model does not impute {name}")
         return out
+    values = values.tolist() if hasattr(values, "tolist") else list(values)
+    out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
         if _missing(v):
-            if policy != "impute":
-                raise InputError(name, f"row {row0 + i}: value is missing and the model does not impute {name}")
+            if field.get("missing", "reject") != "impute":
+                raise InputError(name, f"row {i}: value is missing and the model does not impute {name}")
             out[i] = math.nan
             continue
         if ftype == "boolean":
@@ -91,12 +116,12 @@ def _encode_field(field: Mapping[str, Any], values: Sequence[Any], row0: int = 0
             if isinstance(v, str) and v.lower() in ("true", "false"):
                 out[i] = float(v.lower() == "true")
                 continue
-            raise InputError(name, f"row {row0 + i}: expected a boolean, got {type(v).__name__} {v!r}")
+            raise InputError(name, f"row {i}: expected a boolean, got {type(v).__name__} {v!r}")
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-            raise InputError(name, f"row {row0 + i}: expected a number, got {type(v).__name__} {v!r}")
+            raise InputError(name, f"row {i}: expected a number, got {type(v).__name__} {v!r}")
         f = float(v)
         if not math.isfinite(f):
-            raise InputError(name, f"row {row0 + i}: value {v} is not finite")
+            raise InputError(name, f"row {i}: value {v} is not finite")
         out[i] = f
     return out
 
@@ -113,8 +138,10 @@ def encode_columns(fields: Sequence[Mapping[str, Any]], columns: Mapping[str, Se
     out = np.empty((n, len(fields)), dtype=np.float64)
     for j, f in enumerate(fields):
         col = columns[f["name"]]
-        values = col.tolist() if hasattr(col, "tolist") else list(col)
-        out[:, j] = _encode_field(f, values)
+        if f["type"] == "categorical":
+            out[:, j] = _encode_categorical(f, col.tolist() if hasattr(col, "tolist") else list(col))
+        else:
+            out[:, j] = _encode_numeric(f, col)
     return out
 
 

@@ -46,7 +46,7 @@ def test_unsupported_final_estimator(churn_data: dict[str, Any], keypair: dict[s
     tr = churn_data["train"].dropna()
     model = Pipeline([("pre", ColumnTransformer([("num", StandardScaler(), NUMERIC)])), ("knn", KNeighborsClassifier())])
     model.fit(tr[NUMERIC], tr[LABEL])
-    with pytest.raises(UnsupportedStepError, match=r"step svm \(SVC\)"):
+    with pytest.raises(UnsupportedStepError, match=r"step knn \(KNeighborsClassifier\): final estimator KNeighborsClassifier"):
         compile(model, churn_data["holdout"], targets=["onnx"], private_key=keypair["private"])
 
 
@@ -124,3 +124,22 @@ def test_cli_compile_inspect_verify(tmp_path: Path, keypair: dict[str, Any], tra
     assert all(p["passed"] and p["max_abs_diff"] <= 1e-5 for p in data["parity"])
     proc = _cli("verify", str(out) + ".tar", "--pubkey", str(keypair["public_path"]))
     assert proc.returncode == 0 and proc.stdout.startswith("OK: churn v1")
+
+
+def test_pmml_without_java_says_how_to_install(tmp_path: Path, keypair: dict[str, Any], train_model: Any, churn_data: dict[str, Any]) -> None:
+    import os
+
+    sample = tmp_path / "sample.csv"
+    churn_data["holdout"].to_csv(sample, index=False)
+    model = tmp_path / "lr.joblib"
+    joblib.dump(train_model("lr"), model)
+    env = {**os.environ, "PATH": str(tmp_path / "empty-bin")}  # no java reachable
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgefleet.cli", "compile", str(model), "--sample", str(sample), "--name", "churn", "--version", "1",
+         "--targets", "onnx,pmml", "--key", str(keypair["private_path"]), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 1
+    assert "pmml target needs Java on PATH" in proc.stderr and "apt-get install default-jre-headless" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
