@@ -103,13 +103,15 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path: Path, keypair: dict
         assert "Traceback" not in proc.stderr
 
 
-def test_cli_compile_inspect_verify(tmp_path: Path, keypair: dict[str, Any], train_model: Any, churn_data: dict[str, Any]) -> None:
+@pytest.mark.parametrize("family", ["lr", "rf", "gb", "hgb"])
+def test_cli_compile_inspect_verify(family: str, tmp_path: Path, keypair: dict[str, Any], train_model: Any, churn_data: dict[str, Any]) -> None:
+    """The acceptance run: `edgefleet compile` of LR, RF(100), GB and HGB churn pipelines to onnx,pmml."""
     import json
 
     sample = tmp_path / "sample.csv"
     churn_data["holdout"].to_csv(sample, index=False)
-    model = tmp_path / "rf.joblib"
-    joblib.dump(train_model("rf"), model)
+    model = tmp_path / f"{family}.joblib"
+    joblib.dump(train_model(family), model)
     out = tmp_path / "churn-v1"
     proc = _cli("compile", str(model), "--sample", str(sample), "--label", "Churn", "--name", "churn", "--version", "1",
                 "--targets", "onnx,pmml", "--key", str(keypair["private_path"]), "--out", str(out))
