@@ -5,6 +5,7 @@
                       --targets onnx,pmml --key DIR/private.pem --out OUTDIR
     edgefleet inspect BUNDLE [--json]
     edgefleet verify BUNDLE --pubkey FILE
+    edgefleet score BUNDLE --pubkey FILE --input FILE.csv|FILE.jsonl [--backend onnx|tflite|pmml] [--output OUT]
 
 Errors edgefleet raises on purpose are printed as one line, ``edgefleet: error: ...``, with
 exit status 1 (2 for bad usage); a traceback means a bug.
@@ -101,6 +102,76 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_records(path: str, fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CSV (typed by the schema: numbers parsed, empty cells missing) or JSON Lines records."""
+    import csv
+
+    from edgefleet.errors import InputError
+
+    names = {f["name"]: f for f in fields}
+    try:
+        fh = open(path, newline="", encoding="utf-8")
+    except OSError as exc:
+        raise InputError("--input", f"cannot read {path}: {exc.strerror or exc}") from exc
+    with fh:
+        if path.endswith((".jsonl", ".ndjson", ".json")):
+            out = []
+            for i, line in enumerate(fh):
+                if line.strip():
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise InputError("--input", f"line {i + 1} is not JSON: {exc}") from exc
+            return out
+        reader = csv.DictReader(fh)
+        missing = [n for n in names if n not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(missing[0], f"the CSV has no column {missing[0]!r}")
+        records = []
+        for i, row in enumerate(reader):
+            rec: dict[str, Any] = {}
+            for name, f in names.items():
+                cell = row[name]
+                if cell is None or cell == "":
+                    rec[name] = None
+                elif f["type"] == "categorical":
+                    cats = f.get("categories", [])
+                    rec[name] = cell if any(isinstance(c, str) for c in cats) or not cats else _number(cell, name, i)
+                elif f["type"] == "boolean":
+                    rec[name] = cell.strip().lower() in ("1", "true", "yes")
+                else:
+                    rec[name] = _number(cell, name, i)
+            records.append(rec)
+        return records
+
+
+def _number(cell: str, name: str, row: int) -> float | int:
+    from edgefleet.errors import InputError
+
+    try:
+        return int(cell) if cell.lstrip("-").isdigit() else float(cell)
+    except ValueError:
+        raise InputError(name, f"row {row}: expected a number, got {cell!r}") from None
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from runtimes.python import Scorer
+
+    scorer = Scorer.from_bundle(args.bundle, args.pubkey, backend=args.backend)
+    records = _read_records(args.input, scorer.fields)
+    preds = scorer.score_many(records)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for i, p in enumerate(preds):
+            out.write(json.dumps({"row": i, "probability": p.probability, "label": p.label, "model_version": p.version, "backend": scorer.backend_name}) + "\n")
+    finally:
+        if args.output:
+            out.close()
+    if args.output:
+        print(f"scored {len(preds)} records with {scorer.name} v{scorer.version} ({scorer.backend_name}) -> {args.output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefleet", description="Compile, sign, verify and ship ML models to offline edge devices.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -136,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("bundle", help="bundle folder or .tar")
     v.add_argument("--pubkey", required=True, help="trusted Ed25519 public key (PEM)")
     v.set_defaults(func=_cmd_verify)
+
+    sc = sub.add_parser("score", help="score records offline with a verified bundle")
+    sc.add_argument("bundle", help="bundle folder or .tar")
+    sc.add_argument("--pubkey", required=True, help="trusted Ed25519 public key (PEM); nothing unverified is scored")
+    sc.add_argument("--input", required=True, help="records: FILE.csv or FILE.jsonl")
+    sc.add_argument("--backend", choices=["onnx", "tflite", "pmml"], help="force a runtime (default: the first one installed that the bundle offers)")
+    sc.add_argument("--output", help="write JSON Lines here instead of stdout")
+    sc.set_defaults(func=_cmd_score)
     return parser
 
 

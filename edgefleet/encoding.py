@@ -5,7 +5,8 @@ The manifest's ``input_schema.fields`` fixes the order and meaning of the tensor
 * numeric: the value; NaN when missing and the field's policy is ``impute`` (the artifact
   imputes). Infinite values are refused.
 * boolean: 1.0 / 0.0.
-* categorical: the index of the value in ``categories``; a missing value becomes ``fill``'s
+* categorical: the index of the value in ``categories`` (a non-string value for string
+  categories is a type error, not an unseen category); a missing value becomes ``fill``'s
   index or the NaN category's (``impute``), or -1 (``unseen``); an unknown category becomes -1
   when ``unseen`` is ``ignore``.
 
@@ -54,6 +55,7 @@ def _encode_categorical(field: Mapping[str, Any], values: Sequence[Any]) -> np.n
     policy = field.get("missing", "reject")
     fill = field.get("fill")
     ignore = field.get("unseen", "reject") == "ignore"
+    all_strings = bool(cats) and all(isinstance(c, str) for c in cats if c is not None)
     if nan_idx is not None:
         missing_code = float(nan_idx)
     elif fill is not None:
@@ -75,6 +77,8 @@ def _encode_categorical(field: Mapping[str, Any], values: Sequence[Any]) -> np.n
                 continue
             if isinstance(v, float) and math.isinf(v):
                 raise InputError(name, f"row {i}: value {v} is not finite")
+            if all_strings and not isinstance(v, str):
+                raise InputError(name, f"row {i}: expected a string category, got {type(v).__name__} {v!r}")
             k = index.get(_cat_key(v))
             if k is None:
                 if not ignore:
@@ -160,3 +164,56 @@ def encode_records(fields: Sequence[Mapping[str, Any]], records: Iterable[Mappin
             if key not in known:
                 raise InputError(str(key), f"row {i}: unexpected field (the model takes: {', '.join(names)})")
     return encode_columns(fields, {n: [r[n] for r in rows] for n in names})
+
+
+class RecordEncoder:
+    """Encode one record at a time with the rules above, fast enough for per-request scoring.
+
+    The fast path is a function generated once per manifest (field names enter it only as
+    ``repr`` literals): straight-line code with no per-field dispatch, about 1-2 us for the
+    16-field churn schema. Anything unusual (a missing or extra field, a wrong type, an unseen
+    category, NaN) falls back to ``encode_records``, which either encodes it or raises the
+    precise ``InputError``. A test checks both paths agree on generated records.
+    """
+
+    def __init__(self, fields: Sequence[Mapping[str, Any]]) -> None:
+        self.fields = list(fields)
+        self.names = [f["name"] for f in self.fields]
+        env: dict[str, Any] = {"_array": np.array, "_f64": np.float64, "_nan": math.nan, "_inf": math.inf, "_ninf": -math.inf}
+        lines = ["def _fast(r):", f"    if len(r) != {len(self.fields)}:", "        return None", "    try:"]
+        for j, f in enumerate(self.fields):
+            lines.append(f"        v{j} = r[{f['name']!r}]")
+        lines += ["    except (KeyError, TypeError):", "        return None"]
+        for j, f in enumerate(self.fields):
+            v = f"v{j}"
+            if f["type"] == "categorical":
+                env[f"_idx{j}"] = {c: float(k) for k, c in enumerate(f.get("categories", [])) if isinstance(c, str)}
+                lines += [
+                    f"    if type({v}) is not str:", "        return None",
+                    f"    {v} = _idx{j}.get({v})", f"    if {v} is None:", "        return None",
+                ]
+            elif f["type"] == "boolean":
+                lines += [
+                    f"    if {v} is True:", f"        {v} = 1.0", f"    elif {v} is False:", f"        {v} = 0.0",
+                    "    else:", "        return None",
+                ]
+            else:
+                bad_type = f"(type({v}) is not float and type({v}) is not int)"
+                if f.get("missing") == "impute":
+                    lines += [
+                        f"    if {v} is None:", f"        {v} = _nan",
+                        f"    elif {bad_type} or {v} == _inf or {v} == _ninf:", "        return None",
+                    ]
+                else:
+                    lines += [f"    if {bad_type} or {v} != {v} or {v} == _inf or {v} == _ninf:", "        return None"]
+        lines.append("    return _array([[" + ", ".join(f"v{j}" for j in range(len(self.fields))) + "]], _f64)")
+        exec(compile("\n".join(lines), "<edgefleet.encoding.RecordEncoder>", "exec"), env)  # noqa: S102 - generated from repr() literals only
+        self._fast = env["_fast"]
+
+    def encode_one(self, record: Mapping[str, Any]) -> np.ndarray:
+        out = self._fast(record) if isinstance(record, dict) else None
+        if out is None:
+            if not isinstance(record, Mapping):
+                raise InputError("<record>", f"expected an object of field values, got {type(record).__name__}")
+            return encode_records(self.fields, [record])
+        return out

@@ -35,6 +35,7 @@ def test_good_record_encodes_to_indices_and_values() -> None:
         ({"tenure": None}, "tenure", "missing and the model does not impute"),
         ({"tenure": True}, "tenure", "expected a number, got bool"),
         ({"Contract": "Three year"}, "Contract", "unseen category 'Three year'"),
+        ({"Contract": 3}, "Contract", "expected a string category, got int"),
         ({"Contract": None}, "Contract", "missing and the model has no rule"),
         ({"Paperless": "maybe"}, "Paperless", "expected a boolean"),
         ({"extra": 1}, "extra", "unexpected field"),
@@ -57,3 +58,27 @@ def test_missing_field_is_named() -> None:
 def test_columns_must_exist() -> None:
     with pytest.raises(InputError, match="'Contract': missing: the input has no such column"):
         encode_columns(FIELDS, {"tenure": [1]})
+
+
+def test_record_encoder_matches_encode_records_on_generated_records() -> None:
+    from edgefleet.encoding import RecordEncoder
+
+    rng = np.random.default_rng(0)
+    enc = RecordEncoder(FIELDS)
+    choices = {
+        "Contract": ["Month-to-month", "One year", "Two year", "Three year", None, 3],
+        "PaymentMethod": ["Card", "Check", "Cash", None, float("nan")],
+        "tenure": [0, 12, 71.5, None, float("inf"), "7", True, np.int64(4), float("nan")],
+        "TotalCharges": [0.0, 8600.55, None, float("nan"), -1, "x"],
+        "Paperless": [True, False, 0, 1, 2, "true", None],
+    }
+    for _ in range(600):
+        rec = {k: v[rng.integers(len(v))] for k, v in choices.items()}
+        try:
+            expected = encode_records(FIELDS, [rec])
+        except InputError as exc:
+            with pytest.raises(InputError) as info:
+                enc.encode_one(rec)
+            assert str(info.value) == str(exc)
+            continue
+        np.testing.assert_array_equal(enc.encode_one(rec), expected)

@@ -1,0 +1,1 @@
+"""Device runtimes: ``runtimes.python`` (this package) and ``runtimes/js`` (browser, Node)."""

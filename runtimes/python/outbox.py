@@ -1,0 +1,148 @@
+"""A bounded, crash-safe telemetry outbox on SQLite (WAL), delivering at least once.
+
+Every message gets an idempotent id (uuid4) when it is accepted; the server deduplicates by
+it, so redelivery after a lost acknowledgement is harmless. A message leaves the outbox only
+when ``ack`` is called with its id, after the broker's PUBACK or the server's 2xx.
+
+The outbox is bounded by message count and bytes. When full, the oldest ``prediction``
+messages go first (they are samples; sketches and outcomes are not), then the oldest of any
+kind. Every drop is counted per kind in the ``counters`` table and reported in the device
+status: nothing disappears silently. Commits use WAL with ``synchronous=NORMAL``: an accepted
+message survives a crash of the process; an OS crash or power cut can lose the last few
+commits (SQLite's documented trade-off), never corrupt the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    created REAL NOT NULL,
+    body TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    kind: str
+    created: float
+    body: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "created": self.created, "body": self.body}
+
+
+class Outbox:
+    def __init__(self, path: str | os.PathLike[str], *, max_messages: int = 200_000, max_bytes: int = 128 * 1024 * 1024) -> None:
+        self.path = os.fspath(path)
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
+        self._count, self._bytes = int(row[0]), int(row[1])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing ---------------------------------------------------------------------------
+    def put(self, kind: str, body: Mapping[str, Any]) -> str:
+        return self.put_many(kind, [body])[0]
+
+    def put_many(self, kind: str, bodies: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Accept messages in one transaction; returns their ids."""
+        now = time.time()
+        rows = []
+        for body in bodies:
+            text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+            rows.append((uuid.uuid4().hex, kind, now, text, len(text)))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT INTO outbox (id, kind, created, body, size) VALUES (?, ?, ?, ?, ?)", rows)
+                self._count += len(rows)
+                self._bytes += sum(r[4] for r in rows)
+                self._enforce_bounds()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
+                self._count, self._bytes = int(row[0]), int(row[1])
+                raise
+        return [r[0] for r in rows]
+
+    def _enforce_bounds(self) -> None:
+        if self._count <= self.max_messages and self._bytes <= self.max_bytes:
+            return
+        for kind_filter in ("WHERE kind = 'prediction'", ""):
+            while self._count > self.max_messages or self._bytes > self.max_bytes:
+                excess = max(self._count - self.max_messages, 1)
+                victims = self._db.execute(
+                    f"SELECT seq, kind, size FROM outbox {kind_filter} ORDER BY seq LIMIT ?", (max(excess, 64),)
+                ).fetchall()
+                if not victims:
+                    break
+                dropped: dict[str, int] = {}
+                taken = []
+                for seq, kind, size in victims:
+                    if self._count <= self.max_messages and self._bytes <= self.max_bytes:
+                        break
+                    taken.append((seq,))
+                    self._count -= 1
+                    self._bytes -= size
+                    dropped[kind] = dropped.get(kind, 0) + 1
+                self._db.executemany("DELETE FROM outbox WHERE seq = ?", taken)
+                for kind, n in dropped.items():
+                    self._db.execute(
+                        "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                        (f"dropped_{kind}", n),
+                    )
+
+    # -- reading ---------------------------------------------------------------------------
+    def peek(self, limit: int = 500) -> list[Message]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, kind, created, body FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        return [Message(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def ack(self, ids: Iterable[str]) -> int:
+        ids = list(ids)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            removed = 0
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                sizes = self._db.execute(f"SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox WHERE id IN ({marks})", chunk).fetchone()
+                self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
+                self._bytes -= int(sizes[0])
+                self._count -= int(sizes[1])
+                removed += int(sizes[1])
+            self._db.execute("COMMIT")
+        return removed
+
+    def depth(self) -> int:
+        return self._count
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+        return {"depth": self._count, "bytes": self._bytes, **{k: int(v) for k, v in counters.items()}}

@@ -1,0 +1,131 @@
+"""Offline scoring of a verified bundle.
+
+    scorer = Scorer.from_bundle("churn-v3.tar", "keys/public.pem")
+    scorer.score({"Contract": "Month-to-month", "tenure": 3, ...})
+    # Prediction(probability=0.71, label=1, version=3)
+
+``from_bundle`` verifies the signature, then every artifact's size and sha256, before anything
+is parsed by a runtime; then picks a backend (onnxruntime, ai-edge-litert, pypmml) from what
+the manifest offers and what is installed. Every record is validated against the manifest's
+input schema (``edgefleet.encoding``); a bad one raises ``ScoringInputError`` naming the field
+and the reason. A probability is never returned for input the model was not built for.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edgefleet import keys
+from edgefleet.bundle_format import Bundle, open_bundle, verify
+from edgefleet.encoding import RecordEncoder, encode_records
+from edgefleet.errors import InputError
+from runtimes.python.backends import load_backend
+from runtimes.python.errors import ScoringInputError
+
+PublicKeys = Ed25519PublicKey | str | os.PathLike[str] | Sequence[Ed25519PublicKey]
+
+
+def trusted_key_for(bundle: Bundle, trusted: PublicKeys) -> Ed25519PublicKey:
+    """The trusted key the manifest names (by key id), else the first one: verify says why."""
+    if isinstance(trusted, (str, os.PathLike)):
+        return keys.load_public_key(trusted)
+    if isinstance(trusted, Ed25519PublicKey):
+        return trusted
+    claimed = None
+    try:
+        claimed = bundle.manifest.get("key_id")
+    except Exception:  # noqa: BLE001 - an unparsable manifest fails verification below
+        pass
+    for k in trusted:
+        if keys.key_id(k) == claimed:
+            return k
+    return trusted[0]
+
+
+class Prediction(NamedTuple):
+    """One scored record. A NamedTuple: immutable, and cheap enough for the per-row hot path."""
+
+    probability: float  # positive-class probability (multi-class: the top class's)
+    label: Any
+    version: int
+    probabilities: tuple[float, ...] = ()
+
+
+class Scorer:
+    def __init__(self, manifest: Mapping[str, Any], files: Mapping[str, bytes], backend: str | None = None) -> None:
+        self.manifest = dict(manifest)
+        self.name: str = manifest["name"]
+        self.version: int = int(manifest["version"])
+        self.fields = manifest["input_schema"]["fields"]
+        self.classes = list(manifest["output"]["classes"])
+        self.threshold = float(manifest["output"]["threshold"])
+        self.binary = len(self.classes) == 2
+        self.backend = load_backend(manifest, files, backend)
+        self._encoder = RecordEncoder(self.fields)
+        self._pos, self._neg = (self.classes[1], self.classes[0]) if self.binary else (None, None)
+
+    @classmethod
+    def from_bundle(cls, path: str | os.PathLike[str], pubkey: PublicKeys, backend: str | None = None) -> "Scorer":
+        bundle = open_bundle(path)
+        manifest = verify(bundle, trusted_key_for(bundle, pubkey))
+        return cls(manifest, bundle.files, backend)
+
+    @property
+    def backend_name(self) -> str:
+        return str(self.backend.name)
+
+    def _prediction(self, p: list[float]) -> Prediction:
+        if self.binary:
+            pos = p[1]
+            return Prediction(pos, self._pos if pos > self.threshold else self._neg, self.version, (p[0], pos))
+        k = max(range(len(p)), key=p.__getitem__)
+        return Prediction(p[k], self.classes[k], self.version, tuple(p))
+
+    def score(self, record: Mapping[str, Any]) -> Prediction:
+        try:
+            features = self._encoder.encode_one(record)
+        except InputError as exc:
+            raise ScoringInputError(exc.field, exc.reason) from None
+        p = self.backend.predict(features, (record,))[0].tolist()
+        if not math.isfinite(sum(p)):
+            raise ScoringInputError("<record>", f"model {self.name} v{self.version} returned a non-finite probability")
+        return self._prediction(p)
+
+    def score_many(self, records: Iterable[Mapping[str, Any]]) -> list[Prediction]:
+        rows = list(records)
+        if not rows:
+            return []
+        try:
+            features = encode_records(self.fields, rows)
+        except InputError as exc:
+            raise ScoringInputError(exc.field, exc.reason) from None
+        proba = np.asarray(self.backend.predict(features, rows), dtype=np.float64)
+        if not np.all(np.isfinite(proba)):
+            bad = int(np.argmax(~np.isfinite(proba).all(axis=1)))
+            raise ScoringInputError("<record>", f"row {bad}: model {self.name} v{self.version} returned a non-finite probability")
+        return [self._prediction(p) for p in proba.tolist()]
+
+    def check_canaries(self) -> list[str]:
+        """Replay the manifest's canary rows; return one message per failing row (empty = healthy)."""
+        canary = self.manifest.get("canary", {})
+        tol = float(canary.get("tolerance", 1e-5))
+        failures = []
+        rows = canary.get("rows", [])
+        if not rows:
+            return ["the bundle has no canary rows to check"]
+        for i, row in enumerate(rows):
+            try:
+                got = self.score(row["input"])
+            except Exception as exc:  # noqa: BLE001 - any failure of a canary is a health failure
+                failures.append(f"canary {i}: {type(exc).__name__}: {exc}")
+                continue
+            want = row["probabilities"]
+            diff = max(abs(a - b) for a, b in zip(got.probabilities, want))
+            if diff > tol or got.label != row["label"]:
+                failures.append(f"canary {i}: probability off by {diff:.3g} (tolerance {tol:g}) or label {got.label!r} != {row['label']!r}")
+        return failures
