@@ -6,6 +6,7 @@
     edgefleet inspect BUNDLE [--json]
     edgefleet verify BUNDLE --pubkey FILE
     edgefleet score BUNDLE --pubkey FILE --input FILE.csv|FILE.jsonl [--backend onnx|tflite|pmml] [--output OUT]
+    edgefleet device run --server URL --device-id ID --credential FILE --data-dir DIR [--mqtt URL]
 
 Errors edgefleet raises on purpose are printed as one line, ``edgefleet: error: ...``, with
 exit status 1 (2 for bad usage); a traceback means a bug.
@@ -172,6 +173,20 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_device_run(args: argparse.Namespace) -> int:
+    from runtimes.python.agent import Agent, AgentConfig
+
+    cfg = AgentConfig.from_credential(
+        args.credential, data_dir=args.data_dir, server=args.server, device_id=args.device_id, mqtt=args.mqtt,
+        poll_seconds=args.poll_seconds, sample_rate=args.sample_rate, include_features=not args.no_features,
+        input_dir=Path(args.input_dir) if args.input_dir else None,
+    )
+    agent = Agent(cfg)
+    model = f"{agent.scorer.name} v{agent.scorer.version}" if agent.scorer else "no model yet"
+    print(f"edgefleet device {cfg.device_id}: {model}; server {cfg.server}; mqtt {cfg.mqtt or 'off (HTTP polling)'}", file=sys.stderr, flush=True)
+    return agent.run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefleet", description="Compile, sign, verify and ship ML models to offline edge devices.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -215,6 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--backend", choices=["onnx", "tflite", "pmml"], help="force a runtime (default: the first one installed that the bundle offers)")
     sc.add_argument("--output", help="write JSON Lines here instead of stdout")
     sc.set_defaults(func=_cmd_score)
+
+    d = sub.add_parser("device", help="run the device agent")
+    dsub = d.add_subparsers(dest="device_command", required=True, metavar="ACTION")
+    dr = dsub.add_parser("run", help="sync models and telemetry with the fleet server; score offline")
+    dr.add_argument("--server", help="fleet server URL (default: from the credential file)")
+    dr.add_argument("--device-id", help="this device's id (default: from the credential file)")
+    dr.add_argument("--credential", required=True, help="credential JSON from enrollment (token, trusted keys)")
+    dr.add_argument("--data-dir", required=True, help="where models, the outbox and state live")
+    dr.add_argument("--mqtt", help="mqtt://host:port (default: from the credential file; HTTP polling without)")
+    dr.add_argument("--poll-seconds", type=float, default=30.0, help="HTTP assignment poll period while MQTT is down")
+    dr.add_argument("--sample-rate", type=float, default=1.0, help="fraction of predictions sent as telemetry")
+    dr.add_argument("--no-features", action="store_true", help="privacy switch: never send raw features")
+    dr.add_argument("--input-dir", help="score *.jsonl files dropped here (MiNiFi-style); results in INPUT_DIR/scored")
+    dr.set_defaults(func=_cmd_device_run)
     return parser
 
 

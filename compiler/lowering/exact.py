@@ -91,7 +91,7 @@ def fold_thresholds(
     at_lo, at_hi = goes_left(lo), goes_left(hi)
     # invariant for the rest: goes_left(lo) and not goes_left(hi)
     for _ in range(70):
-        active = hi - lo > 1
+        active = hi - 1 > lo  # hi - lo would overflow int64
         if not active.any():
             break
         mid = lo // 2 + hi // 2 + ((lo % 2) + (hi % 2)) // 2

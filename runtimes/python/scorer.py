@@ -96,6 +96,17 @@ class Scorer:
             raise ScoringInputError("<record>", f"model {self.name} v{self.version} returned a non-finite probability")
         return self._prediction(p)
 
+    def score_detailed(self, record: Mapping[str, Any]) -> tuple[Prediction, np.ndarray]:
+        """``score`` plus the encoded feature row (for sketches), encoding the record once."""
+        try:
+            features = self._encoder.encode_one(record)
+        except InputError as exc:
+            raise ScoringInputError(exc.field, exc.reason) from None
+        p = self.backend.predict(features, (record,))[0].tolist()
+        if not math.isfinite(sum(p)):
+            raise ScoringInputError("<record>", f"model {self.name} v{self.version} returned a non-finite probability")
+        return self._prediction(p), features
+
     def score_many(self, records: Iterable[Mapping[str, Any]]) -> list[Prediction]:
         rows = list(records)
         if not rows:

@@ -1,0 +1,188 @@
+"""The device's network seams: HTTP (stdlib urllib) and MQTT (paho-mqtt 2.x).
+
+As in python-tuf's fetcher, every transport failure surfaces as one ``DownloadError`` (or
+``TransportError``) with the URL and the reason, and downloads enforce a maximum length while
+streaming. ``download`` resumes a cut transfer from the bytes already on disk with ``Range``
+and ``If-Range``; a server that ignores the range (200 instead of 206) or whose ETag changed
+restarts the file, anything else continues it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from runtimes.python.errors import DeviceError, DownloadError
+
+CHUNK = 64 * 1024
+
+
+class TransportError(DeviceError):
+    """An HTTP or MQTT exchange failed; ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status >= 500 or self.status in (408, 429)
+
+
+def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter."""
+    return (rng or random).uniform(0.0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+class Http:
+    def __init__(self, base_url: str, token: str | None, timeout: float = 10.0) -> None:
+        self.base = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> urllib.request.Request:
+        url = path if path.startswith("http") else self.base + path
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        req = urllib.request.Request(url, data=data, method=method)
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        return req
+
+    def json(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+        req = self._request(method, path, body, headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+                return resp.status, dict(resp.headers), (json.loads(raw) if raw else None)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 304:
+                return 304, dict(exc.headers), None
+            detail = exc.read()[:300].decode("utf-8", "replace")
+            raise TransportError(f"{method} {req.full_url}: HTTP {exc.code} {detail}", exc.code) from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise TransportError(f"{method} {req.full_url}: {getattr(exc, 'reason', exc)}") from exc
+
+    def download(self, path: str, dest: Path, *, size: int, sha256: str, max_bytes: int,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
+        """Fetch ``path`` into ``dest``, resuming ``dest.part``; verify size and sha256."""
+        if size > max_bytes:
+            raise DownloadError(f"{path}: announced size {size} exceeds the maximum of {max_bytes} bytes")
+        part = dest.with_name(dest.name + ".part")
+        have = part.stat().st_size if part.exists() else 0
+        if have > size:
+            part.unlink()
+            have = 0
+        headers = {}
+        if 0 < have < size:
+            headers = {"Range": f"bytes={have}-", "If-Range": f'"{sha256}"'}
+        req = self._request("GET", path, headers=headers)
+        if have < size:
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    mode = "ab"
+                    if resp.status == 200:  # range ignored or ETag changed: start over
+                        have, mode = 0, "wb"
+                    elif resp.status != 206:
+                        raise DownloadError(f"GET {req.full_url}: unexpected HTTP {resp.status}")
+                    with open(part, mode) as fh:
+                        while True:
+                            chunk = resp.read(CHUNK)
+                            if not chunk:
+                                break
+                            have += len(chunk)
+                            if have > size or have > max_bytes:
+                                raise DownloadError(f"GET {req.full_url}: more than the announced {size} bytes")
+                            fh.write(chunk)
+                            if progress:
+                                progress(have, size)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+            except urllib.error.HTTPError as exc:
+                if exc.code == 416:
+                    part.unlink(missing_ok=True)
+                raise DownloadError(f"GET {req.full_url}: HTTP {exc.code}") from exc
+            except (urllib.error.URLError, OSError) as exc:  # a cut connection keeps .part for the resume
+                raise DownloadError(f"GET {req.full_url}: interrupted after {part.stat().st_size if part.exists() else 0} of {size} bytes: {getattr(exc, 'reason', exc)}") from exc
+        got = part.stat().st_size
+        if got != size:
+            raise DownloadError(f"GET {req.full_url}: got {got} of {size} bytes; will resume")
+        digest = hashlib.sha256()
+        with open(part, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            part.unlink()
+            raise DownloadError(f"GET {req.full_url}: sha256 {digest.hexdigest()} does not match the assignment's {sha256}; discarded")
+        os.replace(part, dest)
+        return dest
+
+
+class MqttLink:
+    """A paho-mqtt 2.x client on its own network thread, with auto-reconnect.
+
+    ``on_assignment`` is called with the raw payload of the retained assignment topic.
+    ``publish`` returns True only once the broker acknowledged (PUBACK) within ``timeout``.
+    """
+
+    def __init__(self, url: str, device_id: str, token: str | None, *, on_assignment: Callable[[bytes], None],
+                 reconnect_min: float = 1.0, reconnect_max: float = 60.0) -> None:
+        import paho.mqtt.client as mqtt
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "tcp", ""):
+            raise DeviceError(f"--mqtt {url}: only mqtt://host:port is supported")
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 1883
+        self.device_id = device_id
+        self.topic_prefix = f"edgefleet/v1/devices/{device_id}"
+        self._on_assignment = on_assignment
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgefleet-device-{device_id}", clean_session=True)
+        if token:
+            self.client.username_pw_set(device_id, token)
+        self.client.reconnect_delay_set(min_delay=max(1, int(reconnect_min)), max_delay=int(reconnect_max))
+        self.client.on_connect = self._connected
+        self.client.on_disconnect = self._disconnected
+        self.client.on_message = self._message
+        self.client.max_queued_messages_set(0)
+
+    def start(self) -> None:
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        if not getattr(reason, "is_failure", False):
+            client.subscribe(f"{self.topic_prefix}/assignment", qos=1)
+            self.connected.set()
+
+    def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        self.connected.clear()
+
+    def _message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic.endswith("/assignment") and msg.payload:
+            self._on_assignment(bytes(msg.payload))
+
+    def publish(self, suffix: str, payload: Any, *, retain: bool = False, timeout: float = 10.0) -> bool:
+        if not self.connected.is_set():
+            return False
+        info = self.client.publish(f"{self.topic_prefix}/{suffix}", json.dumps(payload, separators=(",", ":")), qos=1, retain=retain)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):  # paho raises these when the client is disconnected mid-publish
+            return False
+        return info.is_published()
