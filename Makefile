@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgefleet-installed
 OUT    ?= demo-out
 # Debian packages: command that must exist -> package providing it.
-DEB_DEPS := java:default-jre-headless
+DEB_DEPS := java:default-jre-headless mosquitto:mosquitto
 
 .PHONY: install system-deps demo test test-all bench clean
 
@@ -17,7 +17,7 @@ system-deps:
 	@missing=""; \
 	for dep in $(DEB_DEPS); do \
 	  cmd=$${dep%%:*}; pkg=$${dep#*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	  { command -v $$cmd || test -x /usr/sbin/$$cmd; } >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

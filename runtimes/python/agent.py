@@ -232,9 +232,10 @@ class Agent:
             self.last_install = {"result": f"refused assignment: {exc}", "ts": _iso(time.time())}
             self._status_dirty = True
             return
-        last_serial = int(self._agent_state().get("serial", -1))
-        if a["serial"] <= last_serial and not self._agent_state().get("pending"):
-            return  # a replay or the retained copy of what is already done
+        state = self._agent_state()
+        pending = state.get("pending")
+        if a["serial"] <= int(state.get("serial", -1)) or (pending and a["serial"] <= int(pending["serial"])):
+            return  # a replay, the retained copy of what is done, or older than what is under way
         active = self.scorer.version if self.scorer else None
         if active == a["version"] and not a.get("rollback"):
             self._save_agent_state(serial=a["serial"], pending=None)
