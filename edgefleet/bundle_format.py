@@ -33,7 +33,7 @@ from edgefleet import keys
 from edgefleet.errors import BundleError, VerificationError
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "Bundle", "canonical_json", "open_bundle", "pack", "verify",
+    "FORMAT_NAME", "FORMAT_VERSION", "Bundle", "canonical_json", "open_bundle", "pack", "slim", "verify",
 ]
 
 FORMAT_NAME = "edgefleet.bundle"
@@ -138,8 +138,13 @@ def open_bundle(path: str | os.PathLike[str]) -> Bundle:
     return Bundle(str(p), files[MANIFEST], signature, files)
 
 
-def verify(bundle: Bundle, public_key: Ed25519PublicKey) -> dict[str, Any]:
-    """Check signature, format, then every artifact; return the now-trusted manifest."""
+def verify(bundle: Bundle, public_key: Ed25519PublicKey, *, allow_partial: bool = False) -> dict[str, Any]:
+    """Check signature, format, then every artifact; return the now-trusted manifest.
+
+    ``allow_partial`` accepts a bundle that carries only some of the listed artifacts (the
+    fleet server sends each device only the format it can run); every artifact present is
+    still checked, at least one must be, and unlisted files are still refused.
+    """
     try:
         keys.verify_signature(public_key, bundle.signature, bundle.manifest_bytes)
     except VerificationError as exc:
@@ -154,10 +159,14 @@ def verify(bundle: Bundle, public_key: Ed25519PublicKey) -> dict[str, Any]:
             f"version {manifest.get('format_version')!r}; this edgefleet reads {FORMAT_NAME} v{FORMAT_VERSION}"
         )
     listed = set()
+    present = 0
     for art in manifest.get("artifacts", []):
         rel = _check_member_name(str(art.get("path", "")), bundle.source)
         listed.add(rel)
+        if allow_partial and rel not in bundle.files:
+            continue
         data = bundle.artifact_bytes(rel)
+        present += 1
         if len(data) != art.get("size"):
             raise VerificationError(
                 f"{bundle.source}: artifact {rel} ({art.get('format')}) has {len(data)} bytes, "
@@ -169,6 +178,8 @@ def verify(bundle: Bundle, public_key: Ed25519PublicKey) -> dict[str, Any]:
                 f"{bundle.source}: artifact {rel} ({art.get('format')}) sha256 is {digest}, "
                 f"the signed manifest says {art.get('sha256')}: the file was changed or corrupted"
             )
+    if present == 0:
+        raise BundleError(f"{bundle.source}: the bundle carries none of the artifacts its manifest lists")
     extra = sorted(n for n in bundle.files if n.startswith("artifacts/") and n not in listed)
     if extra:
         raise VerificationError(f"{bundle.source}: files not listed in the signed manifest: {', '.join(extra)}")
@@ -195,3 +206,9 @@ def pack(files: Mapping[str, bytes]) -> bytes:
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def slim(files: Mapping[str, bytes], manifest: Mapping[str, Any], formats: set[str]) -> dict[str, bytes]:
+    """The bundle with only the artifacts of ``formats``: same signed manifest, fewer bytes."""
+    keep = {a["path"] for a in manifest["artifacts"] if a["format"] in formats}
+    return {n: d for n, d in files.items() if not n.startswith("artifacts/") or n in keep}

@@ -208,10 +208,10 @@ class RecordEncoder:
                     lines += [f"    if {bad_type} or {v} != {v} or {v} == _inf or {v} == _ninf:", "        return None"]
         lines.append("    return _array([[" + ", ".join(f"v{j}" for j in range(len(self.fields))) + "]], _f64)")
         exec(compile("\n".join(lines), "<edgefleet.encoding.RecordEncoder>", "exec"), env)  # noqa: S102 - generated from repr() literals only
-        self._fast = env["_fast"]
+        self.fast = env["_fast"]  # record -> (1, F) array, or None when the slow path must decide
 
     def encode_one(self, record: Mapping[str, Any]) -> np.ndarray:
-        out = self._fast(record) if isinstance(record, dict) else None
+        out = self.fast(record) if isinstance(record, dict) else None
         if out is None:
             if not isinstance(record, Mapping):
                 raise InputError("<record>", f"expected an object of field values, got {type(record).__name__}")

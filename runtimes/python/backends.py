@@ -112,7 +112,7 @@ class PmmlBackend:
 
 def load_backend(manifest: Mapping[str, Any], files: Mapping[str, bytes], prefer: str | None = None) -> Any:
     """Load the preferred (or first runnable) artifact of a verified manifest."""
-    offered = {a["format"]: a for a in manifest["artifacts"]}
+    offered = {a["format"]: a for a in manifest["artifacts"] if a["path"] in files}  # a slim bundle carries some
     installed = available_backends()
     order = [prefer] if prefer else list(PREFERENCE)
     for name in order:

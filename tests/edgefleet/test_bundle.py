@@ -139,3 +139,18 @@ def test_same_input_same_bundle_bytes(train_model: Any, churn_data: dict[str, An
     a = compile(train_model("lr"), churn_data["holdout"], **args)  # type: ignore[arg-type]
     b = compile(train_model("lr"), churn_data["holdout"], **args)  # type: ignore[arg-type]
     assert pack(a.files) == pack(b.files)
+
+
+def test_slim_bundle_verifies_only_with_allow_partial(compiled: Any, keypair: dict[str, Any]) -> None:
+    from edgefleet.bundle_format import Bundle, slim
+
+    full = open_bundle(compiled("lr").archive)
+    files = slim(full.files, full.manifest, {"onnx"})
+    assert "artifacts/model.pmml" not in files and "artifacts/model.onnx" in files
+    part = Bundle("slim", files["manifest.json"], full.signature, files)
+    with pytest.raises(BundleError, match="model.pmml is missing"):
+        verify(part, keypair["public"])
+    assert verify(part, keypair["public"], allow_partial=True)["name"] == "churn-lr"
+    empty = Bundle("empty", files["manifest.json"], full.signature, {k: v for k, v in files.items() if not k.startswith("artifacts/")})
+    with pytest.raises(BundleError, match="carries none of the artifacts"):
+        verify(empty, keypair["public"], allow_partial=True)
