@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgefleet-installed
 OUT    ?= demo-out
 # Debian packages: command that must exist -> package providing it.
-DEB_DEPS := java:default-jre-headless mosquitto:mosquitto
+DEB_DEPS := java:default-jre-headless mosquitto:mosquitto mosquitto_sub:mosquitto-clients pg_ctlcluster:postgresql
 
 .PHONY: install system-deps demo test test-all bench clean
 

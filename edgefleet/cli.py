@@ -7,6 +7,11 @@
     edgefleet verify BUNDLE --pubkey FILE
     edgefleet score BUNDLE --pubkey FILE --input FILE.csv|FILE.jsonl [--backend onnx|tflite|pmml] [--output OUT]
     edgefleet device run --server URL --device-id ID --credential FILE --data-dir DIR [--mqtt URL]
+    edgefleet device enroll --server URL --token T --device-id ID --out cred.json
+    edgefleet server [--db URL] [--mqtt URL]
+    edgefleet publish BUNDLE
+    edgefleet rollout start|status|pause|resume|abort|rollback
+    edgefleet devices list|show|token
 
 Errors edgefleet raises on purpose are printed as one line, ``edgefleet: error: ...``, with
 exit status 1 (2 for bad usage); a traceback means a bug.
@@ -31,12 +36,20 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(path: str) -> Any:
+def _load_model(path: str, feature_names: str | None = None, classes: str | None = None) -> Any:
     from compiler.errors import CompileError
 
     p = Path(path)
     if not p.is_file():
         raise CompileError(f"model file {path} does not exist")
+    if p.suffix == ".keras":  # a .keras file knows neither its column names nor its class labels
+        from compiler.frontends.keras import KerasModel
+
+        if not feature_names:
+            raise CompileError(f"{path} is a Keras model: pass --feature-names (the sample columns it takes, in order)")
+        labels = [c.strip() for c in (classes or "0,1").split(",")]
+        parsed: list[Any] = [int(c) for c in labels] if all(c.lstrip("-").isdigit() for c in labels) else labels
+        return KerasModel.load(p, [n.strip() for n in feature_names.split(",")], parsed)
     try:
         import joblib
 
@@ -68,7 +81,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from edgefleet import keys
 
     key = keys.load_private_key(args.key)
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.feature_names, args.classes)
     sample = _load_sample(args.sample)
     result = compile_model(
         model, sample,
@@ -199,12 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     kg.set_defaults(func=_cmd_keys_generate)
 
     c = sub.add_parser("compile", help="compile a trained model into a signed, parity-checked bundle")
-    c.add_argument("model", help="joblib/pickle file of a fitted scikit-learn classifier or Pipeline")
+    c.add_argument("model", help="joblib/pickle file of a fitted scikit-learn classifier or Pipeline, or a .keras file")
+    c.add_argument("--feature-names", help=".keras only: comma-separated sample columns the model takes, in order")
+    c.add_argument("--classes", help=".keras only: comma-separated class labels in output order (default 0,1)")
     c.add_argument("--sample", required=True, help="CSV/JSONL/Parquet of data the model was not trained on (schema, statistics, parity)")
     c.add_argument("--label", help="label column in the sample (enables AUROC / AP in the reference metrics)")
     c.add_argument("--name", required=True, help="model name, e.g. churn")
     c.add_argument("--version", required=True, type=int, help="monotonically increasing integer version")
-    c.add_argument("--targets", default="onnx", help="comma-separated: onnx,pmml (default onnx)")
+    c.add_argument("--targets", default="onnx", help="comma-separated: onnx,pmml,tflite,tfjs,coreml (default onnx)")
     c.add_argument("--key", required=True, help="Ed25519 private key (from `edgefleet keys generate`)")
     c.add_argument("--out", required=True, help="bundle folder to write; OUT.tar is written beside it")
     c.add_argument("--tolerance", type=float, default=1e-5, help="max |probability difference| per row (default 1e-5)")
@@ -244,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--no-features", action="store_true", help="privacy switch: never send raw features")
     dr.add_argument("--input-dir", help="score *.jsonl files dropped here (MiNiFi-style); results in INPUT_DIR/scored")
     dr.set_defaults(func=_cmd_device_run)
+
+    from edgefleet import cli_fleet
+
+    cli_fleet.add_enroll_parser(dsub)
+    cli_fleet.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,191 @@
+"""CLI verbs that talk to a fleet server: server, publish, rollout, devices, device enroll.
+
+Admin verbs read the admin token from ``--token-file`` (default
+``fleet-data/secrets/admin-token``, where ``edgefleet server`` writes it) or from the
+``EDGEFLEET_ADMIN_TOKEN`` environment variable. Errors come back as one line naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from edgefleet.errors import EdgefleetError
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+class ServerError(EdgefleetError):
+    pass
+
+
+def _token(args: argparse.Namespace) -> str:
+    env = os.environ.get("EDGEFLEET_ADMIN_TOKEN")
+    if env:
+        return env
+    path = Path(args.token_file)
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ServerError(f"--token-file {path}: {exc.strerror or exc}; set EDGEFLEET_ADMIN_TOKEN or point --token-file at the server's secrets/admin-token") from exc
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: Any = None, raw: bytes | None = None, auth: bool = True) -> Any:
+    url = args.server.rstrip("/") + path
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method)
+    if auth:
+        req.add_header("Authorization", f"Bearer {_token(args)}")
+    req.add_header("Content-Type", "application/x-tar" if raw is not None else "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            text = resp.read()
+            return json.loads(text) if text else None
+    except urllib.error.HTTPError as exc:
+        try:
+            msg = json.loads(exc.read()).get("error")
+        except ValueError:
+            msg = exc.reason
+        raise ServerError(f"{method} {path}: HTTP {exc.code}: {msg}") from None
+    except urllib.error.URLError as exc:
+        raise ServerError(f"cannot reach the fleet server at {args.server}: {exc.reason}") from None
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from fleet_server.core import ServerConfig
+    from fleet_server.serve import serve_forever
+
+    public = args.public_url or f"http://{args.host}:{args.port}"
+    cfg = ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, mqtt_url=args.mqtt, embedded_broker=not args.no_broker,
+                       host=args.host, port=args.port, public_url=public, trust_keys=[Path(p) for p in args.trust_key or []])
+    return serve_forever(cfg)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    data = Path(args.bundle).read_bytes() if Path(args.bundle).is_file() else None
+    if data is None:
+        raise ServerError(f"{args.bundle}: publish takes the bundle's .tar archive")
+    out = call(args, "POST", "/api/v1/models", raw=data)
+    print(f"published {out['name']} v{out['version']} ({', '.join(out['formats'])}), sha256 {out['sha256'][:16]}...")
+    return 0
+
+
+def _print_rollout(r: dict[str, Any]) -> None:
+    c = r["counts"]
+    step = f"step {r['step_index'] + 1}/{len(r['steps'])} ({r['steps'][r['step_index']]:g}%)"
+    width = 30
+    filled = int(round(r["progress"] * width))
+    print(f"rollout {r['id']}: {r['model']} v{r['version']} {r['state'].upper()} {step} "
+          f"[{'#' * filled}{'.' * (width - filled)}] {c.get('installed', 0)}/{r['targets']} installed"
+          + "".join(f", {k} {v}" for k, v in sorted(c.items()) if k != "installed"))
+    if r.get("reason"):
+        print(f"  reason: {r['reason']}")
+    for d in r.get("incapable", [])[:10]:
+        print(f"  incapable {d['device_id']}: {d['reason']}")
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    if args.action == "start":
+        body: dict[str, Any] = {"model": args.model, "steps": [float(x) for x in args.steps.split(",")],
+                                "selector": {"groups": args.groups.split(",") if args.groups else [], "tags": args.tags.split(",") if args.tags else []},
+                                "gates": {"max_failure_ratio": args.max_failure_ratio}}
+        if args.version:
+            body["version"] = args.version
+        _print_rollout(call(args, "POST", "/api/v1/rollouts", body))
+        return 0
+    if args.action == "status":
+        while True:
+            rs = [call(args, "GET", f"/api/v1/rollouts/{args.id}")] if args.id else call(args, "GET", "/api/v1/rollouts")["rollouts"]
+            for r in rs:
+                _print_rollout(r)
+            if not args.watch or all(r["state"] not in ("running", "paused") for r in rs):
+                return 0
+            time.sleep(2)
+    if not args.id:
+        raise ServerError(f"rollout {args.action}: give the rollout id")
+    _print_rollout(call(args, "POST", f"/api/v1/rollouts/{args.id}/{args.action}"))
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for d in call(args, "GET", "/api/v1/devices")["devices"]:
+            print(f"{d['device_id']:24} {d['group']:12} v{d['active_version'] or '-':<4} {str(d['health'] or '-'):10} last seen {d['last_seen'] or 'never'}")
+        return 0
+    if args.action == "token":
+        out = call(args, "POST", "/api/v1/enrollment-tokens", {"group": args.group, "tags": args.tags.split(",") if args.tags else []})
+        print(out["token"])
+        return 0
+    if not args.device_id:
+        raise ServerError("devices show: give the device id")
+    print(json.dumps(call(args, "GET", f"/api/v1/devices/{args.device_id}"), indent=2))
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    cred = call(args, "POST", "/api/v1/devices/enroll", {"token": args.token, "device_id": args.device_id}, auth=False)
+    out = Path(args.out)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(cred, fh, indent=2)
+    print(f"enrolled {cred['device_id']}; credential written to {out} (keep it secret)", file=sys.stderr)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    def server_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--server", default=os.environ.get("EDGEFLEET_SERVER", DEFAULT_SERVER), help="fleet server URL")
+        p.add_argument("--token-file", default="fleet-data/secrets/admin-token", help="admin token file")
+
+    s = sub.add_parser("server", help="run the fleet server (SQLite + embedded MQTT broker by default)")
+    s.add_argument("--data-dir", default="fleet-data", help="database, artifacts and secrets (default ./fleet-data)")
+    s.add_argument("--db", help="database URL, e.g. postgresql://user:pw@127.0.0.1/edgefleet (default SQLite in the data dir)")
+    s.add_argument("--mqtt", help="external broker mqtt://host:port, e.g. Mosquitto (default: embedded broker)")
+    s.add_argument("--no-broker", action="store_true", help="no MQTT at all: devices poll over HTTP")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--public-url", help="URL devices use to reach this server (default http://HOST:PORT)")
+    s.add_argument("--trust-key", action="append", help="publisher public key (PEM) whose bundles are accepted; repeatable")
+    s.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("publish", help="upload a signed bundle .tar to the fleet server's registry")
+    p.add_argument("bundle")
+    server_opts(p)
+    p.set_defaults(func=cmd_publish)
+
+    r = sub.add_parser("rollout", help="start and steer staged rollouts")
+    r.add_argument("action", choices=["start", "status", "pause", "resume", "abort", "rollback"])
+    r.add_argument("id", nargs="?", help="rollout id (status without it lists all)")
+    r.add_argument("--model", help="start: model name")
+    r.add_argument("--version", type=int, help="start: version (default newest)")
+    r.add_argument("--steps", default="10,50,100", help="start: percentages, e.g. 5,25,100")
+    r.add_argument("--groups", help="start: comma-separated device groups")
+    r.add_argument("--tags", help="start: comma-separated device tags")
+    r.add_argument("--max-failure-ratio", type=float, default=0.0, help="start: install/health failure ratio that halts the rollout")
+    r.add_argument("--watch", action="store_true", help="status: refresh until it settles")
+    server_opts(r)
+    r.set_defaults(func=cmd_rollout)
+
+    d = sub.add_parser("devices", help="list or show devices; create enrollment tokens")
+    d.add_argument("action", choices=["list", "show", "token"])
+    d.add_argument("device_id", nargs="?")
+    d.add_argument("--group", default="default", help="token: group of the device that enrolls with it")
+    d.add_argument("--tags", help="token: comma-separated tags")
+    server_opts(d)
+    d.set_defaults(func=cmd_devices)
+
+
+def add_enroll_parser(dsub: Any) -> None:
+    e = dsub.add_parser("enroll", help="exchange a one-time enrollment token for this device's credential")
+    e.add_argument("--server", default=os.environ.get("EDGEFLEET_SERVER", DEFAULT_SERVER))
+    e.add_argument("--token", required=True, help="enrollment token from `edgefleet devices token`")
+    e.add_argument("--device-id", required=True)
+    e.add_argument("--out", required=True, help="credential file to write (mode 0600)")
+    e.set_defaults(func=cmd_enroll)

@@ -1,0 +1,1 @@
+"""The fleet server: model registry, enrollment, rollouts, MQTT and HTTP delivery."""

@@ -1,0 +1,58 @@
+"""Request authentication: the admin token for admin routes, device tokens for device routes."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from typing import Any, Callable
+
+from flask import current_app, g, request
+
+from fleet_server.core import Fleet
+from fleet_server.db import Device
+from fleet_server.devices import authenticate
+from fleet_server.errors import Forbidden, Unauthorized
+
+
+def fleet() -> Fleet:
+    return current_app.extensions["edgefleet"]
+
+
+def bearer() -> str | None:
+    h = request.headers.get("Authorization", "")
+    return h[7:].strip() if h.lower().startswith("bearer ") else None
+
+
+def is_admin() -> bool:
+    tok = bearer()
+    return tok is not None and hmac.compare_digest(tok, fleet().secrets.admin_token)
+
+
+def admin_required(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        if bearer() is None:
+            raise Unauthorized("authorization: this endpoint needs 'Authorization: Bearer <admin token>'")
+        if not is_admin():
+            raise Forbidden("authorization: not the admin token")
+        return fn(*a, **kw)
+
+    return wrapper
+
+
+def device_required(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The caller is the device named in the URL (or, for artifacts, any device), or the admin."""
+
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        if is_admin():
+            g.device = None
+            return fn(*a, **kw)
+        dev: Device = authenticate(fleet(), bearer())
+        wanted = kw.get("device_id")
+        if wanted is not None and wanted != dev.device_id:
+            raise Forbidden(f"device: token of {dev.device_id} cannot access {wanted}")
+        g.device = dev
+        return fn(*a, **kw)
+
+    return wrapper

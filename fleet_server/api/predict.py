@@ -1,0 +1,57 @@
+"""REST scoring for callers that cannot embed a model, with the device runtime's own scorer.
+
+Invalid records get a 422 naming the field; the scorer of each (model, version) is loaded once,
+from the verified registered bundle.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from fleet_server import registry
+from fleet_server.api.auth import admin_required, fleet
+from fleet_server.errors import FleetError
+from runtimes.python.errors import ScoringInputError
+from runtimes.python.scorer import Scorer
+
+bp = Blueprint("predict", __name__, url_prefix="/api/v1")
+_lock = threading.Lock()
+MAX_RECORDS = 10_000
+
+
+class UnprocessableRecord(FleetError):
+    status = 422
+
+
+def _scorer(name: str, version: int | None) -> Scorer:
+    f = fleet()
+    row = registry.get_version(f, name, version)
+    key = (row.name, row.version)
+    with _lock:
+        sc = f.scorers.get(key)
+        if sc is None:
+            sc = Scorer.from_bundle(registry.artifact_path(f, row.sha256), f.trusted_keys())
+            f.scorers[key] = sc
+    return sc
+
+
+@bp.post("/models/<name>/predict")
+@admin_required
+def predict(name: str) -> Any:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise FleetError("body: expected a JSON record or a list of records")
+    version = request.args.get("version", type=int)
+    sc = _scorer(name, version)
+    records = body if isinstance(body, list) else [body]
+    if len(records) > MAX_RECORDS:
+        raise FleetError(f"body: {len(records)} records; at most {MAX_RECORDS} per request")
+    try:
+        preds = sc.score_many(records)
+    except ScoringInputError as exc:
+        raise UnprocessableRecord(str(exc)) from exc
+    out = [{"probability": p.probability, "label": p.label, "model_version": p.version} for p in preds]
+    return jsonify(out if isinstance(body, list) else out[0])

@@ -1,0 +1,116 @@
+"""The server's shared context: database, folders, secrets, trusted keys and the publisher.
+
+Blueprints, the MQTT bridge and the rollout reconciler all work through one ``Fleet``. It does
+no network IO itself: publishing an assignment goes through ``publish`` (the MQTT bridge sets
+it; without a broker it is a no-op and devices poll over HTTP).
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.orm import Session
+
+from edgefleet import keys
+from edgefleet.errors import KeyFileError
+from fleet_server.db import init_db, make_engine, session_factory
+from fleet_server.errors import FleetError
+from fleet_server.secrets import ServerSecrets
+
+
+@dataclass
+class ServerConfig:
+    """Server settings; times in seconds."""
+
+    data_dir: Path
+    db_url: str | None = None                 # default: sqlite in data_dir
+    mqtt_url: str | None = None               # external broker; None = embedded broker (or none, see embedded_broker)
+    embedded_broker: bool = True
+    public_url: str = "http://127.0.0.1:8080"  # what devices are told to use
+    host: str = "127.0.0.1"
+    port: int = 8080
+    reconcile_seconds: float = 0.5
+    step_timeout_seconds: float = 900.0
+    enrollment_ttl_seconds: float = 7 * 24 * 3600
+    max_telemetry_bytes: int = 4 * 1024 * 1024
+    max_bundle_bytes: int = 512 * 1024 * 1024
+    trust_keys: list[Path] = field(default_factory=list)
+
+
+class Fleet:
+    def __init__(self, config: ServerConfig) -> None:
+        self.cfg = config
+        self.data_dir = Path(config.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.artifacts_dir = self.data_dir / "artifacts"
+        self.trusted_dir = self.data_dir / "trusted-keys"
+        for d in (self.artifacts_dir, self.trusted_dir):
+            d.mkdir(exist_ok=True)
+        self.db_url = config.db_url or f"sqlite:///{self.data_dir / 'fleet.sqlite'}"
+        self.engine = make_engine(self.db_url)
+        init_db(self.engine)
+        self.Session = session_factory(self.engine)
+        self.secrets = ServerSecrets.load_or_create(self.data_dir)
+        for path in config.trust_keys:
+            self.trust_key(Path(path).read_bytes())
+        self.publish: Callable[[str, bytes, bool], None] = lambda topic, payload, retain: None
+        self.mqtt_url_for_devices: str | None = config.mqtt_url
+        self.lock = threading.RLock()
+        self.broker_access: Any = None  # set by serve: adds device credentials to the broker
+        self.scorers: dict[tuple[str, int], Any] = {}
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        s = self.Session()
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+        for topic, payload in s.info.pop("publish", []):  # only what was committed goes out
+            self.publish(topic, payload, True)
+
+    # -- trusted publisher keys ------------------------------------------------------------
+    def trust_key(self, pem: bytes) -> str:
+        try:
+            key = serialization.load_pem_public_key(pem)
+        except ValueError as exc:
+            raise FleetError(f"key: not a PEM public key ({exc})") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise FleetError(f"key: {type(key).__name__} is not an Ed25519 public key")
+        kid = keys.key_id(key)
+        (self.trusted_dir / f"{kid}.pem").write_bytes(pem)
+        return kid
+
+    def trusted_keys(self) -> list[Ed25519PublicKey]:
+        out = []
+        for p in sorted(self.trusted_dir.glob("*.pem")):
+            try:
+                out.append(keys.load_public_key(p))
+            except KeyFileError:
+                continue
+        return out
+
+    def device_trust_pems(self) -> list[str]:
+        """What a device trusts: the server's assignment key and every trusted publisher key."""
+        pems = [(self.secrets.dir / "server-key.pub.pem").read_text()]
+        pems += [p.read_text() for p in sorted(self.trusted_dir.glob("*.pem"))]
+        return pems
+
+    def bump(self, session: Session, name: str, n: int = 1) -> None:
+        from fleet_server.db import Counter
+
+        row = session.get(Counter, name)
+        if row is None:
+            session.add(Counter(name=name, value=n))
+        else:
+            row.value += n

@@ -1,0 +1,146 @@
+"""Devices: one-time enrollment, reported state, and signed assignments (desired state).
+
+An assignment is the only thing that tells a device what to run. It is signed with the
+server's key (devices trust it from enrollment), carries a per-device increasing ``serial``
+(devices ignore replays), names the slim bundle for the one format the device reported it can
+run, and is published retained on the device's MQTT topic as well as served over HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import secrets
+from typing import Any
+
+from sqlalchemy import func, select
+
+from edgefleet import keys
+from edgefleet.bundle_format import canonical_json
+from fleet_server.core import Fleet
+from fleet_server.db import Assignment, Device, EnrollmentToken, ModelVersion, utcnow
+from fleet_server.errors import Conflict, FleetError, NotFound, Unauthorized
+from fleet_server.secrets import token_hash
+
+FORMAT_PREFERENCE = ("onnx", "tflite", "tfjs", "pmml", "coreml")
+
+
+def create_enrollment_token(fleet: Fleet, group: str = "default", tags: list[str] | None = None, ttl: float | None = None) -> str:
+    token = "enr_" + secrets.token_urlsafe(24)
+    with fleet.session() as s:
+        s.add(EnrollmentToken(token_hash=token_hash(token), group=group, tags=list(tags or []),
+                              expires_at=utcnow() + dt.timedelta(seconds=ttl or fleet.cfg.enrollment_ttl_seconds)))
+    return token
+
+
+def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
+    if not device_id or not all(c.isalnum() or c in "-_." for c in device_id) or len(device_id) > 128:
+        raise FleetError("device_id: use 1-128 letters, digits, '-', '_' or '.'")
+    with fleet.session() as s:
+        row = s.get(EnrollmentToken, token_hash(token or ""))
+        if row is None:
+            raise Unauthorized("token: unknown enrollment token")
+        if row.used_by is not None:
+            raise Conflict(f"token: already used by device {row.used_by}; enrollment tokens are one-time")
+        if row.expires_at < utcnow():
+            raise Unauthorized("token: enrollment token expired")
+        if s.get(Device, device_id) is not None:
+            raise Conflict(f"device_id: {device_id} is already enrolled")
+        credential = "dev_" + secrets.token_urlsafe(32)
+        row.used_by = device_id
+        s.add(Device(device_id=device_id, token_hash=token_hash(credential), group=row.group, tags=list(row.tags)))
+    if fleet.broker_access is not None:
+        fleet.broker_access.add_device(device_id, credential)
+    return {
+        "device_id": device_id, "token": credential, "server": fleet.cfg.public_url,
+        "mqtt": fleet.mqtt_url_for_devices, "trusted_keys": fleet.device_trust_pems(),
+    }
+
+
+def authenticate(fleet: Fleet, token: str | None) -> Device:
+    if not token:
+        raise Unauthorized("authorization: send 'Authorization: Bearer <device token>'")
+    with fleet.session() as s:
+        dev = s.scalars(select(Device).where(Device.token_hash == token_hash(token))).first()
+    if dev is None:
+        raise Unauthorized("authorization: unknown device token")
+    return dev
+
+
+def choose_format(capabilities: dict[str, Any], formats: list[str]) -> tuple[str | None, str]:
+    runs = list(capabilities.get("formats") or capabilities.get("backends") or [])
+    if not runs:
+        return None, "the device has not reported its capabilities yet"
+    for fmt in FORMAT_PREFERENCE:
+        if fmt in runs and fmt in formats:
+            return fmt, ""
+    return None, f"device runs {runs}, the bundle offers {formats}"
+
+
+def record_status(fleet: Fleet, device_id: str, status: dict[str, Any]) -> None:
+    if not isinstance(status, dict):
+        raise FleetError("status: expected a JSON object")
+    with fleet.session() as s:
+        dev = s.get(Device, device_id)
+        if dev is None:
+            raise NotFound(f"device: {device_id} is not enrolled")
+        dev.last_seen = utcnow()
+        caps = status.get("capabilities")
+        if isinstance(caps, dict):
+            dev.capabilities = caps
+        if "active_version" in status:
+            dev.active_version = status.get("active_version") if isinstance(status.get("active_version"), int) else None
+            dev.active_model = status.get("active_model")
+        dev.health = str(status.get("health"))[:500] if status.get("health") is not None else None
+        li = status.get("last_install")
+        dev.last_install = li if isinstance(li, dict) else None
+        dev.status = {k: status.get(k) for k in ("outbox", "transport", "agent_version", "previous_version", "ts")}
+
+
+def issue_assignment(fleet: Fleet, device_id: str, model: ModelVersion, fmt: str, *, rollback: bool = False,
+                     rollout_id: int | None = None, session: Any = None) -> dict[str, Any]:
+    """Sign, store and (after the transaction commits) publish a device's new desired state."""
+    if session is None:
+        with fleet.session() as s:
+            return issue_assignment(fleet, device_id, model, fmt, rollback=rollback, rollout_id=rollout_id, session=s)
+    variant = model.variants.get(fmt) or model.variants["full"]
+    s = session
+    serial = int(s.scalar(select(func.max(Assignment.serial)).where(Assignment.device_id == device_id)) or 0) + 1
+    body = {
+        "device_id": device_id, "serial": serial, "model": model.name, "version": model.version,
+        "bundle_sha256": variant["sha256"], "size": variant["size"], "url": f"/api/v1/artifacts/{variant['sha256']}",
+        "format": fmt, "rollback": rollback, "issued_at": utcnow().replace(microsecond=0).isoformat() + "Z",
+    }
+    sig = keys.sign(fleet.secrets.signing_key, canonical_json(body))
+    envelope = {"assignment": body, "key_id": fleet.secrets.signing_key_id, "signature": base64.b64encode(sig).decode()}
+    s.add(Assignment(device_id=device_id, serial=serial, model=model.name, version=model.version, format=fmt,
+                     rollback=rollback, rollout_id=rollout_id, envelope=envelope))
+    s.flush()
+    s.info.setdefault("publish", []).append((f"edgefleet/v1/devices/{device_id}/assignment", json.dumps(envelope).encode()))
+    return envelope
+
+
+def current_assignment(fleet: Fleet, device_id: str) -> dict[str, Any] | None:
+    with fleet.session() as s:
+        row = s.scalars(select(Assignment).where(Assignment.device_id == device_id).order_by(Assignment.serial.desc()).limit(1)).first()
+    return row.envelope if row else None
+
+
+def republish_all(fleet: Fleet) -> int:
+    """Re-send every device's newest assignment as retained (an embedded broker forgets them)."""
+    with fleet.session() as s:
+        newest = select(Assignment.device_id, func.max(Assignment.serial).label("serial")).group_by(Assignment.device_id).subquery()
+        rows = s.scalars(select(Assignment).join(newest, (Assignment.device_id == newest.c.device_id) & (Assignment.serial == newest.c.serial))).all()
+    for row in rows:
+        fleet.publish(f"edgefleet/v1/devices/{row.device_id}/assignment", json.dumps(row.envelope).encode(), True)
+    return len(rows)
+
+
+def describe(dev: Device) -> dict[str, Any]:
+    return {
+        "device_id": dev.device_id, "group": dev.group, "tags": dev.tags,
+        "enrolled_at": dev.enrolled_at.isoformat() + "Z", "last_seen": dev.last_seen.isoformat() + "Z" if dev.last_seen else None,
+        "active_model": dev.active_model, "active_version": dev.active_version, "health": dev.health,
+        "capabilities": dev.capabilities, "last_install": dev.last_install, "status": dev.status,
+    }

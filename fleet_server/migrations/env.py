@@ -1,0 +1,15 @@
+"""Alembic environment: uses the connection handed over by ``fleet_server.db.init_db``."""
+
+from alembic import context
+
+from fleet_server.db import Base
+
+target_metadata = Base.metadata
+connection = context.config.attributes.get("connection")
+if connection is None:  # `alembic` CLI use: build an engine from the ini's URL
+    from fleet_server.db import make_engine
+
+    connection = make_engine(context.config.get_main_option("sqlalchemy.url")).connect()
+context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,240 @@
+"""Staged rollouts, reconciled from the database so a server restart changes nothing.
+
+A rollout targets the devices its selector matches (groups or tags; empty = every device),
+in a stable pseudo-random order (sha256 of rollout id and device id), and walks its steps
+(e.g. 10 -> 50 -> 100 percent). Each reconcile pass:
+
+1. adds devices that joined since (they get the current target too, even after completion);
+2. assigns the new version to targets inside the current step, choosing the one format each
+   device reported it can run; a device that cannot run any is marked ``incapable`` with the
+   reason, which the rollout status reports;
+3. reads reported state: ``installed`` when the device runs the version and is healthy,
+   ``failed`` when its install or health check was refused for this version;
+4. when every target of the step has settled (or ``step_timeout`` passed), evaluates the gates.
+   The built-in gate bounds the install- and health-failure ratio; ``GATES`` can take more
+   (the monitoring issue adds ML gates). A failing gate halts the rollout and rolls the
+   devices it touched back to their previous version with a signed rollback assignment.
+
+Pause stops new assignments, resume continues, abort stops for good, rollback returns every
+touched device to its previous version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from typing import Any, Callable
+
+from sqlalchemy import select
+
+from fleet_server import devices as devmod
+from fleet_server.core import Fleet
+from fleet_server.db import Device, ModelVersion, Rollout, RolloutTarget, utcnow
+from fleet_server.errors import FleetError, NotFound
+from fleet_server.registry import get_version
+
+SETTLED = {"installed", "failed", "incapable", "rolled_back"}
+Gate = Callable[[Fleet, Rollout, list[RolloutTarget]], "str | None"]
+
+
+def install_health_gate(fleet: Fleet, rollout: Rollout, targets: list[RolloutTarget]) -> str | None:
+    done = [t for t in targets if t.state in ("installed", "failed")]
+    if not done:
+        return None
+    failed = [t for t in done if t.state == "failed"]
+    limit = float(rollout.gates.get("max_failure_ratio", 0.0))
+    ratio = len(failed) / len(done)
+    if ratio > limit:
+        reasons = sorted({(t.reason or "")[:120] for t in failed})[:3]
+        return f"install/health failures {len(failed)}/{len(done)} = {ratio:.0%} exceed {limit:.0%}: {'; '.join(reasons)}"
+    return None
+
+
+GATES: list[Gate] = [install_health_gate]
+
+
+def _matches(dev: Device, selector: dict[str, Any]) -> bool:
+    groups, tags = selector.get("groups") or [], selector.get("tags") or []
+    if not groups and not tags:
+        return True
+    return dev.group in groups or bool(set(tags) & set(dev.tags or []))
+
+
+def _order(rollout_id: int, device_id: str) -> int:
+    return int(hashlib.sha256(f"{rollout_id}:{device_id}".encode()).hexdigest()[:12], 16)
+
+
+def _event(r: Rollout, event: str, **kw: Any) -> None:
+    r.history = [*r.history, {"ts": utcnow().isoformat() + "Z", "event": event, "step": r.step_index, **kw}]
+    r.updated_at = utcnow()
+
+
+def start(fleet: Fleet, model: str, version: int, *, selector: dict[str, Any] | None = None, steps: list[float] | None = None,
+          gates: dict[str, Any] | None = None) -> Rollout:
+    mv = get_version(fleet, model, version)
+    steps = [float(x) for x in (steps or [10, 50, 100])]
+    if not steps or any(not 0 < x <= 100 for x in steps) or steps != sorted(steps) or steps[-1] != 100:
+        raise FleetError(f"steps: {steps} must rise within (0, 100] and end at 100")
+    with fleet.session() as s:
+        busy = s.scalars(select(Rollout).where(Rollout.model == model, Rollout.state.in_(["running", "paused"]))).first()
+        if busy is not None:
+            raise FleetError(f"model: rollout {busy.id} of {model} v{busy.version} is still {busy.state}; abort or finish it first")
+        r = Rollout(model=mv.name, version=mv.version, selector=selector or {}, steps=steps, gates=gates or {}, state="running", history=[])
+        s.add(r)
+        s.flush()
+        _event(r, "started", steps=steps)
+        _event(r, "step_started")
+    reconcile(fleet)
+    return r
+
+
+def _sync_targets(s: Any, r: Rollout) -> list[RolloutTarget]:
+    targets = list(s.scalars(select(RolloutTarget).where(RolloutTarget.rollout_id == r.id)))
+    have = {t.device_id for t in targets}
+    for dev in s.scalars(select(Device)):
+        if dev.device_id not in have and _matches(dev, r.selector):
+            t = RolloutTarget(rollout_id=r.id, device_id=dev.device_id, order=_order(r.id, dev.device_id),
+                              previous_version=dev.active_version, state="pending")
+            s.add(t)
+            targets.append(t)
+    targets.sort(key=lambda t: t.order)
+    return targets
+
+
+def _observe(t: RolloutTarget, dev: Device, version: int) -> None:
+    if t.state != "assigned":
+        return
+    li = dev.last_install or {}
+    if dev.active_version == version and (dev.health or "ok") == "ok":
+        t.state, t.done_at = "installed", utcnow()
+    elif li.get("version") == version and str(li.get("result", "")).startswith("refused"):
+        t.state, t.reason, t.done_at = "failed", str(li.get("result"))[:500], utcnow()
+
+
+def _rollback_targets(fleet: Fleet, s: Any, r: Rollout, targets: list[RolloutTarget], states: set[str]) -> int:
+    n = 0
+    for t in targets:
+        if t.state in states and t.previous_version is not None:
+            prev = s.scalars(select(ModelVersion).where(ModelVersion.name == r.model, ModelVersion.version == t.previous_version)).first()
+            if prev is not None:
+                devmod.issue_assignment(fleet, t.device_id, prev, t.format or "onnx", rollback=True, rollout_id=r.id, session=s)
+                t.state = "rolled_back"
+                n += 1
+    return n
+
+
+def _step_started_at(r: Rollout) -> dt.datetime:
+    for e in reversed(r.history):
+        if e["event"] == "step_started":
+            return dt.datetime.fromisoformat(e["ts"].rstrip("Z"))
+    return r.created_at
+
+
+def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion) -> None:
+    targets = _sync_targets(s, r)
+    devs = {d.device_id: d for d in s.scalars(select(Device).where(Device.device_id.in_([t.device_id for t in targets])))}
+    for t in targets:
+        _observe(t, devs[t.device_id], r.version)
+    n = len(targets)
+    limit = n if r.state == "completed" else math.ceil(r.steps[r.step_index] / 100.0 * n)
+    for t in targets[:limit]:
+        if t.state != "pending":
+            continue
+        dev = devs[t.device_id]
+        if dev.active_version == r.version:
+            t.state, t.step, t.done_at = "installed", r.step_index, utcnow()
+            continue
+        fmt, why = devmod.choose_format(dev.capabilities or {}, mv.formats)
+        if fmt is None:
+            if dev.capabilities:
+                t.state, t.reason = "incapable", why
+            continue
+        devmod.issue_assignment(fleet, t.device_id, mv, fmt, rollout_id=r.id, session=s)
+        t.state, t.format, t.step, t.assigned_at = "assigned", fmt, r.step_index, utcnow()
+    if r.state != "running":
+        return
+    in_step = targets[:limit]
+    settled = all(t.state in SETTLED for t in in_step)
+    timed_out = (utcnow() - _step_started_at(r)).total_seconds() > float(r.gates.get("step_timeout_seconds", fleet.cfg.step_timeout_seconds))
+    if not (settled or timed_out):
+        return
+    for gate in GATES:
+        reason = gate(fleet, r, targets)
+        if reason:
+            r.state, r.reason = "halted", reason
+            n_back = _rollback_targets(fleet, s, r, targets, {"installed", "failed", "assigned"})
+            _event(r, "halted", reason=reason, rolled_back=n_back)
+            return
+    if timed_out and not settled:
+        _event(r, "step_timeout", waiting=sum(t.state not in SETTLED for t in in_step))
+    if r.step_index + 1 < len(r.steps):
+        r.step_index += 1
+        _event(r, "step_started")
+    else:
+        r.state = "completed"
+        _event(r, "completed")
+
+
+def reconcile(fleet: Fleet) -> None:
+    """One pass over every active rollout (and completed ones, for devices that join later)."""
+    with fleet.lock, fleet.session() as s:
+        for r in s.scalars(select(Rollout).where(Rollout.state.in_(["running", "paused", "completed"]))).all():
+            mv = s.scalars(select(ModelVersion).where(ModelVersion.name == r.model, ModelVersion.version == r.version)).first()
+            if mv is None:
+                continue
+            if r.state == "paused":
+                targets = _sync_targets(s, r)
+                devs = {d.device_id: d for d in s.scalars(select(Device))}
+                for t in targets:
+                    _observe(t, devs[t.device_id], r.version)
+                continue
+            _advance(fleet, s, r, mv)
+
+
+def control(fleet: Fleet, rollout_id: int, action: str) -> Rollout:
+    with fleet.lock, fleet.session() as s:
+        r = s.get(Rollout, rollout_id)
+        if r is None:
+            raise NotFound(f"rollout: {rollout_id} does not exist")
+        allowed = {"pause": {"running"}, "resume": {"paused"}, "abort": {"running", "paused"},
+                   "rollback": {"running", "paused", "halted", "completed", "aborted"}}
+        if action not in allowed:
+            raise FleetError(f"action: {action!r} is not one of {sorted(allowed)}")
+        if r.state not in allowed[action]:
+            raise FleetError(f"action: cannot {action} a rollout that is {r.state}")
+        if action == "rollback":
+            targets = _sync_targets(s, r)
+            n = _rollback_targets(fleet, s, r, targets, {"installed", "failed", "assigned"})
+            r.state = "rolled_back"
+            _event(r, "rolled_back", devices=n)
+        else:
+            r.state = {"pause": "paused", "resume": "running", "abort": "aborted"}[action]
+            _event(r, action)
+    return r
+
+
+def status(fleet: Fleet, rollout_id: int) -> dict[str, Any]:
+    with fleet.session() as s:
+        r = s.get(Rollout, rollout_id)
+        if r is None:
+            raise NotFound(f"rollout: {rollout_id} does not exist")
+        targets = list(s.scalars(select(RolloutTarget).where(RolloutTarget.rollout_id == r.id)))
+    counts: dict[str, int] = {}
+    for t in targets:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    n = len(targets)
+    return {
+        "id": r.id, "model": r.model, "version": r.version, "state": r.state, "reason": r.reason,
+        "step_index": r.step_index, "steps": r.steps, "selector": r.selector, "gates": r.gates,
+        "targets": n, "counts": counts, "progress": (counts.get("installed", 0) / n) if n else 0.0,
+        "incapable": [{"device_id": t.device_id, "reason": t.reason} for t in targets if t.state == "incapable"],
+        "failed": [{"device_id": t.device_id, "reason": t.reason} for t in targets if t.state == "failed"][:50],
+        "history": r.history,
+    }
+
+
+def list_all(fleet: Fleet) -> list[dict[str, Any]]:
+    with fleet.session() as s:
+        ids = [r.id for r in s.scalars(select(Rollout).order_by(Rollout.id.desc()))]
+    return [status(fleet, i) for i in ids]
