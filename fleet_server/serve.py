@@ -68,9 +68,17 @@ class FleetServer:
         self.url = f"http://{self.cfg.host}:{self.port}"
         if self.cfg.public_url.endswith(":8080") and self.port != 8080:
             self.fleet.cfg.public_url = self.url
-        self._http_thread = threading.Thread(target=self.http.run, name="waitress", daemon=True)
+        self._stopping = False
+        self._http_thread = threading.Thread(target=self._run_http, name="waitress", daemon=True)
         self._http_thread.start()
         return self
+
+    def _run_http(self) -> None:
+        try:
+            self.http.run()
+        except (OSError, ValueError):
+            if not self._stopping:  # closing the listening socket under select() is how waitress stops
+                raise
 
     def _broker_check(self, username: str, password: str) -> Any:
         import hmac
@@ -89,7 +97,10 @@ class FleetServer:
         self.reconciler.stop_event.set()
         self.reconciler.wake.set()
         if self.http is not None:
+            self._stopping = True
             self.http.close()
+            self.http.task_dispatcher.shutdown(timeout=5)
+            self._http_thread.join(timeout=5)
         if self.bridge is not None:
             self.bridge.stop()
         if self.broker is not None:
