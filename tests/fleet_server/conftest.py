@@ -52,7 +52,9 @@ def make_server(tmp_path: Path, keypair: dict[str, Any]) -> Any:
 
     def make(data_dir: Path | None = None, **kw: Any) -> FleetServer:
         kw.setdefault("embedded_broker", False)
-        cfg = ServerConfig(data_dir=data_dir or tmp_path / "fleet", port=0, trust_keys=[keypair["public_path"]], reconcile_seconds=0.2, **kw)
+        kw.setdefault("port", 0)
+        kw.setdefault("reconcile_seconds", 0.2)
+        cfg = ServerConfig(data_dir=data_dir or tmp_path / "fleet", trust_keys=[keypair["public_path"]], **kw)
         s = FleetServer(cfg).start()
         servers.append(s)
         return s
