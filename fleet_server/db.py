@@ -114,7 +114,7 @@ class RolloutTarget(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id"))
-    order: Mapped[int] = mapped_column(Integer)
+    order: Mapped[int] = mapped_column(BigInteger)  # 48-bit stable pseudo-random rank
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     state: Mapped[str] = mapped_column(String(32), default="pending")  # pending|assigned|installed|failed|incapable|rolled_back
     format: Mapped[str | None] = mapped_column(String(32), nullable=True)

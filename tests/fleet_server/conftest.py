@@ -95,3 +95,22 @@ def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condit
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture()
+def fresh_pg(postgres_url: str) -> str:  # noqa: F811 - the imported session fixture
+    """The session's real PostgreSQL database, emptied for this test."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return postgres_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """Run a test on both stores: SQLite (None = the default file) and a real PostgreSQL."""
+    return None if request.param == "sqlite" else request.getfixturevalue("fresh_pg")

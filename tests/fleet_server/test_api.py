@@ -1,4 +1,4 @@
-"""Fleet server HTTP API against a real waitress server on SQLite."""
+"""Fleet server HTTP API against a real waitress server, on SQLite and on a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from tests.fleet_server.conftest import Api, enroll
 
 
 @pytest.fixture()
-def api(make_server: Any) -> Api:
-    return Api(make_server())
+def api(make_server: Any, db_url: str | None) -> Api:
+    return Api(make_server(db_url=db_url))
 
 
 def test_admin_endpoints_need_the_admin_token(api: Api) -> None:

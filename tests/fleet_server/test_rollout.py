@@ -79,8 +79,8 @@ def test_staged_rollout_to_50_agents_survives_a_server_restart(tmp_path: Path, b
 
 
 def test_health_check_failure_on_canary_halts_and_rolls_back(tmp_path: Path, broker: Mosquitto, make_server: Any,
-                                                              make_bundle: Callable[..., Path]) -> None:
-    server = make_server(mqtt_url=broker.url)
+                                                              make_bundle: Callable[..., Path], db_url: str | None) -> None:
+    server = make_server(mqtt_url=broker.url, db_url=db_url)
     api = Api(server)
     api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())
     agents = [start_agent(tmp_path, enroll(api, f"d{i}")) for i in range(10)]

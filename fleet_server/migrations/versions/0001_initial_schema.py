@@ -126,7 +126,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('rollout_id', sa.Integer(), nullable=False),
     sa.Column('device_id', sa.String(length=128), nullable=False),
-    sa.Column('order', sa.Integer(), nullable=False),
+    sa.Column('order', sa.BigInteger(), nullable=False),
     sa.Column('step', sa.Integer(), nullable=True),
     sa.Column('state', sa.String(length=32), nullable=False),
     sa.Column('format', sa.String(length=32), nullable=True),
