@@ -64,6 +64,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     public = args.public_url or f"http://{args.host}:{args.port}"
     cfg = ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, mqtt_url=args.mqtt, embedded_broker=not args.no_broker,
+                       embedded_mqtt_port=args.mqtt_port,
                        host=args.host, port=args.port, public_url=public, trust_keys=[Path(p) for p in args.trust_key or []])
     return serve_forever(cfg)
 
@@ -149,6 +150,7 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--db", help="database URL, e.g. postgresql://user:pw@127.0.0.1/edgefleet (default SQLite in the data dir)")
     s.add_argument("--mqtt", help="external broker mqtt://host:port, e.g. Mosquitto (default: embedded broker)")
     s.add_argument("--no-broker", action="store_true", help="no MQTT at all: devices poll over HTTP")
+    s.add_argument("--mqtt-port", type=int, default=1883, help="port of the embedded broker on 127.0.0.1 (default 1883)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--public-url", help="URL devices use to reach this server (default http://HOST:PORT)")

@@ -32,6 +32,7 @@ class ServerConfig:
     db_url: str | None = None                 # default: sqlite in data_dir
     mqtt_url: str | None = None               # external broker; None = embedded broker (or none, see embedded_broker)
     embedded_broker: bool = True
+    embedded_mqtt_port: int = 1883            # loopback only; 0 picks a free port (tests)
     public_url: str = "http://127.0.0.1:8080"  # what devices are told to use
     host: str = "127.0.0.1"
     port: int = 8080

@@ -55,7 +55,7 @@ class FleetServer:
         if mqtt_url is None and self.cfg.embedded_broker:
             from fleet_server.broker import EmbeddedBroker
 
-            self.broker = EmbeddedBroker(host="127.0.0.1", port=0, access=self._broker_check)
+            self.broker = EmbeddedBroker(host="127.0.0.1", port=self.cfg.embedded_mqtt_port, access=self._broker_check)
             self.broker.start()
             mqtt_url = self.broker.url
         self.fleet.mqtt_url_for_devices = mqtt_url

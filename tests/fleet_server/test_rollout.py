@@ -108,3 +108,25 @@ def test_health_check_failure_on_canary_halts_and_rolls_back(tmp_path: Path, bro
             a.stop()
         for a, t in agents:
             t.join(10)
+
+
+def test_default_server_with_embedded_broker(tmp_path: Path, make_server: Any, make_bundle: Callable[..., Path]) -> None:
+    """`edgefleet server` defaults: SQLite and the embedded amqtt broker with per-device ACLs."""
+    server = make_server(embedded_broker=True, embedded_mqtt_port=0)
+    api = Api(server)
+    assert server.fleet.mqtt_url_for_devices.startswith("mqtt://127.0.0.1:")
+    api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())
+    creds = [enroll(api, f"e{i}") for i in range(5)]
+    assert all(c["mqtt"] == server.fleet.mqtt_url_for_devices for c in creds)
+    agents = [start_agent(tmp_path, c) for c in creds]
+    try:
+        wait_for(lambda: all(a.mqtt and a.mqtt.connected.is_set() for a, _ in agents), what="agents connected with their credentials")
+        wait_for(lambda: all(d["capabilities"] for d in api("GET", "/api/v1/devices")[1]["devices"]), what="capabilities")
+        done = _wait_rollout(api, _rollout(api, {"model": "churn", "steps": [20, 100]})["id"], {"completed", "halted"})
+        assert done["state"] == "completed" and done["counts"] == {"installed": 5}
+        assert all(a.scorer.version == 1 and a.status()["transport"] == "mqtt" for a, _ in agents)
+    finally:
+        for a, t in agents:
+            a.stop()
+        for a, t in agents:
+            t.join(10)

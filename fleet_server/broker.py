@@ -1,0 +1,496 @@
+"""Broker access control for edgefleet: who may connect, and which topics each one may use.
+
+One policy (:class:`BrokerAccess`, the rules of ``docs/protocol.md``), two brokers:
+
+- a device logs in as username = device id, password = token; it may SUBSCRIBE to and receive
+  only ``edgefleet/v1/devices/<id>/assignment`` and PUBLISH only its own ``telemetry``/``status``;
+- the server logs in as :data:`SERVER_USERNAME` with a generated password and may use all of
+  ``edgefleet/v1/#``; anyone else, anonymous clients included, is refused.
+
+:class:`EmbeddedBroker` runs amqtt 0.12.1 in a thread with exactly two plugins (:class:`AuthPlugin`,
+:class:`TopicACLPlugin`) that consult the live credential store on every check, so devices enrolled
+after start connect without a restart; a denied SUBSCRIBE gets SUBACK 0x80. :class:`MosquittoAccess`
+renders the policy as Mosquitto's password file (``$7$`` PBKDF2-SHA512) and ACL file, written
+atomically and reloaded by SIGHUP; :class:`MosquittoBroker` runs a Mosquitto that uses them.
+Mosquitto 2.0.11's ``acl_file`` does not check SUBSCRIBE at all (it grants even ``#``) but checks
+``read`` on every delivery, retained ones included: a device gets nothing of another's, silently.
+Everything raised here on purpose is a :class:`BrokerError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action, BaseContext
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+
+SERVER_USERNAME = "edgefleet-server"
+TOPIC_ROOT = "edgefleet/v1"
+DEVICE_CLIENT_PREFIX = "edgefleet-device-"
+# Device ids end up in topics, Mosquitto's password file (``user:hash``) and its %u patterns,
+# so '/', '+', '#', ':' and whitespace must never reach them.
+_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class BrokerError(Exception):
+    """Root error of this module: bad ids, a broker that will not start, a failed reload."""
+
+
+Op = Action  # amqtt's SUBSCRIBE / PUBLISH / RECEIVE (checked on every delivery) enum
+
+
+def validate_device_id(device_id: str) -> str:
+    """Return ``device_id`` or raise, so an id can never widen a topic or break a file format."""
+    if not _DEVICE_ID.fullmatch(device_id or "") or device_id == SERVER_USERNAME:
+        raise BrokerError(f"device_id: {device_id!r} must match {_DEVICE_ID.pattern} and not be {SERVER_USERNAME!r}")
+    return device_id
+
+
+def device_topic(device_id: str, leaf: Literal["assignment", "telemetry", "status"]) -> str:
+    """``edgefleet/v1/devices/<id>/<leaf>``: assignment is server → device, the others device → server."""
+    return f"{TOPIC_ROOT}/devices/{device_id}/{leaf}"
+
+
+@runtime_checkable
+class CredentialStore(Protocol):
+    """Where device tokens live (the server's database in production). ``token_for`` runs on
+    every embedded-broker connect; ``all_tokens`` only when Mosquitto's password file is rewritten."""
+
+    def token_for(self, device_id: str) -> str | None: ...
+
+    def all_tokens(self) -> Mapping[str, str]: ...
+
+
+class InMemoryCredentials:
+    """A thread-safe dict of device id → token; enough for tests and single-process setups."""
+
+    def __init__(self, tokens: Mapping[str, str] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[str, str] = {}
+        for device_id, token in (tokens or {}).items():
+            self.set(device_id, token)
+
+    def set(self, device_id: str, token: str) -> None:
+        """Add or rotate a device's token."""
+        if not token:
+            raise BrokerError(f"token: empty token for device {device_id!r}")
+        with self._lock:
+            self._tokens[validate_device_id(device_id)] = token
+
+    def remove(self, device_id: str) -> None:
+        """Revoke a device; its next connect is refused."""
+        with self._lock:
+            self._tokens.pop(device_id, None)
+
+    def token_for(self, device_id: str) -> str | None:
+        with self._lock:
+            return self._tokens.get(device_id)
+
+    def all_tokens(self) -> Mapping[str, str]:
+        with self._lock:
+            return dict(self._tokens)
+
+
+@dataclass(frozen=True)
+class _CallableCredentials:
+    """Adapts ``Callable[[], Mapping[str, str]]`` to :class:`CredentialStore`."""
+
+    fn: Callable[[], Mapping[str, str]]
+
+    def token_for(self, device_id: str) -> str | None:
+        return self.fn().get(device_id)
+
+    def all_tokens(self) -> Mapping[str, str]:
+        return dict(self.fn())
+
+
+PasswordCheck = Callable[[str, str], bool]
+
+
+class BrokerAccess:
+    """The access policy shared by both brokers.
+
+    ``devices`` is a :class:`CredentialStore` or a callable returning the current id → token
+    mapping; either is consulted live, never copied. Without ``server_password`` a random one is
+    generated (no default secret); persisting it is the server's job. A ``password_check(username,
+    password)`` replaces the token comparison for every account, server included, for a server
+    that keeps only token hashes; Mosquitto cannot use such an access, it needs the tokens.
+    """
+
+    def __init__(self, devices: CredentialStore | Callable[[], Mapping[str, str]] | None = None,
+                 server_password: str | None = None, password_check: PasswordCheck | None = None) -> None:
+        if devices is None:
+            devices = InMemoryCredentials()
+        elif not isinstance(devices, CredentialStore):
+            if not callable(devices):
+                raise BrokerError("devices: expected a CredentialStore or a callable returning a mapping")
+            devices = _CallableCredentials(devices)
+        self.store: CredentialStore = devices
+        self.server_password: str = server_password or secrets.token_urlsafe(32)
+        self.password_check = password_check
+
+    def check_password(self, username: str | None, password: str | bytes | None) -> bool:
+        """True only for the server account or an enrolled device with its current token."""
+        if not username or not password:
+            return False  # anonymous, or a username without a password
+        if isinstance(password, bytes):
+            password = password.decode("utf-8", "replace")
+        if self.password_check is not None:
+            return self.password_check(username, password) is True
+        expected = self.server_password if username == SERVER_USERNAME else (
+            self.store.token_for(username) if _DEVICE_ID.fullmatch(username) else None)
+        # compare_digest keeps the check constant-time; compare bytes so non-ASCII cannot raise.
+        return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
+
+    @staticmethod
+    def allowed(username: str | None, op: Op, topic: str) -> bool:
+        """The ACL; ``topic`` is a filter for SUBSCRIBE. Devices get exact topics only, so a filter
+        such as ``edgefleet/v1/devices/+/assignment`` is refused rather than trimmed."""
+        if username == SERVER_USERNAME:
+            return topic.startswith(f"{TOPIC_ROOT}/") and topic != f"{TOPIC_ROOT}/"
+        if not topic or not _DEVICE_ID.fullmatch(username or ""):
+            return False
+        if op in (Op.SUBSCRIBE, Op.RECEIVE):
+            return topic == device_topic(username, "assignment")
+        return topic in (device_topic(username, "telemetry"), device_topic(username, "status"))
+
+    @staticmethod
+    def client_id_allowed(username: str | None, client_id: str | None) -> bool:
+        """Bind client ids to accounts so one device cannot take over another's MQTT session:
+        devices use ``edgefleet-device-<id>`` (as ``runtimes/python/transport.py`` does) or an
+        empty id; the server stays out of that namespace."""
+        if not client_id:
+            return True
+        if username == SERVER_USERNAME:
+            return not client_id.startswith(DEVICE_CLIENT_PREFIX)
+        return client_id == f"{DEVICE_CLIENT_PREFIX}{username}"
+
+
+# --------------------------------------------------------------------------- embedded (amqtt)
+
+@dataclass
+class _PluginConfig:
+    """amqtt builds each plugin's ``Config`` from the ``plugins`` dict with dacite (strict), so
+    the live BrokerAccess object is passed as an ``Any`` field rather than as file paths."""
+
+    access: Any = None
+
+
+def _access_of(plugin: BaseAuthPlugin | BaseTopicPlugin) -> BrokerAccess:
+    access = plugin.config.access
+    if not isinstance(access, BrokerAccess):
+        raise BrokerError(f"{type(plugin).__name__}: plugin config 'access' must be a BrokerAccess, got {access!r}")
+    return access
+
+
+class AuthPlugin(BaseAuthPlugin):
+    """amqtt auth plugin: password and client-id check against the live :class:`BrokerAccess`."""
+
+    Config = _PluginConfig
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.access = _access_of(self)
+
+    async def authenticate(self, *, session: Session) -> bool:
+        try:
+            ok = self.access.check_password(session.username, session.password)
+        except Exception:  # a failing credential lookup (database down) must refuse, not crash amqtt
+            self.context.logger.exception("credential check failed for username=%r", session.username)
+            return False
+        ok = ok and self.access.client_id_allowed(session.username, session.client_id)
+        if not ok:
+            self.context.logger.info("refused MQTT login: username=%r client_id=%r", session.username, session.client_id)
+        return ok
+
+
+class TopicACLPlugin(BaseTopicPlugin):
+    """amqtt topic plugin: :meth:`BrokerAccess.allowed` for subscribe, publish and receive."""
+
+    Config = _PluginConfig
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.access = _access_of(self)
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool:
+        if session is None or topic is None or action is None:
+            return False
+        return self.access.allowed(session.username, action, topic)
+
+
+class _ACLBroker(Broker):
+    """amqtt's Broker with a retained-message leak closed. On every connect amqtt 0.12.1 pushes
+    the retained messages of *every* filter *any* session subscribed to, unchecked: measured, device
+    A received B's retained assignment without subscribing. Here the session must hold the
+    subscription and pass the RECEIVE check for each retained topic."""
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
+        topic_filter, qos = subscription
+        if not any(s is session for s, _ in self._subscriptions.get(topic_filter, [])):
+            return
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        tasks = [
+            asyncio.ensure_future(handler.mqtt_publish(msg.topic, msg.data, min(qos, msg.qos or qos), retain=True))
+            for topic, msg in list(self._retained_messages.items())
+            if self._matches(topic, topic_filter) and await self._topic_filtering(session, topic, Action.RECEIVE)
+        ]
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+class EmbeddedBroker:
+    """amqtt on loopback in its own thread and event loop, so a sync Flask server can host it.
+
+    ``access`` is a :class:`BrokerAccess` or just a ``password_check(username, password)``.
+    ``port=0`` picks a free port; read it from :attr:`port` or :attr:`url` after :meth:`start`.
+    Only the two ACL plugins are loaded: amqtt's default set (event/packet loggers, anonymous
+    auth, $SYS) would allow anonymous clients and costs about a third of throughput.
+    """
+
+    def __init__(self, access: BrokerAccess | PasswordCheck, host: str = "127.0.0.1", port: int = 0) -> None:
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise BrokerError(f"host: the embedded broker binds loopback only, not {host!r}")
+        if not isinstance(access, BrokerAccess):
+            if not callable(access):
+                raise BrokerError("access: expected a BrokerAccess or a password_check(username, password) callable")
+            access = BrokerAccess(password_check=access)
+        self.access = access
+        self.host = host
+        self.port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker: _ACLBroker | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedBroker:
+        """Start the broker thread and return once the listener accepts connections."""
+        if self._thread is not None:
+            raise BrokerError("embedded broker already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        plugin_cfg = {"access": self.access}
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {f"{__name__}.AuthPlugin": plugin_cfg, f"{__name__}.TopicACLPlugin": plugin_cfg},
+        }
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            try:
+                self._broker = _ACLBroker(config, loop=loop)
+                loop.run_until_complete(self._broker.start())
+                # amqtt keeps its listening sockets private; this is the only way to learn port 0.
+                server = self._broker._servers["default"].instance
+                self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+            except BaseException as exc:  # reported to start(), which raises BrokerError
+                failure.append(exc)
+            ready.set()
+            if not failure:
+                loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"amqtt-{self.host}", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise BrokerError(f"embedded broker did not start within {timeout} s")
+        if failure:
+            self._thread = None
+            raise BrokerError(f"embedded broker failed to start on {self.host}:{self.port}: {failure[0]}") from failure[0]
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Shut the broker down and join its thread; safe to call twice."""
+        loop, thread, broker = self._loop, self._thread, self._broker
+        if loop is None or thread is None or broker is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(timeout)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout)
+            self._loop = self._thread = self._broker = None
+
+
+# --------------------------------------------------------------------------- Mosquitto
+
+MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd's default; tokens are 256-bit random, stretching adds nothing
+
+
+def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = MOSQUITTO_ITERATIONS) -> str:
+    """A Mosquitto 2.x ``$7$`` PBKDF2-SHA512 hash as mosquitto_passwd writes it, computed
+    in-process so enrolling a thousand devices does not spawn a thousand processes."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def _write_atomic(path: Path, text: str, owner: str | None = None) -> None:
+    """Temp file in the same folder, then os.replace: a SIGHUP never reads half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)  # tokens' hashes: readable by the broker's user only
+        if owner is not None:
+            shutil.chown(tmp, user=owner)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class MosquittoAccess:
+    """Renders a :class:`BrokerAccess` as Mosquitto's ``password_file`` and ``acl_file``.
+
+    The ACL is static (``pattern`` lines with ``%u``), so enrolling a device changes only the
+    password file: :meth:`write`, then :meth:`reload`. ``owner`` chowns both files (for a
+    Mosquitto that drops privileges to that user)."""
+
+    def __init__(self, workdir: Path, access: BrokerAccess, owner: str | None = None) -> None:
+        if access.password_check is not None:
+            raise BrokerError("MosquittoAccess needs device tokens; an access with a password_check callback has none")
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.access = access
+        self.owner = owner
+        self.password_file = self.workdir / "passwd"
+        self.acl_file = self.workdir / "acl"
+
+    def acl_text(self) -> str:
+        """Mosquitto ACL equivalent to :meth:`BrokerAccess.allowed`."""
+        return (
+            "# Managed by edgefleet (fleet_server/broker.py); rewritten on every change.\n"
+            f"user {SERVER_USERNAME}\n"
+            f"topic readwrite {TOPIC_ROOT}/#\n\n"
+            f"pattern read {device_topic('%u', 'assignment')}\n"
+            f"pattern write {device_topic('%u', 'telemetry')}\n"
+            f"pattern write {device_topic('%u', 'status')}\n"
+        )
+
+    def password_text(self) -> str:
+        devices = sorted(self.access.store.all_tokens().items())
+        lines = [f"{SERVER_USERNAME}:{mosquitto_hash(self.access.server_password)}"]
+        lines += [f"{validate_device_id(device_id)}:{mosquitto_hash(token)}" for device_id, token in devices]
+        return "\n".join(lines) + "\n"
+
+    def write(self) -> None:
+        """Rewrite both files atomically from the current credentials."""
+        _write_atomic(self.acl_file, self.acl_text(), owner=self.owner)
+        _write_atomic(self.password_file, self.password_text(), owner=self.owner)
+
+    @staticmethod
+    def reload(pid: int) -> None:
+        """Ask Mosquitto to reread its password and ACL files (SIGHUP); returns at once."""
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError as exc:
+            raise BrokerError(f"mosquitto pid {pid} is not running; cannot reload credentials") from exc
+
+
+def mosquitto_binary() -> str:
+    """Path of the mosquitto daemon (Debian installs it in /usr/sbin, often not on PATH)."""
+    for path in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if path and os.access(path, os.X_OK):
+            return path
+    raise BrokerError("mosquitto is not installed; `make test` installs it (apt-get install mosquitto)")
+
+
+class MosquittoBroker:
+    """A loopback Mosquitto enforcing :class:`MosquittoAccess` (``allow_anonymous false``).
+
+    Started as root, Mosquitto 2.0 drops to user ``mosquitto`` and then cannot read 0600 root
+    files in a private folder, so it is told ``user root`` unless ``run_as`` names the user to
+    drop to (the files are then chowned to it). It logs to stderr, captured in ``log``."""
+
+    def __init__(self, files: MosquittoAccess, port: int | None = None, host: str = "127.0.0.1",
+                 run_as: str | None = None, extra_conf: str = "") -> None:
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise BrokerError(f"host: MosquittoBroker listens on loopback only, not {host!r}")
+        self.files = files
+        self.host = host
+        if not port:
+            with socket.socket() as probe:
+                probe.bind((host, 0))
+                port = int(probe.getsockname()[1])
+        self.port = port
+        self.run_as = run_as
+        self.extra_conf = extra_conf
+        self.conf = files.workdir / f"mosquitto-{self.port}.conf"
+        self.log = files.workdir / f"mosquitto-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> MosquittoBroker:
+        """Write the access files and config, launch Mosquitto, wait until it listens."""
+        self.files.owner = self.files.owner or self.run_as
+        self.files.write()
+        user = f"user {self.run_as or 'root'}\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous false\n"
+            f"password_file {self.files.password_file}\nacl_file {self.files.acl_file}\n"
+            f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\n{self.extra_conf}"
+        )
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"mosquitto exited with {self.proc.returncode}: {self.log.read_text()[-800:]}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout} s")
+
+    def reload(self) -> None:
+        """Rewrite the access files and SIGHUP Mosquitto so new devices can log in."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise BrokerError("mosquitto is not running; cannot reload its credentials")
+        self.files.write()
+        self.files.reload(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
