@@ -155,3 +155,30 @@ def test_openapi_lists_exactly_the_routes(api: Api) -> None:
     assert app_routes == doc_routes
     code, body, _ = api("GET", "/api/v1/openapi.json", token=None)
     assert code == 200 and body["openapi"].startswith("3.")
+
+
+def test_runtime_aware_assignment_reports_incapable_devices_and_controls(api: Api, make_bundle: Callable[..., Path]) -> None:
+    api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())
+    onnx_dev, tflite_dev, silent = enroll(api, "onnx-dev"), enroll(api, "tflite-dev"), enroll(api, "silent-dev")
+    api("POST", "/api/v1/devices/onnx-dev/status", {"capabilities": {"backends": ["onnx"], "formats": ["onnx"]}, "health": "no-model"}, token=onnx_dev["token"])
+    api("POST", "/api/v1/devices/tflite-dev/status", {"capabilities": {"backends": ["tflite"], "formats": ["tflite"]}, "health": "no-model"}, token=tflite_dev["token"])
+    code, r, _ = api("POST", "/api/v1/rollouts", {"model": "churn", "steps": [100]})
+    assert code == 201
+    code, st, _ = api("GET", f"/api/v1/rollouts/{r['id']}")
+    assert st["incapable"] == [{"device_id": "tflite-dev", "reason": "device runs ['tflite'], the bundle offers ['onnx']"}]
+    assert st["counts"] == {"assigned": 1, "incapable": 1, "pending": 1}, "a device that never reported waits"
+    code, env, _ = api("GET", "/api/v1/devices/onnx-dev/assignment", token=onnx_dev["token"])
+    assert env["assignment"]["format"] == "onnx" and env["assignment"]["version"] == 1
+    assert api("GET", "/api/v1/devices/tflite-dev/assignment", token=tflite_dev["token"])[0] == 404
+    code, body, _ = api("POST", "/api/v1/rollouts", {"model": "churn", "steps": [100]})
+    assert code == 400 and "still running" in body["error"]
+    assert api("POST", f"/api/v1/rollouts/{r['id']}/pause")[1]["state"] == "paused"
+    code, body, _ = api("POST", f"/api/v1/rollouts/{r['id']}/pause")
+    assert code == 400 and "cannot pause a rollout that is paused" in body["error"]
+    assert api("POST", f"/api/v1/rollouts/{r['id']}/resume")[1]["state"] == "running"
+    assert api("POST", f"/api/v1/rollouts/{r['id']}/abort")[1]["state"] == "aborted"
+    code, body, _ = api("POST", f"/api/v1/rollouts/{r['id']}/explode")
+    assert code == 400 and "not one of" in body["error"]
+    code, body, _ = api("POST", "/api/v1/rollouts", {"model": "churn", "steps": [50, 20]})
+    assert code == 400 and body["error"].startswith("steps:")
+    del silent
