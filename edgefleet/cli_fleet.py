@@ -63,9 +63,15 @@ def cmd_server(args: argparse.Namespace) -> int:
     from fleet_server.serve import serve_forever
 
     public = args.public_url or f"http://{args.host}:{args.port}"
+    admin = None
+    if args.mqtt_admin:
+        if not args.mqtt_admin_password_file:
+            raise ServerError("--mqtt-admin needs --mqtt-admin-password-file")
+        admin = (args.mqtt_admin, Path(args.mqtt_admin_password_file).read_text().strip())
     cfg = ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, mqtt_url=args.mqtt, embedded_broker=not args.no_broker,
                        embedded_mqtt_port=args.mqtt_port,
-                       host=args.host, port=args.port, public_url=public, trust_keys=[Path(p) for p in args.trust_key or []])
+                       host=args.host, port=args.port, public_url=public, trust_keys=[Path(p) for p in args.trust_key or []],
+                       mqtt_admin=admin)
     return serve_forever(cfg)
 
 
@@ -150,6 +156,8 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--db", help="database URL, e.g. postgresql://user:pw@127.0.0.1/edgefleet (default SQLite in the data dir)")
     s.add_argument("--mqtt", help="external broker mqtt://host:port, e.g. Mosquitto (default: embedded broker)")
     s.add_argument("--no-broker", action="store_true", help="no MQTT at all: devices poll over HTTP")
+    s.add_argument("--mqtt-admin", metavar="USER", help="dynamic-security admin of the --mqtt Mosquitto; the server then manages device accounts and ACLs")
+    s.add_argument("--mqtt-admin-password-file", metavar="FILE", help="file holding that admin's password")
     s.add_argument("--mqtt-port", type=int, default=1883, help="port of the embedded broker on 127.0.0.1 (default 1883)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)

@@ -42,6 +42,9 @@ class ServerConfig:
     max_telemetry_bytes: int = 4 * 1024 * 1024
     max_bundle_bytes: int = 512 * 1024 * 1024
     trust_keys: list[Path] = field(default_factory=list)
+    # (user, password) of the Mosquitto dynamic-security admin for mqtt_url; the server then
+    # creates a device account with per-device ACLs at enrollment. None: accounts are managed elsewhere.
+    mqtt_admin: tuple[str, str] | None = field(default=None, repr=False)
 
 
 class Fleet:

@@ -50,8 +50,14 @@ def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
         credential = "dev_" + secrets.token_urlsafe(32)
         row.used_by = device_id
         s.add(Device(device_id=device_id, token_hash=token_hash(credential), group=row.group, tags=list(row.tags)))
-    if fleet.broker_access is not None:
-        fleet.broker_access.add_device(device_id, credential)
+        s.flush()
+        if fleet.broker_access is not None:
+            # Broker first, inside the transaction: if the broker refuses, the enrollment rolls
+            # back and the one-time token stays usable.
+            try:
+                fleet.broker_access.add_device(device_id, credential)
+            except Exception as exc:  # noqa: BLE001 - dynsec, socket and timeout errors alike
+                raise FleetError(f"broker: could not create the device's MQTT account ({exc}); enrollment not done, retry") from exc
     return {
         "device_id": device_id, "token": credential, "server": fleet.cfg.public_url,
         "mqtt": fleet.mqtt_url_for_devices, "trusted_keys": fleet.device_trust_pems(),

@@ -45,6 +45,7 @@ class FleetServer:
         self.bridge: Any = None
         self.http: Any = None
         self.reconciler = Reconciler(self.fleet, config.reconcile_seconds)
+        self.dynsec: Any = None
 
     def start(self) -> "FleetServer":
         from waitress.server import create_server
@@ -59,6 +60,14 @@ class FleetServer:
             self.broker.start()
             mqtt_url = self.broker.url
         self.fleet.mqtt_url_for_devices = mqtt_url
+        if self.cfg.mqtt_url and self.cfg.mqtt_admin:
+            from fleet_server.mosquitto_dynsec import DynsecAdmin
+            from fleet_server.mqtt_bridge import SERVER_USER
+
+            user, password = self.cfg.mqtt_admin
+            self.dynsec = DynsecAdmin(self.cfg.mqtt_url, user, password).connect()
+            self.dynsec.ensure_server_account(SERVER_USER, self.fleet.secrets.mqtt_password)  # idempotent
+            self.fleet.broker_access = self.dynsec  # devices.enroll() -> add_device(device_id, credential)
         if mqtt_url:
             self.bridge = MqttBridge(self.fleet, mqtt_url, on_status=self.reconciler.wake.set).start()
         self.reconciler.start()
@@ -103,6 +112,8 @@ class FleetServer:
             self._http_thread.join(timeout=5)
         if self.bridge is not None:
             self.bridge.stop()
+        if self.dynsec is not None:
+            self.dynsec.close()
         if self.broker is not None:
             self.broker.stop()
         self.fleet.engine.dispose()

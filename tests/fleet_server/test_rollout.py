@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -130,3 +131,49 @@ def test_default_server_with_embedded_broker(tmp_path: Path, make_server: Any, m
             a.stop()
         for a, t in agents:
             t.join(10)
+
+
+def test_production_mosquitto_with_server_managed_dynsec_accounts(tmp_path: Path, make_server: Any, make_bundle: Callable[..., Path]) -> None:
+    """--mqtt with --mqtt-admin: enrollment creates per-device Mosquitto accounts; ACLs refuse cross-device reads."""
+    import paho.mqtt.client as mqtt
+
+    from fleet_server.mosquitto_dynsec import DynsecBroker
+
+    broker = DynsecBroker(tmp_path / "mosq").start()
+    agents = []
+    try:
+        server = make_server(mqtt_url=broker.url, mqtt_admin=(broker.admin_user, broker.admin_password))
+        api = Api(server)
+        api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())
+        creds = [enroll(api, f"m{i}") for i in range(3)]
+        agents = [start_agent(tmp_path, c) for c in creds]
+        wait_for(lambda: all(a.mqtt and a.mqtt.connected.is_set() for a, _ in agents), what="agents on Mosquitto with server-made accounts")
+        wait_for(lambda: all(d["capabilities"] for d in api("GET", "/api/v1/devices")[1]["devices"]), what="capabilities")
+        done = _wait_rollout(api, _rollout(api, {"model": "churn", "steps": [100]})["id"], {"completed", "halted"})
+        assert done["state"] == "completed" and done["counts"] == {"installed": 3}
+
+        for ag, t in agents:  # free device m0's client id for the probe below
+            ag.stop()
+            t.join(10)
+        a, b = creds[0], creds[1]
+        codes: list[Any] = []
+        got: list[str] = []
+        probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgefleet-device-{a['device_id']}")
+        probe.username_pw_set(a["device_id"], a["token"])
+        probe.on_subscribe = lambda c, u, mid, rcs, p=None: codes.extend(rc.is_failure for rc in rcs)
+        probe.on_message = lambda c, u, m: got.append(m.topic)
+        probe.connect("127.0.0.1", int(broker.url.rsplit(":", 1)[1]))
+        probe.loop_start()
+        probe.subscribe(f"edgefleet/v1/devices/{b['device_id']}/assignment", qos=1)
+        probe.subscribe(f"edgefleet/v1/devices/{a['device_id']}/assignment", qos=1)
+        wait_for(lambda: len(codes) == 2 and got, timeout=10, what="both SUBACKs and A's own retained assignment")
+        probe.loop_stop()
+        probe.disconnect()
+        assert codes == [True, False], "B's topic refused (SUBACK failure), A's own granted"
+        assert got == [f"edgefleet/v1/devices/{a['device_id']}/assignment"]
+    finally:
+        for ag, t in agents:
+            ag.stop()
+        for ag, t in agents:
+            t.join(10)
+        broker.stop()
