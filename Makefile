@@ -7,11 +7,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgefleet-installed
 OUT    ?= demo-out
 # Debian packages: command that must exist -> package providing it.
-DEB_DEPS := java:default-jre-headless mosquitto:mosquitto mosquitto_sub:mosquitto-clients pg_ctlcluster:postgresql
+DEB_DEPS := java:default-jre-headless mosquitto:mosquitto mosquitto_sub:mosquitto-clients pg_ctlcluster:postgresql \
+            node:nodejs npm:npm
+# @tensorflow/tfjs for the TF.js target's parity check: `npm ci` when missing or the lockfile changed.
+NODE_STAMP := node_modules/.edgefleet-installed
 
 .PHONY: install system-deps demo test test-all bench clean
 
-install: system-deps $(STAMP)
+install: system-deps $(STAMP) $(NODE_STAMP)
 
 system-deps:
 	@missing=""; \
@@ -32,6 +35,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all,dev]'
 	@touch $(STAMP)
 
+$(NODE_STAMP): package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $(NODE_STAMP)
+
 demo: install
 	$(BIN)/python examples/train_churn.py --model rf --out $(OUT)
 	@test -f $(OUT)/keys/private.pem || $(BIN)/edgefleet keys generate --out $(OUT)/keys
@@ -39,6 +46,7 @@ demo: install
 	  --name churn --version 1 --targets onnx,pmml --key $(OUT)/keys/private.pem --out $(OUT)/churn-v1
 	$(BIN)/edgefleet inspect $(OUT)/churn-v1.tar
 	$(BIN)/edgefleet verify $(OUT)/churn-v1.tar --pubkey $(OUT)/keys/public.pem
+	$(BIN)/python examples/fleet_demo.py --out $(OUT)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -33,24 +33,35 @@ from edgefleet.encoding import encode_columns
 from edgefleet.errors import InputError
 
 DEFAULT_TOLERANCE = 1e-5
-LIBRARIES = ("scikit-learn", "numpy", "pandas", "skl2onnx", "onnx", "onnxruntime", "sklearn2pmml", "pypmml")
+LIBRARIES = (
+    "scikit-learn", "numpy", "pandas", "skl2onnx", "onnx", "onnxruntime", "sklearn2pmml", "pypmml",
+    "tensorflow-cpu", "keras", "tf2onnx", "ai-edge-litert", "coremltools",
+)
 
 
 def default_frontends() -> Registry[Any]:
+    from compiler.frontends.keras import KerasFrontend
     from compiler.frontends.sklearn import SklearnFrontend
 
     reg: Registry[Any] = Registry("frontend", required=("accepts", "lower"))
+    reg.register("keras", KerasFrontend())
     reg.register("sklearn", SklearnFrontend())
     return reg
 
 
 def default_targets() -> Registry[Target]:
-    from compiler.targets.onnx import OnnxTarget
+    from compiler.targets.coreml import CoremlTarget
+    from compiler.targets.keras_onnx import KerasAwareOnnxTarget
     from compiler.targets.pmml import PmmlTarget
+    from compiler.targets.tfjs import TfjsTarget
+    from compiler.targets.tflite import TfliteTarget
 
     reg: Registry[Target] = Registry("target", required=("check_available", "build", "score", "unsupported_reason"))
-    reg.register("onnx", OnnxTarget())
+    reg.register("coreml", CoremlTarget())
+    reg.register("onnx", KerasAwareOnnxTarget())  # OnnxTarget for sklearn, tf2onnx for Keras
     reg.register("pmml", PmmlTarget())
+    reg.register("tfjs", TfjsTarget())
+    reg.register("tflite", TfliteTarget())
     return reg
 
 

@@ -41,6 +41,7 @@ class KerasModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], feature_names: Sequence[str], classes: Sequence[Any] = (0, 1)) -> "KerasModel":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read once, when keras first imports TF
         import keras
 
         try:

@@ -6,6 +6,13 @@ Only ops that TFLite's builtin kernels run are used (no Flex/select-TF ops): on 
 decisions; float32 everywhere else. Tree traversal is unrolled ``depth`` times (Hummingbird's
 tree-traversal strategy): each step gathers every tree's current node, its column key and its
 cut, and moves all rows of all trees at once. Leaves point to themselves.
+
+``input_dtype="float32x3"`` is for TF.js, which has neither float64 nor int64: the input is
+float32 [N, F, 3], each double ``x`` split as ``split3`` does (``a = f32(x)``, ``b = f32(x - a)``,
+``c = f32(x - a - b)``; ``b = c = 0`` when ``a`` is not finite). The split is canonical and
+monotone, so ``x <= t`` is exactly the lexicographic comparison of the parts of ``x`` and ``t``:
+tree decisions stay exact with float32 ops only. Float heads use the part ``a``, which is the
+float32 value they would compute from anyway.
 """
 
 from __future__ import annotations
@@ -36,15 +43,26 @@ def tf_function(program: TensorProgram, input_dtype: str = "float64") -> Any:
     n_fields = len(program.ir.fields)
     head = program.head
     f32_in = input_dtype == "float32"
+    split = input_dtype == "float32x3"
     if f32_in and isinstance(head, Forest):
         raise LoweringError(head.family, "tfjs", "exact tree decisions need float64 inputs, which TF.js lacks")
+    spec = tf.TensorSpec([None, n_fields, 3], tf.float32, name=INPUT) if split else \
+        tf.TensorSpec([None, n_fields], tf.float32 if f32_in else tf.float64, name=INPUT)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, n_fields], tf.float32 if f32_in else tf.float64, name=INPUT)])
+    cp = cut_parts(head) if split and isinstance(head, Forest) else None  # raises before tracing
+
+    @tf.function(input_signature=[spec])
     def run(features: Any) -> dict[str, Any]:
-        if isinstance(head, Forest):
+        if isinstance(head, Forest) and cp is not None:
+            out = _forest_split3(tf, head, cp, _column_parts(tf, program, features))
+        elif isinstance(head, Forest):
             out = _forest(tf, program, head, _column_keys(tf, program, features))
         else:
-            x = _columns_f32(tf, program, features, f32_in)
+            if split:
+                features, f32_in_ = tf.unstack(features, axis=2)[0], True
+            else:
+                f32_in_ = f32_in
+            x = _columns_f32(tf, program, features, f32_in_)
             out = _linear(tf, head, x) if isinstance(head, Linear) else _mlp(tf, head, x)
         return {OUTPUT: out}
 
@@ -138,6 +156,88 @@ def _forest(tf: Any, program: TensorProgram, head: Forest, key: Any) -> Any:
         u = tf.gather(key, tf.gather(column, idx), batch_dims=1)
         idx = tf.where(u <= tf.gather(cut, idx), tf.gather(left, idx), tf.gather(right, idx))
     leaf_values = tf.gather(tf.constant(head.value.astype(np.float32)), idx)  # [N, T, n_out]
+    z = tf.reduce_sum(leaf_values, axis=1)
+    if any(b != 0.0 for b in head.base):
+        z = z + np.asarray(head.base, dtype=np.float32)
+    return _link(tf, head.link, z)
+
+
+def split3(x: np.ndarray) -> np.ndarray:
+    """Each double as three float32 parts [..., 3] that add back to it exactly (see the module docstring).
+
+    Exact for ``x == 0`` and ``2**-97 <= |x| < 2**128``; beyond float32's range ``a`` is +-inf
+    (and NaN stays NaN) with ``b = c = 0``, which still compares correctly with every finite cut.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = x.astype(np.float32)
+        r = np.where(np.isfinite(a), x - a.astype(np.float64), 0.0)
+        b = r.astype(np.float32)
+        c = (r - b.astype(np.float64)).astype(np.float32)
+    return np.stack([a, b, c], axis=-1)
+
+
+def split3_exact(x: np.ndarray) -> np.ndarray:
+    """Where ``split3`` is exact: the parts add back to ``x`` (infinities count as exact)."""
+    p = split3(x).astype(np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    return np.isinf(x) | (p[..., 0] + p[..., 1] + p[..., 2] == x)
+
+
+def _column_parts(tf: Any, program: TensorProgram, features: Any) -> tuple[Any, Any, Any]:
+    """Each column's raw value u as three float32 tensors [N, n_columns]; the parts twin of ``_column_keys``."""
+    cols = program.ir.columns
+    parts = list(tf.unstack(tf.gather(features, [c.field for c in cols], axis=1), axis=2))
+
+    def replace(mask: Any, values: np.ndarray) -> None:
+        new = split3(values)
+        for k in range(3):
+            parts[k] = tf.where(mask, new[:, k], parts[k])
+
+    fill = np.array([math.nan if c.mode != "value" else f for c, f in zip(cols, program.fill)])
+    if np.any(~np.isnan(fill)):
+        replace(tf.logical_and(tf.math.is_nan(parts[0]), ~np.isnan(fill)), np.nan_to_num(fill, nan=0.0))
+    modes = [c.mode for c in cols]
+    if "onehot" in modes:
+        idx = split3(np.array([float(c.index) for c in cols]))
+        eq = tf.logical_and(tf.logical_and(tf.equal(parts[0], idx[:, 0]), tf.equal(parts[1], idx[:, 1])), tf.equal(parts[2], idx[:, 2]))
+        hot = tf.where(eq, 1.0, 0.0)
+        is_hot = np.array([m == "onehot" for m in modes])
+        parts = [tf.where(is_hot, hot, parts[0]), tf.where(is_hot, 0.0, parts[1]), tf.where(is_hot, 0.0, parts[2])]
+    if "ordinal" in modes:
+        unknown = np.array([c.unknown_value if c.mode == "ordinal" else 0.0 for c in cols])
+        replace(tf.logical_and(parts[0] < 0.0, np.array([m == "ordinal" for m in modes])), unknown)
+    return parts[0], parts[1], parts[2]
+
+
+def cut_parts(head: Forest) -> np.ndarray:
+    """Per node, the last double going left as float32 parts [n_nodes, 3]; NaN parts: never left."""
+    from compiler.lowering import LoweringError
+    from compiler.lowering.exact import ALWAYS, NEVER, from_keys
+
+    c = np.where(head.cut == ALWAYS, np.inf, from_keys(head.cut))  # ALWAYS's key is a NaN's bits
+    ok = split3_exact(c) | (head.cut == NEVER)
+    if not ok.all():
+        raise LoweringError(head.family, "tfjs", f"{int((~ok).sum())} tree cut(s) lie outside the exact range of the float32x3 split (|t| < 2**-97 or >= 2**128)")
+    p = split3(c)
+    p[head.cut == NEVER] = np.nan
+    return p
+
+
+def _forest_split3(tf: Any, head: Forest, cp: np.ndarray, u: tuple[Any, Any, Any]) -> Any:
+    cuts = [tf.constant(cp[:, k]) for k in range(3)]
+    column = tf.constant(head.column)
+    left, right = tf.constant(head.left), tf.constant(head.right)
+    n = tf.shape(u[0])[0]
+    idx = tf.tile(tf.constant(head.roots)[None, :], tf.stack([n, 1]))
+    for _ in range(head.depth):
+        col = tf.gather(column, idx)
+        ua, ub, uc = (tf.gather(p, col, batch_dims=1) for p in u)
+        ca, cb, cc = (tf.gather(p, idx) for p in cuts)
+        go_left = tf.logical_or(ua < ca, tf.logical_and(
+            tf.equal(ua, ca), tf.logical_or(ub < cb, tf.logical_and(tf.equal(ub, cb), uc <= cc))))
+        idx = tf.where(go_left, tf.gather(left, idx), tf.gather(right, idx))
+    leaf_values = tf.gather(tf.constant(head.value.astype(np.float32)), idx)
     z = tf.reduce_sum(leaf_values, axis=1)
     if any(b != 0.0 for b in head.base):
         z = z + np.asarray(head.base, dtype=np.float32)

@@ -35,6 +35,7 @@ def keras_onnx(model: Any, n_fields: int) -> bytes:
         proba = tf.concat([1.0 - out, out], axis=1) if out.shape[-1] == 1 else out
         return {"label": tf.argmax(proba, axis=1), "probabilities": proba}
 
+    tf.get_logger().setLevel("ERROR")  # tf2onnx calls TF1 APIs that log deprecation warnings
     try:
         frozen = convert_variables_to_constants_v2(run.get_concrete_function())
         outs = {t.name: None for t in frozen.outputs}

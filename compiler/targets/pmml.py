@@ -150,6 +150,8 @@ class PmmlTarget:
             raise TargetUnavailableError(f"the pmml target needs sklearn2pmml and pypmml ({exc}); {INSTALL_HINT}") from exc
 
     def unsupported_reason(self, ir: "ModelIR") -> str | None:
+        if ir.framework != "scikit-learn":
+            return f"sklearn2pmml converts scikit-learn models only, not {ir.framework}"
         return None
 
     def runtime_version(self) -> str:

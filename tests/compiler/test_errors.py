@@ -64,7 +64,7 @@ def test_wrong_label_column(train_model: Any, churn_data: dict[str, Any], keypai
 
 
 def test_unknown_target(train_model: Any, churn_data: dict[str, Any], keypair: dict[str, Any]) -> None:
-    with pytest.raises(CompileError, match="unknown target 'onxx'; known targets: onnx, pmml"):
+    with pytest.raises(CompileError, match="unknown target 'onxx'; known targets: coreml, onnx, pmml, tfjs, tflite"):
         compile(train_model("lr"), churn_data["holdout"], targets=["onxx"], private_key=keypair["private"])
 
 
