@@ -67,7 +67,8 @@ class Fleet:
         self.mqtt_url_for_devices: str | None = config.mqtt_url
         self.lock = threading.RLock()
         self.broker_access: Any = None  # set by serve: adds device credentials to the broker
-        self.scorers: dict[tuple[str, int], Any] = {}
+        self.scorers: dict[tuple[str, int], Any] = {}  # REST predict: verified scorers by (name, version)
+        self.latest_versions: dict[str, int] = {}      # name -> newest version, reset by uploads
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -81,6 +82,12 @@ class Fleet:
         finally:
             s.close()
         for topic, payload in s.info.pop("publish", []):  # only what was committed goes out
+            self.publish(topic, payload, True)
+
+    def commit_and_publish(self, s: Session) -> None:
+        """Commit what a long pass has done so far and send its assignments now."""
+        s.commit()
+        for topic, payload in s.info.pop("publish", []):
             self.publish(topic, payload, True)
 
     # -- trusted publisher keys ------------------------------------------------------------

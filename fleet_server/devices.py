@@ -84,35 +84,43 @@ def choose_format(capabilities: dict[str, Any], formats: list[str]) -> tuple[str
     return None, f"device runs {runs}, the bundle offers {formats}"
 
 
-def record_status(fleet: Fleet, device_id: str, status: dict[str, Any]) -> None:
+def record_status(fleet: Fleet, device_id: str, status: dict[str, Any], session: Any = None) -> None:
     if not isinstance(status, dict):
         raise FleetError("status: expected a JSON object")
-    with fleet.session() as s:
-        dev = s.get(Device, device_id)
-        if dev is None:
-            raise NotFound(f"device: {device_id} is not enrolled")
-        dev.last_seen = utcnow()
-        caps = status.get("capabilities")
-        if isinstance(caps, dict):
-            dev.capabilities = caps
-        if "active_version" in status:
-            dev.active_version = status.get("active_version") if isinstance(status.get("active_version"), int) else None
-            dev.active_model = status.get("active_model")
-        dev.health = str(status.get("health"))[:500] if status.get("health") is not None else None
-        li = status.get("last_install")
-        dev.last_install = li if isinstance(li, dict) else None
-        dev.status = {k: status.get(k) for k in ("outbox", "transport", "agent_version", "previous_version", "ts")}
+    if session is None:
+        with fleet.session() as s:
+            return record_status(fleet, device_id, status, s)
+    s = session
+    dev = s.get(Device, device_id)
+    if dev is None:
+        raise NotFound(f"device: {device_id} is not enrolled")
+    dev.last_seen = utcnow()
+    caps = status.get("capabilities")
+    if isinstance(caps, dict):
+        dev.capabilities = caps
+    if "active_version" in status:
+        dev.active_version = status.get("active_version") if isinstance(status.get("active_version"), int) else None
+        dev.active_model = status.get("active_model")
+    dev.health = str(status.get("health"))[:500] if status.get("health") is not None else None
+    li = status.get("last_install")
+    dev.last_install = li if isinstance(li, dict) else None
+    dev.status = {k: status.get(k) for k in ("outbox", "transport", "agent_version", "previous_version", "ts")}
 
 
 def issue_assignment(fleet: Fleet, device_id: str, model: ModelVersion, fmt: str, *, rollback: bool = False,
-                     rollout_id: int | None = None, session: Any = None) -> dict[str, Any]:
-    """Sign, store and (after the transaction commits) publish a device's new desired state."""
+                     rollout_id: int | None = None, session: Any = None, last_serial: int | None = None) -> dict[str, Any]:
+    """Sign, store and (after the transaction commits) publish a device's new desired state.
+
+    ``last_serial`` saves a query per device when the caller fetched all serials at once.
+    """
     if session is None:
         with fleet.session() as s:
             return issue_assignment(fleet, device_id, model, fmt, rollback=rollback, rollout_id=rollout_id, session=s)
     variant = model.variants.get(fmt) or model.variants["full"]
     s = session
-    serial = int(s.scalar(select(func.max(Assignment.serial)).where(Assignment.device_id == device_id)) or 0) + 1
+    if last_serial is None:
+        last_serial = int(s.scalar(select(func.max(Assignment.serial)).where(Assignment.device_id == device_id)) or 0)
+    serial = last_serial + 1
     body = {
         "device_id": device_id, "serial": serial, "model": model.name, "version": model.version,
         "bundle_sha256": variant["sha256"], "size": variant["size"], "url": f"/api/v1/artifacts/{variant['sha256']}",
@@ -125,6 +133,11 @@ def issue_assignment(fleet: Fleet, device_id: str, model: ModelVersion, fmt: str
     s.flush()
     s.info.setdefault("publish", []).append((f"edgefleet/v1/devices/{device_id}/assignment", json.dumps(envelope).encode()))
     return envelope
+
+
+def last_serials(session: Any, device_ids: list[str]) -> dict[str, int]:
+    rows = session.execute(select(Assignment.device_id, func.max(Assignment.serial)).where(Assignment.device_id.in_(device_ids)).group_by(Assignment.device_id))
+    return {d: int(m) for d, m in rows}
 
 
 def current_assignment(fleet: Fleet, device_id: str) -> dict[str, Any] | None:

@@ -67,27 +67,42 @@ def parse_batch(fleet: Fleet, device_id: str, raw: bytes | Any) -> list[dict[str
     return [_row(device_id, m, i) for i, m in enumerate(msgs)]
 
 
-def insert_rows(fleet: Fleet, rows: list[dict[str, Any]]) -> tuple[int, int]:
-    """Insert, skipping ids already stored; returns (accepted, duplicates)."""
+def insert_rows(fleet: Fleet, rows: list[dict[str, Any]], session: Any = None) -> tuple[int, int]:
+    """Insert, skipping ids already stored; returns (accepted, duplicates).
+
+    With ``session`` the rows join the caller's transaction (the MQTT bridge commits many
+    batches at once and acknowledges them only after that commit).
+    """
+    if session is None:
+        with fleet.session() as s:
+            return insert_rows(fleet, rows, s)
     if not rows:
         return 0, 0
+    s = session
     unique = list({r["id"]: r for r in rows}.values())
-    dialect = fleet.engine.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = postgresql.insert if fleet.engine.dialect.name == "postgresql" else sqlite.insert
     accepted = 0
-    with fleet.session() as s:
-        for i in range(0, len(unique), 1000):
-            chunk = unique[i:i + 1000]
-            before = set(s.scalars(select(TelemetryRecord.id).where(TelemetryRecord.id.in_([r["id"] for r in chunk]))))
-            fresh = [r for r in chunk if r["id"] not in before]
-            if fresh:
-                s.execute(insert(TelemetryRecord).on_conflict_do_nothing(index_elements=["id"]), fresh)
-            accepted += len(fresh)
-        dup = len(rows) - accepted
-        if dup:
-            fleet.bump(s, "telemetry_duplicates", dup)
-        fleet.bump(s, "telemetry_accepted", accepted)
+    for i in range(0, len(unique), 1000):
+        chunk = unique[i:i + 1000]
+        before = set(s.scalars(select(TelemetryRecord.id).where(TelemetryRecord.id.in_([r["id"] for r in chunk]))))
+        fresh = [r for r in chunk if r["id"] not in before]
+        if fresh:
+            s.execute(insert(TelemetryRecord.__table__).on_conflict_do_nothing(index_elements=["id"]), fresh)
+        accepted += len(fresh)
+    dup = len(rows) - accepted
+    if dup:
+        fleet.bump(s, "telemetry_duplicates", dup)
+    fleet.bump(s, "telemetry_accepted", accepted)
     return accepted, dup
+
+
+def reject(fleet: Fleet, exc: FleetError, session: Any = None) -> None:
+    name = "telemetry_oversized" if "over the limit" in str(exc) else "telemetry_rejected"
+    if session is None:
+        with fleet.session() as s:
+            fleet.bump(s, name)
+    else:
+        fleet.bump(session, name)
 
 
 def ingest(fleet: Fleet, device_id: str, raw: bytes | Any) -> tuple[int, int]:
@@ -95,7 +110,6 @@ def ingest(fleet: Fleet, device_id: str, raw: bytes | Any) -> tuple[int, int]:
     try:
         rows = parse_batch(fleet, device_id, raw)
     except FleetError as exc:
-        with fleet.session() as s:
-            fleet.bump(s, "telemetry_oversized" if "over the limit" in str(exc) else "telemetry_rejected")
+        reject(fleet, exc)
         raise
     return insert_rows(fleet, rows)

@@ -2,10 +2,13 @@
 
 One paho client (the server account) is enough here: paho's select()-based loop only fails
 past 1,024 file descriptors, which a single client never reaches. Messages go from paho's
-network thread into a bounded queue; a worker thread validates and stores them, so a slow
-database never blocks the network loop, and a malformed payload is counted, never raised.
-On every (re)connect the bridge re-publishes each device's newest assignment as retained,
-because an embedded broker forgets retained messages when it restarts.
+network thread into a queue bounded in bytes; a worker thread drains it in groups, validates
+and stores a whole group in one transaction, and only after that commit sends the PUBACKs
+(paho's manual ack), so a telemetry batch the broker handed over is never acknowledged before
+it is stored. The session is persistent (clean_session=False), so a broker keeps what arrives
+while the server restarts. A malformed payload is counted, never raised. On every (re)connect
+the bridge re-publishes each device's newest assignment as retained, because an embedded broker
+forgets retained messages when it restarts.
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ class MqttBridge:
         parts = urlsplit(url)
         self.fleet, self.host, self.port = fleet, parts.hostname or "127.0.0.1", parts.port or 1883
         self.connected = threading.Event()
-        self.queue: "queue.Queue[tuple[str, bytes]]" = queue.Queue(maxsize=100_000)
+        self.queue: "queue.Queue[tuple[str, bytes, int, int]]" = queue.Queue()
+        self.queued_bytes = 0
+        self.max_queued_bytes = 256 * 1024 * 1024
+        self._bytes_lock = threading.Lock()
         self.on_status = on_status
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edgefleet-server", clean_session=True)
+        self.last_error: str | None = None
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edgefleet-server", clean_session=False, manual_ack=True)
         if username:
             self.client.username_pw_set(username, password if password is not None else fleet.secrets.mqtt_password)
         self.client.max_inflight_messages_set(1000)
@@ -53,10 +60,10 @@ class MqttBridge:
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stop.set()  # the worker stores and acknowledges what is queued, then exits
+        self._worker.join(timeout=10)
         self.client.disconnect()
         self.client.loop_stop()
-        self._worker.join(timeout=5)
 
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain)
@@ -69,44 +76,100 @@ class MqttBridge:
         threading.Thread(target=devices.republish_all, args=(self.fleet,), daemon=True).start()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        payload = bytes(msg.payload)
+        with self._bytes_lock:
+            full = self.queued_bytes + len(payload) > self.max_queued_bytes
+            if not full:
+                self.queued_bytes += len(payload)
+        if full:  # not acknowledged: the broker redelivers it after a reconnect
+            self._count("mqtt_queue_full")
+            return
+        self.queue.put((msg.topic, payload, msg.mid, msg.qos))
+
+    def _count(self, name: str) -> None:
         try:
-            self.queue.put_nowait((msg.topic, bytes(msg.payload)))
-        except queue.Full:
             with self.fleet.session() as s:
-                self.fleet.bump(s, "mqtt_queue_full")
+                self.fleet.bump(s, name)
+        except Exception as exc:  # noqa: BLE001 - the database may be down; the count is best effort
+            self.last_error = f"{name}: {exc}"
+
+    def _drain(self, first: tuple[str, bytes, int, int], limit: int = 200) -> list[tuple[str, bytes, int, int]]:
+        group = [first]
+        size = len(first[1])
+        while len(group) < limit and size < 8 * 1024 * 1024:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            group.append(item)
+            size += len(item[1])
+        with self._bytes_lock:
+            self.queued_bytes -= size
+        return group
 
     def _work(self) -> None:
-        while not self._stop.is_set():
+        from sqlalchemy.exc import DBAPIError
+
+        pause = 0.5
+        while not (self._stop.is_set() and self.queue.empty()):
             try:
-                topic, payload = self.queue.get(timeout=0.2)
+                first = self.queue.get(timeout=0.2)
             except queue.Empty:
                 continue
+            group = self._drain(first)
             try:
-                self._handle(topic, payload)
-            except Exception as exc:  # noqa: BLE001 - the bridge must outlive any one bad message
-                try:
-                    with self.fleet.session() as s:
-                        self.fleet.bump(s, "mqtt_errors")
-                except Exception:  # noqa: BLE001 - the database itself may be down; keep consuming
-                    pass
-                self.last_error = f"{topic}: {type(exc).__name__}: {exc}"
-
-    def _handle(self, topic: str, payload: bytes) -> None:
-        parts = topic.split("/")
-        if len(parts) != 5:
-            return
-        device_id, kind = parts[3], parts[4]
-        if kind == "telemetry":
-            try:
-                ingest.ingest(self.fleet, device_id, payload)
-            except FleetError:
-                pass  # counted by ingest
-        elif kind == "status":
-            try:
-                devices.record_status(self.fleet, device_id, json.loads(payload))
-            except (FleetError, ValueError):
-                with self.fleet.session() as s:
-                    self.fleet.bump(s, "status_rejected")
-                return
-            if self.on_status:
+                statuses = self._store(group)
+                pause = 0.5
+            except DBAPIError as exc:  # the database is unreachable: keep the group, unacknowledged, and retry
+                self.last_error = f"database: {exc.__class__.__name__}: {str(exc)[:200]}"
+                for item in group:
+                    self.queue.put(item)
+                with self._bytes_lock:
+                    self.queued_bytes += sum(len(i[1]) for i in group)
+                if self._stop.wait(pause):
+                    return
+                pause = min(pause * 2, 30.0)
+                continue
+            except Exception as exc:  # noqa: BLE001 - store one by one so one bad message cannot block the rest
+                self.last_error = f"group of {len(group)}: {type(exc).__name__}: {exc}"
+                statuses = 0
+                for item in group:
+                    try:
+                        statuses += self._store([item])
+                    except Exception as exc2:  # noqa: BLE001 - counted, acknowledged, never retried forever
+                        self.last_error = f"{item[0]}: {type(exc2).__name__}: {exc2}"
+                        self._count("mqtt_errors")
+                        self._ack([item])
+            else:
+                self._ack(group)
+            if statuses and self.on_status:
                 self.on_status()
+
+    def _ack(self, group: list[tuple[str, bytes, int, int]]) -> None:
+        for _topic, _payload, mid, qos in group:
+            if qos > 0:
+                self.client.ack(mid, qos)
+
+    def _store(self, group: list[tuple[str, bytes, int, int]]) -> int:
+        """Validate and store a group in one transaction; returns how many statuses it held."""
+        statuses = 0
+        with self.fleet.session() as s:
+            rows: list[dict[str, Any]] = []
+            for topic, payload, _mid, _qos in group:
+                parts = topic.split("/")
+                if len(parts) != 5:
+                    continue
+                device_id, kind = parts[3], parts[4]
+                if kind == "telemetry":
+                    try:
+                        rows.extend(ingest.parse_batch(self.fleet, device_id, payload))
+                    except FleetError as exc:
+                        ingest.reject(self.fleet, exc, s)
+                elif kind == "status":
+                    try:
+                        devices.record_status(self.fleet, device_id, json.loads(payload), s)
+                        statuses += 1
+                    except (FleetError, ValueError):
+                        self.fleet.bump(s, "status_rejected")
+            ingest.insert_rows(self.fleet, rows, s)
+        return statuses

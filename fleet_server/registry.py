@@ -74,6 +74,7 @@ def register(fleet: Fleet, archive: bytes, provenance: dict[str, Any] | None = N
         row = ModelVersion(name=name, version=version, sha256=sha, size=size, key_id=manifest["key_id"], formats=formats,
                            variants=variants, manifest=manifest, provenance=provenance or {})
         s.add(row)
+    fleet.latest_versions.pop(name, None)
     return row
 
 

@@ -80,6 +80,9 @@ def start(fleet: Fleet, model: str, version: int, *, selector: dict[str, Any] | 
         busy = s.scalars(select(Rollout).where(Rollout.model == model, Rollout.state.in_(["running", "paused"]))).first()
         if busy is not None:
             raise FleetError(f"model: rollout {busy.id} of {model} v{busy.version} is still {busy.state}; abort or finish it first")
+        for old in s.scalars(select(Rollout).where(Rollout.model == model, Rollout.state == "completed")):
+            old.state = "superseded"  # only the newest rollout hands its target to devices that join later
+            _event(old, "superseded")
         r = Rollout(model=mv.name, version=mv.version, selector=selector or {}, steps=steps, gates=gates or {}, state="running", history=[])
         s.add(r)
         s.flush()
@@ -91,9 +94,9 @@ def start(fleet: Fleet, model: str, version: int, *, selector: dict[str, Any] | 
 
 def _sync_targets(s: Any, r: Rollout) -> list[RolloutTarget]:
     targets = list(s.scalars(select(RolloutTarget).where(RolloutTarget.rollout_id == r.id)))
-    have = {t.device_id for t in targets}
-    for dev in s.scalars(select(Device)):
-        if dev.device_id not in have and _matches(dev, r.selector):
+    targeted = select(RolloutTarget.device_id).where(RolloutTarget.rollout_id == r.id)
+    for dev in s.scalars(select(Device).where(Device.device_id.not_in(targeted))):
+        if _matches(dev, r.selector):
             t = RolloutTarget(rollout_id=r.id, device_id=dev.device_id, order=_order(r.id, dev.device_id),
                               previous_version=dev.active_version, state="pending")
             s.add(t)
@@ -138,9 +141,10 @@ def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion) -> None:
         _observe(t, devs[t.device_id], r.version)
     n = len(targets)
     limit = n if r.state == "completed" else math.ceil(r.steps[r.step_index] / 100.0 * n)
-    for t in targets[:limit]:
-        if t.state != "pending":
-            continue
+    todo = [t for t in targets[:limit] if t.state == "pending"]
+    serials = devmod.last_serials(s, [t.device_id for t in todo]) if todo else {}
+    issued = 0
+    for t in todo:
         dev = devs[t.device_id]
         if dev.active_version == r.version:
             t.state, t.step, t.done_at = "installed", r.step_index, utcnow()
@@ -150,8 +154,11 @@ def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion) -> None:
             if dev.capabilities:
                 t.state, t.reason = "incapable", why
             continue
-        devmod.issue_assignment(fleet, t.device_id, mv, fmt, rollout_id=r.id, session=s)
+        devmod.issue_assignment(fleet, t.device_id, mv, fmt, rollout_id=r.id, session=s, last_serial=serials.get(t.device_id, 0))
         t.state, t.format, t.step, t.assigned_at = "assigned", fmt, r.step_index, utcnow()
+        issued += 1
+        if issued % 100 == 0:  # devices start downloading while the rest of the step is signed
+            fleet.commit_and_publish(s)
     if r.state != "running":
         return
     in_step = targets[:limit]

@@ -27,14 +27,20 @@ class UnprocessableRecord(FleetError):
 
 
 def _scorer(name: str, version: int | None) -> Scorer:
+    """The cached scorer; the newest version per name is cached too and reset by every upload."""
     f = fleet()
-    row = registry.get_version(f, name, version)
-    key = (row.name, row.version)
     with _lock:
-        sc = f.scorers.get(key)
-        if sc is None:
-            sc = Scorer.from_bundle(registry.artifact_path(f, row.sha256), f.trusted_keys())
-            f.scorers[key] = sc
+        if version is None:
+            version = f.latest_versions.get(name)
+        sc = f.scorers.get((name, version)) if version is not None else None
+    if sc is not None:
+        return sc
+    row = registry.get_version(f, name, version)
+    sc = Scorer.from_bundle(registry.artifact_path(f, row.sha256), f.trusted_keys())
+    with _lock:
+        f.scorers[(row.name, row.version)] = sc
+        if version is None:
+            f.latest_versions[name] = row.version
     return sc
 
 

@@ -1,0 +1,185 @@
+"""The browser demo at /demo: the page, the JS runtime, its vendor files and a read-only bundle.
+
+Everything is same-origin, as onnxruntime-web needs for its wasm (``ort.env.wasm.wasmPaths``)
+and a service worker needs for offline use:
+
+    /demo/                         web_demo/index.html (and the page's other files by name)
+    /demo/runtime/<file>.mjs       runtimes/js
+    /demo/vendor/ort|tfjs/<file>   the few node_modules dist files the page loads
+    /demo/bundle/current.json      newest registered model with onnx or tfjs: name, version,
+                                   base URL, parity, and the trusted publisher keys
+    /demo/bundle/<name>/<v>/...    manifest.json, signature, artifacts/* of that version
+    /demo/telemetry                POST a protocol telemetry batch (kept in memory, never in
+                                   the fleet's tables); GET what arrived
+
+The bundle routes need no token: they are read-only and serve what a device could download, so
+the page verifies the signature and hashes itself, like any device. They live outside /api/v1
+(the OpenAPI document describes the device and admin API only). The page pins the publisher
+keys it first saw (trust on first use); a real deployment ships them inside the app instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, redirect, request, send_file
+from sqlalchemy import select
+
+from edgefleet.bundle_format import Bundle, open_bundle
+from fleet_server import ingest, registry
+from fleet_server.api.auth import fleet
+from fleet_server.db import ModelVersion
+from fleet_server.errors import FleetError, NotFound
+
+bp = Blueprint("demo", __name__, url_prefix="/demo")
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE_DIR = ROOT / "web_demo"
+RUNTIME_DIR = ROOT / "runtimes" / "js"
+BROWSER_FORMATS = ("onnx", "tfjs")
+VENDOR = {  # the only node_modules files served: name -> path under node_modules
+    "ort": {f: f"onnxruntime-web/dist/{f}" for f in ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")},
+    "tfjs": {"tf.fesm.min.js": "@tensorflow/tfjs/dist/tf.fesm.min.js"},
+}
+MIME = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm", ".html": "text/html",
+        ".css": "text/css", ".json": "application/json", ".svg": "image/svg+xml", ".png": "image/png",
+        ".webmanifest": "application/manifest+json"}
+
+
+def node_modules() -> Path:
+    """$EDGEFLEET_NODE_ROOT/node_modules, else the repository's (``make`` runs ``npm ci`` there)."""
+    env = os.environ.get("EDGEFLEET_NODE_ROOT")
+    return (Path(env) if env else ROOT) / "node_modules"
+
+
+def _file(path: Path, *, immutable: bool = False) -> Any:
+    if not path.is_file():
+        raise NotFound(f"demo: {path.name} is not here" + (" (run `make` to install the npm packages)" if "node_modules" in path.parts else ""))
+    resp = send_file(path, mimetype=MIME.get(path.suffix, "application/octet-stream"), conditional=True, max_age=0)
+    resp.headers["Cache-Control"] = "public, max-age=86400" if immutable else "no-cache"
+    return resp
+
+
+@bp.get("")
+def root() -> Any:
+    return redirect(request.path + "/", code=308)
+
+
+@bp.get("/")
+def page() -> Any:
+    return _file(PAGE_DIR / "index.html")
+
+
+@bp.get("/<name>")
+def page_file(name: str) -> Any:
+    if name.startswith(".") or not (PAGE_DIR / name).is_file():
+        raise NotFound(f"demo: no page file {name}")
+    return _file(PAGE_DIR / name)
+
+
+@bp.get("/runtime/<name>")
+def runtime_file(name: str) -> Any:
+    if not name.endswith(".mjs") or name.startswith(".") or not (RUNTIME_DIR / name).is_file():
+        raise NotFound(f"demo: no runtime module {name}")
+    return _file(RUNTIME_DIR / name)
+
+
+@bp.get("/vendor/<lib>/<name>")
+def vendor_file(lib: str, name: str) -> Any:
+    rel = VENDOR.get(lib, {}).get(name)
+    if rel is None:
+        raise NotFound(f"demo: {lib}/{name} is not a served vendor file")
+    return _file(node_modules() / rel, immutable=True)
+
+
+def _newest(name: str | None) -> ModelVersion:
+    with fleet().session() as s:
+        q = select(ModelVersion).order_by(ModelVersion.uploaded_at.desc(), ModelVersion.id.desc())
+        if name:
+            q = q.where(ModelVersion.name == name)
+        for row in s.scalars(q):
+            if any(f in BROWSER_FORMATS for f in row.formats):
+                return row
+    raise NotFound("model: no registered model has an onnx or tfjs artifact" + (f" under the name {name}" if name else ""))
+
+
+@bp.get("/bundle/current.json")
+def current() -> Any:
+    row = _newest(request.args.get("model"))
+    m = row.manifest
+    trusted = [p.read_text() for p in sorted(fleet().trusted_dir.glob("*.pem"))]
+    resp = jsonify({
+        "name": row.name, "version": row.version, "base": f"bundle/{row.name}/{row.version}/", "key_id": row.key_id,
+        "formats": [f for f in row.formats if f in BROWSER_FORMATS], "created_at": m.get("created_at"),
+        "trusted_keys": trusted, "parity": m.get("parity", []), "metrics": m.get("reference", {}).get("metrics", {}),
+    })
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+_bundles: dict[str, Bundle] = {}
+_bundles_lock = threading.Lock()
+
+
+def _bundle(name: str, version: int) -> Bundle:
+    row = registry.get_version(fleet(), name, version)
+    with _bundles_lock:
+        if row.sha256 not in _bundles:
+            if len(_bundles) > 8:
+                _bundles.clear()
+            _bundles[row.sha256] = open_bundle(registry.artifact_path(fleet(), row.sha256))
+        return _bundles[row.sha256]
+
+
+@bp.get("/bundle/<name>/<int:version>/<path:member>")
+def bundle_file(name: str, version: int, member: str) -> Any:
+    bundle = _bundle(name, version)
+    if member not in ("manifest.json", "signature") and not member.startswith("artifacts/"):
+        raise NotFound(f"bundle: {member} is not part of a bundle")
+    if member not in bundle.files:
+        raise NotFound(f"bundle: {name} v{version} has no {member}")
+    return Response(bundle.files[member], mimetype="application/json" if member.endswith(".json") else "application/octet-stream",
+                    headers={"Cache-Control": "no-cache"})
+
+
+class _Sink:
+    """The demo's telemetry: validated like the real ingest, kept in memory, deduplicated by id."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids: set[str] = set()
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self.duplicates = 0
+
+
+def _sink() -> _Sink:
+    return current_app.extensions.setdefault("edgefleet.demo_sink", _Sink())  # type: ignore[no-any-return]
+
+
+@bp.post("/telemetry")
+def telemetry_in() -> Any:
+    body = request.get_json(silent=True)
+    device_id = str(body.get("device_id") or "web-demo") if isinstance(body, dict) else "web-demo"
+    if isinstance(body, dict) and len(device_id) > 128:
+        raise FleetError("device_id: at most 128 characters")
+    rows = ingest.parse_batch(fleet(), device_id, request.get_data(cache=False))
+    sink = _sink()
+    with sink.lock:
+        if len(sink.ids) > 100_000:  # a demo, not storage: forget old ids rather than grow
+            sink.ids.clear()
+        fresh = [r for r in rows if r["id"] not in sink.ids]
+        sink.ids.update(r["id"] for r in fresh)
+        sink.duplicates += len(rows) - len(fresh)
+        sink.recent.extend({k: r[k] for k in ("id", "device_id", "kind", "created", "model", "model_version", "score", "label")} for r in fresh)
+    return jsonify({"accepted": len(fresh), "duplicates": len(rows) - len(fresh)})
+
+
+@bp.get("/telemetry")
+def telemetry_out() -> Any:
+    sink = _sink()
+    with sink.lock:
+        return jsonify({"received": len(sink.ids), "duplicates": sink.duplicates, "recent": list(sink.recent)[-20:]})
