@@ -148,6 +148,8 @@ def test_openapi_lists_exactly_the_routes(api: Api) -> None:
 
     app = create_app(api.server.fleet)
     for rule in app.url_map.iter_rules():
+        if rule.rule == "/demo" or rule.rule.startswith("/demo/"):
+            continue  # the browser demo's page, files and read-only bundle (api/demo.py): not part of the device/admin API
         path = re.sub(r"<(?:[a-z]+:)?([a-z_0-9]+)>", r"{\1}", rule.rule)
         for m in rule.methods - {"HEAD", "OPTIONS"}:
             app_routes.add((path, m.lower()))
@@ -182,3 +184,24 @@ def test_runtime_aware_assignment_reports_incapable_devices_and_controls(api: Ap
     code, body, _ = api("POST", "/api/v1/rollouts", {"model": "churn", "steps": [50, 20]})
     assert code == 400 and body["error"].startswith("steps:")
     del silent
+
+
+def test_late_joiner_gets_only_the_newest_completed_target(api: Api, make_bundle: Callable[..., Path]) -> None:
+    from tests.fleet_server.conftest import wait_for
+
+    caps = {"backends": ["onnx"], "formats": ["onnx"]}
+    api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())
+    api("POST", "/api/v1/models", raw=make_bundle(2).read_bytes())
+    a = enroll(api, "early")
+    api("POST", "/api/v1/devices/early/status", {"capabilities": caps, "health": "no-model"}, token=a["token"])
+    for version in (1, 2):
+        rid = api("POST", "/api/v1/rollouts", {"model": "churn", "version": version, "steps": [100]})[1]["id"]
+        wait_for(lambda: api("GET", "/api/v1/devices/early/assignment", token=a["token"])[1]["assignment"]["version"] == version, what=f"v{version} assigned")
+        api("POST", "/api/v1/devices/early/status", {"capabilities": caps, "health": "ok", "active_model": "churn", "active_version": version}, token=a["token"])
+        wait_for(lambda: api("GET", f"/api/v1/rollouts/{rid}")[1]["state"] == "completed", what=f"rollout of v{version} completed")
+    states = [r["state"] for r in api("GET", "/api/v1/rollouts")[1]["rollouts"]]
+    assert states == ["completed", "superseded"]
+    b = enroll(api, "late")
+    api("POST", "/api/v1/devices/late/status", {"capabilities": caps, "health": "no-model"}, token=b["token"])
+    env = wait_for(lambda: (lambda r: r[1] if r[0] == 200 else None)(api("GET", "/api/v1/devices/late/assignment", token=b["token"])), what="late joiner assigned")
+    assert env["assignment"]["version"] == 2 and env["assignment"]["serial"] == 1, "one assignment, the newest"
