@@ -426,6 +426,35 @@ def mosquitto_binary() -> str:
     raise BrokerError("mosquitto is not installed; `make test` installs it (apt-get install mosquitto)")
 
 
+def launch_mosquitto(conf: Path, log: Path, host: str, port: int, timeout: float = 10.0,
+                     error: type[Exception] = BrokerError) -> subprocess.Popen[bytes]:
+    """Start ``mosquitto -c conf`` (stderr to ``log``) and wait until it accepts connections."""
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=fh)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise error(f"mosquitto exited with {proc.returncode}: {log.read_text()[-800:]}")
+        try:
+            socket.create_connection((host, port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    stop_process(proc)
+    raise error(f"mosquitto did not listen on {host}:{port} within {timeout} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 5 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class MosquittoBroker:
     """A loopback Mosquitto enforcing :class:`MosquittoAccess` (``allow_anonymous false``).
 
@@ -464,19 +493,8 @@ class MosquittoBroker:
             f"password_file {self.files.password_file}\nacl_file {self.files.acl_file}\n"
             f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\n{self.extra_conf}"
         )
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BrokerError(f"mosquitto exited with {self.proc.returncode}: {self.log.read_text()[-800:]}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout} s")
+        self.proc = launch_mosquitto(self.conf, self.log, self.host, self.port, timeout)
+        return self
 
     def reload(self) -> None:
         """Rewrite the access files and SIGHUP Mosquitto so new devices can log in."""
@@ -486,11 +504,5 @@ class MosquittoBroker:
         self.files.reload(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None

@@ -56,7 +56,8 @@ from fleet_server.broker import (
     BrokerError,
     _write_atomic,
     device_topic,
-    mosquitto_binary,
+    launch_mosquitto,
+    stop_process,
     validate_device_id,
 )
 
@@ -476,30 +477,13 @@ class DynsecBroker:
         if not self.config_file.exists():
             write_initial_config(self.config_file, self.admin_user, self.admin_password, owner=self.run_as)
         self.conf.write_text(self.conf_text())
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise DynsecError(f"mosquitto exited with {self.proc.returncode}: {self.log.read_text()[-800:]}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise DynsecError(f"mosquitto (dynsec) did not listen on {self.host}:{self.port} within {timeout} s")
+        self.proc = launch_mosquitto(self.conf, self.log, self.host, self.port, timeout, DynsecError)
+        return self
 
     def admin(self, timeout: float = 10.0, **kwargs: Any) -> DynsecAdmin:
         """A connected :class:`DynsecAdmin` for this broker; close it when done."""
         return DynsecAdmin(self.url, self.admin_user, self.admin_password, timeout=timeout, **kwargs).connect()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
