@@ -38,6 +38,7 @@ class ServerConfig:
     port: int = 8080
     reconcile_seconds: float = 0.5
     step_timeout_seconds: float = 900.0
+    monitor_seconds: float = 60.0              # drift/performance monitor pass (fleet_server.monitoring.service)
     enrollment_ttl_seconds: float = 7 * 24 * 3600
     max_telemetry_bytes: int = 4 * 1024 * 1024
     max_bundle_bytes: int = 512 * 1024 * 1024

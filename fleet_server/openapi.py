@@ -45,5 +45,12 @@ SPEC: dict[str, Any] = {
         "/api/v1/rollouts": {"get": _op("list rollouts", ADMIN), "post": _op("start a staged rollout", ADMIN, "application/json", "201")},
         "/api/v1/rollouts/{rollout_id}": {"get": _op("rollout status and progress", ADMIN)},
         "/api/v1/rollouts/{rollout_id}/{action}": {"post": _op("pause, resume, abort or rollback", ADMIN)},
+        "/api/v1/models/{name}/policy": {"get": _op("monitoring policy (defaults when none is stored)", ADMIN),
+                                         "put": _op("update the monitoring policy (partial object); 400 names the field", ADMIN, "application/json")},
+        "/api/v1/models/{name}/drift": {"get": _op("drift per window and cohort; ?version=&start=&end=", ADMIN)},
+        "/api/v1/models/{name}/performance": {"get": _op("realized and CBPE-estimated AUROC/AP per window and cohort; ?version=&start=&end=", ADMIN)},
+        "/api/v1/alerts": {"get": _op("alerts, newest first; ?model=&state=firing|cleared&limit=", ADMIN)},
+        "/api/v1/monitor/run": {"post": _op("run a monitor pass now; returns its fired/cleared events", ADMIN)},
+        "/metrics": {"get": _op("Prometheus text exposition (admin token)", ADMIN)},
     },
 }

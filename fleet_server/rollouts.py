@@ -13,7 +13,8 @@ in a stable pseudo-random order (sha256 of rollout id and device id), and walks 
 4. when every target of the step has settled (or ``step_timeout`` passed), evaluates the gates.
    The built-in gate bounds the install- and health-failure ratio; ``GATES`` can take more
    (the monitoring issue adds ML gates). A failing gate halts the rollout and rolls the
-   devices it touched back to their previous version with a signed rollback assignment.
+   devices it touched back to their previous version with a signed rollback assignment; a gate
+   that answers ``Wait`` holds the step (no halt, no advance, even past the step timeout).
 
 Pause stops new assignments, resume continues, abort stops for good, rollback returns every
 touched device to its previous version.
@@ -36,6 +37,11 @@ from fleet_server.registry import get_version
 
 SETTLED = {"installed", "failed", "incapable", "rolled_back"}
 Gate = Callable[[Fleet, Rollout, list[RolloutTarget]], "str | None"]
+
+
+class Wait(str):
+    """A gate's "not yet" (e.g. the canary has too little telemetry): the step holds, neither
+    halting nor advancing, and the gates are asked again on the next pass."""
 
 
 def install_health_gate(fleet: Fleet, rollout: Rollout, targets: list[RolloutTarget]) -> str | None:
@@ -168,6 +174,14 @@ def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion) -> None:
         return
     for gate in GATES:
         reason = gate(fleet, r, targets)
+        if isinstance(reason, Wait):
+            last = r.history[-1] if r.history else {}
+            if last.get("event") == "waiting" and last.get("step") == r.step_index:
+                if last.get("reason") == reason:
+                    return
+                r.history = r.history[:-1]  # one waiting entry per step, with the newest reason
+            _event(r, "waiting", reason=str(reason))
+            return
         if reason:
             r.state, r.reason = "halted", reason
             n_back = _rollback_targets(fleet, s, r, targets, {"installed", "failed", "assigned"})

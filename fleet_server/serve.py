@@ -13,6 +13,7 @@ from typing import Any
 
 from fleet_server.app import create_app
 from fleet_server.core import Fleet, ServerConfig
+from fleet_server.monitoring.service import Monitor
 
 
 class Reconciler(threading.Thread):
@@ -45,6 +46,7 @@ class FleetServer:
         self.bridge: Any = None
         self.http: Any = None
         self.reconciler = Reconciler(self.fleet, config.reconcile_seconds)
+        self.monitor = Monitor(self.fleet, config.monitor_seconds)
         self.dynsec: Any = None
 
     def start(self) -> "FleetServer":
@@ -71,6 +73,7 @@ class FleetServer:
         if mqtt_url:
             self.bridge = MqttBridge(self.fleet, mqtt_url, on_status=self.reconciler.wake.set).start()
         self.reconciler.start()
+        self.monitor.start()
         app = create_app(self.fleet)
         self.http = create_server(app, host=self.cfg.host, port=self.cfg.port, threads=8, channel_timeout=60, connection_limit=2000)
         self.port = self.http.effective_port
@@ -105,6 +108,7 @@ class FleetServer:
     def stop(self) -> None:
         self.reconciler.stop_event.set()
         self.reconciler.wake.set()
+        self.monitor.stop_event.set()
         if self.http is not None:
             self._stopping = True
             self.http.close()

@@ -1,0 +1,133 @@
+"""Monitoring routes: policies, alerts, drift and performance reports, a manual pass, /metrics.
+
+Every route needs the admin token, ``/metrics`` included: the server holds no other secret-free
+surface, and a loopback exemption would open it to anything behind a local reverse proxy.
+Prometheus sends the token with ``authorization: {type: Bearer, credentials_file: <data
+dir>/secrets/admin-token}`` in its scrape config.
+
+Registering this blueprint also registers the ML canary gate (``monitoring.gates.register``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import select
+
+from fleet_server.api.auth import admin_required, fleet
+from fleet_server.errors import FleetError
+from fleet_server.monitoring import aggregate, gates, metrics, policy, service
+from fleet_server.monitoring.models import Alert
+from fleet_server.registry import get_version
+
+bp = Blueprint("monitoring", __name__)
+
+
+@bp.record_once
+def _setup(state: Any) -> None:
+    gates.register()
+    state.app.extensions["edgefleet_metrics"] = metrics.make_registry(state.app.extensions["edgefleet"])
+
+
+def _number_arg(name: str) -> float | None:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise FleetError(f"{name}: expected a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise FleetError(f"{name}: expected a finite number")
+    return value
+
+
+@bp.get("/api/v1/models/<name>/policy")
+@admin_required
+def get_policy(name: str) -> Any:
+    get_version(fleet(), name)
+    with fleet().session() as s:
+        from fleet_server.monitoring.models import MonitorPolicy
+
+        stored = s.get(MonitorPolicy, name) is not None
+        return jsonify({"model": name, "stored": stored, "policy": policy.load(s, name).as_dict()})
+
+
+@bp.put("/api/v1/models/<name>/policy")
+@admin_required
+def put_policy(name: str) -> Any:
+    get_version(fleet(), name)
+    body = request.get_json(silent=True)
+    with fleet().session() as s:
+        p = policy.validate(body, policy.load(s, name))  # partial bodies update the stored policy
+        policy.save(s, name, p)
+    return jsonify({"model": name, "stored": True, "policy": p.as_dict()})
+
+
+@bp.get("/api/v1/alerts")
+@admin_required
+def list_alerts() -> Any:
+    state = request.args.get("state")
+    if state not in (None, "", "firing", "cleared"):
+        raise FleetError(f"state: {state!r} is not one of ['cleared', 'firing']")
+    try:
+        limit = min(int(request.args.get("limit", 500)), 5000)
+    except ValueError:
+        raise FleetError("limit: expected an integer") from None
+    q = select(Alert).order_by(Alert.id.desc()).limit(limit)
+    if request.args.get("model"):
+        q = q.where(Alert.model == request.args["model"])
+    if state:
+        q = q.where(Alert.state == state)
+    with fleet().session() as s:
+        return jsonify({"alerts": [service.describe(a) for a in s.scalars(q)]})
+
+
+def _report(name: str, which: str) -> Any:
+    version = request.args.get("version")
+    try:
+        mv = get_version(fleet(), name, int(version) if version else None)
+    except ValueError:
+        raise FleetError(f"version: expected an integer, got {version!r}") from None
+    with fleet().session() as s:
+        p = policy.load(s, name)
+        end = _number_arg("end")
+        start = _number_arg("start")
+        if start is None:
+            start = math.floor((end or time.time()) / p.window_seconds) * p.window_seconds - p.lookback_windows * p.window_seconds
+        fn = aggregate.drift_report if which == "drift" else aggregate.performance_report
+        report = fn(s, mv.manifest, p.monitor_config(), start=start, end=end)
+    report["start"], report["end"] = start, end
+    return jsonify(report)
+
+
+@bp.get("/api/v1/models/<name>/drift")
+@admin_required
+def drift(name: str) -> Any:
+    return _report(name, "drift")
+
+
+@bp.get("/api/v1/models/<name>/performance")
+@admin_required
+def performance(name: str) -> Any:
+    return _report(name, "performance")
+
+
+@bp.post("/api/v1/monitor/run")
+@admin_required
+def run_now() -> Any:
+    body = request.get_json(silent=True) or {}
+    now = body.get("now") if isinstance(body, dict) else None
+    if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now)):
+        raise FleetError("now: expected unix seconds")
+    return jsonify({"events": service.run_monitor(fleet(), now)})
+
+
+@bp.get("/metrics")
+@admin_required
+def prometheus() -> Any:
+    registry = current_app.extensions["edgefleet_metrics"]
+    return Response(metrics.exposition(registry), content_type=metrics.CONTENT_TYPE)
