@@ -32,6 +32,7 @@ def artifact_entry(art: Artifact) -> dict[str, Any]:
         "inputs": art.inputs,
         "outputs": art.outputs,
         **({"notes": art.notes} if art.notes else {}),
+        **({"quantization": art.quantization} if art.quantization else {}),
     }
 
 

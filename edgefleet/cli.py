@@ -2,7 +2,7 @@
 
     edgefleet keys generate --out DIR
     edgefleet compile MODEL --sample DATA.csv --label COL --name N --version V \\
-                      --targets onnx,pmml --key DIR/private.pem --out OUTDIR
+                      --targets onnx,pmml --key DIR/private.pem --out OUTDIR [--quantize float16|int8]
     edgefleet inspect BUNDLE [--json]
     edgefleet verify BUNDLE --pubkey FILE
     edgefleet score BUNDLE --pubkey FILE --input FILE.csv|FILE.jsonl [--backend onnx|tflite|pmml] [--output OUT]
@@ -88,11 +88,16 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         targets=args.targets.split(","), name=args.name, version=args.version, private_key=key,
         label=args.label, out_dir=args.out, tolerance=args.tolerance,
         allow_parity_failure=args.allow_parity_failure, parity_rows=args.parity_rows,
-        progress=Progress(quiet=args.quiet),
+        progress=Progress(quiet=args.quiet), quantize=args.quantize, quantized_tolerance=args.quantized_tolerance,
     )
     for p in result.manifest["parity"]:
         status = "passed" if p["passed"] else "FAILED (recorded in the manifest)"
         print(f"{p['format']}: {p['runtime']} {p['runtime_version']}, max |dp| {p['max_abs_diff']}, parity {status}")
+        q = p.get("quantization")
+        if q:
+            v = q["vs_unquantized"]
+            print(f"  {q['mode']}: {q['size']} B (unquantized {q['unquantized_size']} B), vs unquantized max |dp| {v['max_abs_diff']:.3g}, "
+                  f"label agreement {v['label_agreement']:.4f}, label agreement delta vs source {q['label_agreement_delta']:+.4f}")
     print(f"bundle: {result.bundle_dir}\narchive: {result.archive}")
     return 0 if result.parity_passed else 3
 
@@ -224,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="bundle folder to write; OUT.tar is written beside it")
     c.add_argument("--tolerance", type=float, default=1e-5, help="max |probability difference| per row (default 1e-5)")
     c.add_argument("--parity-rows", type=int, default=5000, help="sample rows scored for parity (default 5000)")
+    c.add_argument("--quantize", choices=["float16", "int8"], help="quantize the tflite artifact (Keras, LogisticRegression, MLPClassifier); deltas vs unquantized go in the manifest")
+    c.add_argument("--quantized-tolerance", type=float, help="parity tolerance of a quantized artifact (default 1e-2 float16, 5e-2 int8)")
     c.add_argument("--allow-parity-failure", action="store_true", help="write the bundle even if parity fails (recorded in the manifest)")
     c.add_argument("--quiet", action="store_true", help="no progress display")
     c.set_defaults(func=_cmd_compile)

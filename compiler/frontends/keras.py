@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 LAYERS = {"InputLayer", "Dense", "Normalization", "Dropout", "Activation"}
-TARGETS = ["onnx", "tflite"]
+TARGETS = ["coreml", "onnx", "tflite", "tfjs"]
 
 
 class KerasModel:

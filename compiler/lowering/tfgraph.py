@@ -30,11 +30,17 @@ OUTPUT = "probabilities"
 _NAN_MAG = 0x7FF0000000000000  # |bits| above this is a NaN
 
 
-def tf_function(program: TensorProgram, input_dtype: str = "float64") -> Any:
+def tf_function(program: TensorProgram, input_dtype: str = "float64", barrier: bool = False) -> Any:
     """A concrete ``tf.function`` (features [N, F]) -> {"probabilities": float32 [N, K]}.
 
     ``input_dtype="float32"`` is for runtimes without float64 (TF.js): float heads only, since
     exact tree decisions need the double's bits.
+
+    ``barrier`` (for int8 dynamic-range quantization) clamps the feature row to +-3e38 before
+    the first matmul. Without it the converter folds the scaler's division into the weights,
+    and the hybrid int8 kernel then quantizes *unscaled* activations (TotalCharges ~1e3 next to
+    0/1 one-hots) per row: measured max |dp| 0.999 and 63% label agreement on the MLP. With
+    it: 0.036 and 99.6%. The clamp changes no finite float32 value below 3e38.
     """
     import tensorflow as tf
 
@@ -63,6 +69,8 @@ def tf_function(program: TensorProgram, input_dtype: str = "float64") -> Any:
             else:
                 f32_in_ = f32_in
             x = _columns_f32(tf, program, features, f32_in_)
+            if barrier:
+                x = tf.clip_by_value(x, -3.0e38, 3.0e38)
             out = _linear(tf, head, x) if isinstance(head, Linear) else _mlp(tf, head, x)
         return {OUTPUT: out}
 

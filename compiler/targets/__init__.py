@@ -31,6 +31,7 @@ class Artifact:
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    quantization: dict[str, Any] | None = None  # {"mode", "tolerance", "unquantized_size"} for a quantized artifact
 
 
 class Target(Protocol):

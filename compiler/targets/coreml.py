@@ -1,4 +1,4 @@
-"""CoreML target: scikit-learn tree ensembles as one ``TreeEnsembleClassifier`` spec on the encoded input.
+"""CoreML target: tree ensembles as one ``TreeEnsembleClassifier`` spec on the encoded input; dense models via ``coreml_nn``.
 
     ModelIR --compiler.lowering (Forest: exact cuts on raw values)--> TreeEnsembleClassifier spec
             --> artifacts/model.mlmodel; parity by ``evaluate`` (numpy, reads the spec back)
@@ -23,8 +23,9 @@ differ for inputs within one float32 ulp of a cut.
 
 Core ML prediction is macOS-only (``Model prediction is only supported on macOS``). On Linux the
 parity gate runs ``evaluate``, a numpy reference evaluator of exactly the emitted spec (not of the
-scikit-learn object), and the parity record says so in ``runtime``. LogisticRegression, MLP and
-Keras are not emitted yet (see ``unsupported_reason``).
+scikit-learn object), and the parity record says so in ``runtime``. LogisticRegression,
+MLPClassifier and Keras Dense MLPs are emitted as a ``NeuralNetworkClassifier`` on the same
+input by ``compiler.targets.coreml_nn``, with its own float32 reference evaluator.
 """
 
 from __future__ import annotations
@@ -60,10 +61,13 @@ class CoremlTarget:
 
     def unsupported_reason(self, ir: "ModelIR") -> str | None:
         from compiler.lowering import trees
+        from compiler.targets import coreml_nn
 
-        if ir.framework != "scikit-learn" or ir.estimator.family not in trees.FAMILIES:
-            return f"CoreML is emitted for scikit-learn tree ensembles only so far (no mlprogram emitter for {ir.estimator.family} yet)"
-        return None
+        if ir.framework == "scikit-learn" and ir.estimator.family in trees.FAMILIES:
+            return None
+        if ir.framework == "keras" or ir.estimator.family in ("LogisticRegression", "MLPClassifier"):
+            return coreml_nn.unsupported_reason(ir)
+        return f"no CoreML emitter for {ir.estimator.family}"
 
     def runtime_version(self) -> str:
         from importlib import metadata
@@ -71,10 +75,19 @@ class CoremlTarget:
         return f"coremltools {metadata.version('coremltools')} spec, numpy {np.__version__}"
 
     def build(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
-        from compiler.lowering import lower
+        from compiler.lowering import lower, trees
+        from compiler.targets import coreml_nn
 
-        spec = tree_spec(ir, lower(ir, "coreml"), str(meta.get("name", "model")))
-        problems = validate(spec, len(ir.fields))
+        labels = [int(c) for c in ir.estimator.classes] if _int_labels(ir) else [str(c) for c in ir.estimator.classes]
+        if ir.framework == "scikit-learn" and ir.estimator.family in trees.FAMILIES:
+            spec = tree_spec(ir, lower(ir, "coreml"), str(meta.get("name", "model")))
+            problems = validate(spec, len(ir.fields))
+            notes: list[str] = []
+        else:
+            _quiet_import()
+            spec = coreml_nn.nn_spec(ir, str(meta.get("name", "model")), labels)
+            problems = coreml_nn.validate(spec) + _round_trip(spec)
+            notes = ["neural network: Core ML computes in float32 on the CPU; use computeUnits .cpuOnly for parity (GPU/ANE may use float16)"]
         if problems:
             raise CompileError(f"coreml target: the emitted spec for {ir.estimator.family} is invalid: {'; '.join(problems[:5])}")
         return Artifact(
@@ -88,7 +101,7 @@ class CoremlTarget:
             outputs=[{"name": "label", "dtype": "int64" if _int_labels(ir) else "string"},
                      {"name": "probabilities", "dtype": "record"}],
             notes=["one row per prediction; probabilities is a dictionary class -> probability",
-                   "parity on Linux is a numpy evaluator of this spec; on-device Core ML parity needs a Mac"],
+                   "parity on Linux is a numpy evaluator of this spec; on-device Core ML parity needs a Mac", *notes],
         )
 
     def score(self, artifact: Artifact, ir: "ModelIR", features: np.ndarray, frame: "pd.DataFrame") -> np.ndarray:
@@ -96,6 +109,10 @@ class CoremlTarget:
 
         spec = Model_pb2.Model()
         spec.ParseFromString(artifact.data)
+        if spec.WhichOneof("Type") == "neuralNetworkClassifier":
+            from compiler.targets import coreml_nn
+
+            return coreml_nn.evaluate(spec, features)
         return evaluate(spec, features)
 
 
@@ -188,6 +205,11 @@ def validate(spec: Any, n_fields: int) -> list[str]:
             problems.append(f"tree {n.treeId} leaf {n.nodeId} writes outside {te.numPredictionDimensions} dimensions")
     if len(te.basePredictionValue) != te.numPredictionDimensions:
         problems.append("basePredictionValue has the wrong length")
+    return problems + _round_trip(spec)
+
+
+def _round_trip(spec: Any) -> list[str]:
+    problems: list[str] = []
     with tempfile.TemporaryDirectory() as d:  # coremltools' own save/load round trip
         from coremltools.models.utils import load_spec, save_spec
 

@@ -66,6 +66,7 @@ class TfliteBackend:
         self.out = next((o for o in outs if "prob" in o["name"]), outs[-1])
         self.dtype = np.dtype(self.inp["dtype"])
         self.runtime_version = "ai-edge-litert"
+        self.quantization = entry.get("quantization")  # a quantized artifact's own tolerance (canary replay)
 
     def predict(self, features: np.ndarray, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         x = features.astype(self.dtype, copy=False)
