@@ -71,7 +71,7 @@ def _cell(model: Any, holdout: Any, target: str, key: Any) -> dict[str, Any]:
 def _text(c: dict[str, Any]) -> str:
     if c.get("dp") is None:
         return c["reason"] if c["reason"].startswith("ERROR") else f"not supported: {c['reason']}"
-    rt = "reference evaluator" if c["runtime"].startswith("edgefleet-reference") else SHORT.get(c["runtime"], c["runtime"])
+    rt = "reference evaluator" if c["runtime"] == "reference-evaluator" else SHORT.get(c["runtime"], c["runtime"])
     return f"{rt} {c['dp']:.1e}" + ("" if c["ok"] else " FAILED")
 
 

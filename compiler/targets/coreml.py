@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from compiler.ir import ModelIR
 
-RUNTIME = "edgefleet-reference (coremltools cannot predict on Linux)"
+RUNTIME = "reference-evaluator"  # never "Core ML": coremltools cannot predict on Linux; a numpy evaluator of the emitted spec scores it
 FILENAME = "model.mlmodel"
 _TRANSFORM = {"proba": "NoTransform", "expit": "Regression_Logistic", "softmax": "Classification_SoftMax"}
 
