@@ -8,8 +8,8 @@ STAMP  := $(VENV)/.edgefleet-installed
 OUT    ?= demo-out
 # Debian packages: command that must exist -> package providing it.
 DEB_DEPS := java:default-jre-headless mosquitto:mosquitto mosquitto_sub:mosquitto-clients pg_ctlcluster:postgresql \
-            node:nodejs npm:npm
-# @tensorflow/tfjs for the TF.js target's parity check: `npm ci` when missing or the lockfile changed.
+            node:nodejs npm:npm chromium:chromium
+# npm packages (@tensorflow/tfjs for TF.js parity; onnxruntime-web + playwright-core for the browser runtime and its tests): `npm ci` when missing or the lockfile changed.
 NODE_STAMP := node_modules/.edgefleet-installed
 
 .PHONY: install system-deps demo test test-all bench clean
@@ -56,6 +56,12 @@ test-all: install
 
 bench: install
 	$(BIN)/python bench/compile.py
+	$(BIN)/python bench/matrix.py
+	$(BIN)/python bench/device_latency.py
+	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/predict.py
+	$(BIN)/python bench/browser.py
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache
