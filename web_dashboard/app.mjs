@@ -1,0 +1,435 @@
+// The fleet dashboard: reads the admin API with the admin token and plots it with Chart.js
+// (window.Chart, served from node_modules by fleet_server/api/dashboard.py).
+//
+// Data:   GET /api/v1/devices, /rollouts, /models, /alerts, /models/<m>/policy,
+//         /models/<m>/drift?version=v, /models/<m>/performance?version=v
+// Token:  typed once into the gate (kept in sessionStorage for this tab) or passed as
+//         /dashboard/#token=...; the fragment is removed from the address bar at once.
+// Tests:  window.edgefleetDashboard exposes the state and the Chart instances;
+//         body[data-state] is "loading", "token", "ready" or "error".
+const Chart = window.Chart;
+const TOKEN_KEY = 'edgefleet.adminToken';
+const API = new URL('../api/v1/', window.location.href);
+const REFRESH_MS = 60_000;
+const PALETTE = ['#4f46e5', '#0891b2', '#ea580c', '#16a34a', '#db2777', '#7c3aed', '#ca8a04', '#0d9488', '#2563eb', '#65a30d', '#9333ea', '#be123c'];
+const STATE_COLORS = { installed: '#16a34a', assigned: '#4f46e5', pending: '#cbd5e1', failed: '#dc2626', incapable: '#d97706', rolled_back: '#9333ea' };
+const SCORE = '<score>';
+const VISIBLE_FIELDS = 6;
+
+const $ = (sel) => document.querySelector(sel);
+const state = { token: null, data: null, reports: {}, model: null, version: null, cohort: null, charts: {}, timer: null, updatedAt: null };
+
+class AuthError extends Error {}
+
+Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+Chart.defaults.font.size = 12;
+Chart.defaults.color = '#4b5563';
+Chart.defaults.borderColor = '#eef0f5';
+Chart.defaults.animation = false;
+Chart.defaults.maintainAspectRatio = false;
+Chart.defaults.plugins.legend.labels.boxWidth = 12;
+Chart.defaults.plugins.legend.labels.boxHeight = 12;
+Chart.defaults.plugins.tooltip.backgroundColor = '#111827';
+
+// ---- token and API ---------------------------------------------------------------------------
+
+function takeFragmentToken() {
+  const m = window.location.hash.match(/(?:^#|&)token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    history.replaceState(null, '', window.location.pathname + window.location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+async function api(path) {
+  const resp = await fetch(new URL(path, API), { headers: { Authorization: `Bearer ${state.token}` }, cache: 'no-store' });
+  let body = null;
+  try { body = await resp.json(); } catch { /* not JSON: reported below */ }
+  if (resp.status === 401 || resp.status === 403) throw new AuthError(body?.error || `HTTP ${resp.status}`);
+  if (!resp.ok) throw new Error(`${path}: ${body?.error || `HTTP ${resp.status}`}`);
+  return body;
+}
+
+function showGate(message) {
+  document.body.dataset.state = 'token';
+  $('#main').hidden = true;
+  $('#controls').hidden = true;
+  $('#token-gate').hidden = false;
+  $('#token-error').hidden = !message;
+  $('#token-error').textContent = message || '';
+  $('#token-input').focus();
+}
+
+function showError(title, text) {
+  $('#error').hidden = !title;
+  $('#error-title').textContent = title || '';
+  $('#error-text').textContent = text || '';
+}
+
+// ---- formatting ------------------------------------------------------------------------------
+
+function fmtWindow(ts, width) {
+  const d = new Date(ts * 1000);
+  const opts = { timeZone: 'UTC', month: 'short', day: 'numeric' };
+  if (width < 86400) Object.assign(opts, { hour: '2-digit', minute: '2-digit', hour12: false });
+  return d.toLocaleString('en-US', opts);
+}
+
+function fmtTime(iso) {
+  if (!iso) return '';
+  return `${new Date(iso).toLocaleString('en-US', { timeZone: 'UTC', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hour12: false })} UTC`;
+}
+
+const num = (x, d = 3) => (x === null || x === undefined || Number.isNaN(x) ? '–' : Number(x).toFixed(d));
+const versionLabel = (d) => (d.active_version === null || d.active_version === undefined ? 'no model' : `${d.active_model || '?'} v${d.active_version}`);
+const cohortsOf = (d) => [`group=${d.group}`, ...(d.tags || []).map((t) => `tag=${t}`)];
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+// ---- cards and charts ------------------------------------------------------------------------
+
+function card(name) { return document.querySelector(`[data-card="${name}"]`); }
+
+function setEmpty(name, title, text) {
+  const c = card(name);
+  const box = c.querySelector('.empty');
+  c.classList.toggle('is-empty', Boolean(title));
+  box.hidden = !title;
+  box.replaceChildren();
+  if (title) box.append(el('strong', '', title), el('span', 'small', text || ''));
+  c.dataset.empty = title ? 'true' : 'false';
+  if (title) drop(name);
+}
+
+function drop(name) {
+  if (state.charts[name]) {
+    state.charts[name].destroy();
+    delete state.charts[name];
+  }
+}
+
+function draw(name, canvasId, config) {
+  drop(name);
+  setEmpty(name, null);
+  state.charts[name] = new Chart(document.getElementById(canvasId), config);
+  return state.charts[name];
+}
+
+const axisTitle = (text) => ({ display: true, text, color: '#6b7280', font: { weight: '600' } });
+const lineOf = (value, n) => Array.from({ length: n }, () => value);
+
+function renderVersions(devices) {
+  if (!devices.length) return setEmpty('versions', 'No devices enrolled yet', 'Create an enrollment token and enroll a device: its running version shows here.');
+  const cohorts = [...new Set(devices.flatMap(cohortsOf))].sort((a, b) => (a.startsWith('group=') === b.startsWith('group=') ? a.localeCompare(b) : a.startsWith('group=') ? -1 : 1));
+  const labels = [...new Set(devices.map(versionLabel))].sort((a, b) => (a === 'no model') - (b === 'no model') || a.localeCompare(b, 'en', { numeric: true }));
+  const datasets = labels.map((v, i) => ({
+    label: v, backgroundColor: v === 'no model' ? '#cbd5e1' : PALETTE[i % PALETTE.length], borderRadius: 4, maxBarThickness: 28,
+    data: cohorts.map((c) => devices.filter((d) => versionLabel(d) === v && cohortsOf(d).includes(c)).length),
+  }));
+  draw('versions', 'chart-versions', {
+    type: 'bar', data: { labels: cohorts, datasets },
+    options: { indexAxis: 'y', plugins: { legend: { position: 'bottom' } },
+      scales: { x: { stacked: true, title: axisTitle('Devices'), ticks: { precision: 0 } }, y: { stacked: true, title: axisTitle('Cohort') } } },
+  });
+}
+
+function renderRollouts(rollouts) {
+  const list = $('#rollout-list');
+  list.replaceChildren();
+  if (!rollouts.length) return setEmpty('rollouts', 'No rollouts yet', 'Start one with POST /api/v1/rollouts: its steps and per-device states show here.');
+  const shown = rollouts.slice(0, 6);
+  const labels = shown.map((r) => `#${r.id} ${r.model} v${r.version}`);
+  const states = Object.keys(STATE_COLORS).filter((s) => shown.some((r) => r.counts[s]));
+  draw('rollouts', 'chart-rollouts', {
+    type: 'bar',
+    data: { labels, datasets: states.map((s) => ({ label: s.replace('_', ' '), backgroundColor: STATE_COLORS[s], borderRadius: 4, maxBarThickness: 26, data: shown.map((r) => r.counts[s] || 0) })) },
+    options: { indexAxis: 'y', plugins: { legend: { position: 'bottom' } },
+      scales: { x: { stacked: true, title: axisTitle('Target devices'), ticks: { precision: 0 } }, y: { stacked: true } } },
+  });
+  for (const r of shown.slice(0, 3)) {
+    const li = el('li');
+    li.dataset.rollout = String(r.id);
+    const bar = el('span', 'bar');
+    const fill = el('i');
+    fill.style.width = `${Math.round(r.progress * 100)}%`;
+    bar.append(fill);
+    const step = `step ${Math.min(r.step_index + 1, r.steps.length)}/${r.steps.length} · ${r.steps[Math.min(r.step_index, r.steps.length - 1)]}%`;
+    li.append(el('span', 'what', `#${r.id} v${r.version}`), el('span', `badge badge-${r.state}`, r.state.replace('_', ' ')),
+      el('span', 'muted', step), bar, el('span', 'pct', `${Math.round(r.progress * 100)}%`));
+    if (r.reason) li.title = r.reason;
+    list.append(li);
+  }
+}
+
+function driftSeries(windows) {
+  const fields = new Set();
+  for (const w of windows) {
+    const p = w[w.primary];
+    if (p) { Object.keys(p.fields).forEach((f) => fields.add(f)); fields.add(SCORE); }
+  }
+  const pick = (w, f) => { const p = w[w.primary]; return p ? (f === SCORE ? p.score : p.fields[f]) : null; };
+  return [...fields].map((f) => {
+    const points = windows.map((w) => pick(w, f));
+    const values = points.map((r) => (r ? (r.psi_excess ?? r.psi ?? null) : null));
+    return { field: f, points, values, peak: Math.max(-Infinity, ...values.filter((v) => v !== null)) };
+  }).sort((a, b) => b.peak - a.peak);
+}
+
+function renderDrift(report, cohort, policy) {
+  const pill = $('#drift-verdict');
+  pill.hidden = true;
+  const windows = (report?.windows || []).filter((w) => w.cohort === cohort);
+  const series = driftSeries(windows).filter((s) => s.values.some((v) => v !== null));
+  if (!windows.length || !series.length) {
+    return setEmpty('drift', report?.windows?.length ? `No drift comparison for ${cohort} yet` : 'No drift windows yet',
+      'Devices send a histogram sketch at the end of each window; drift compares it with the manifest\'s reference statistics.');
+  }
+  const W = report.window_seconds;
+  const labels = windows.map((w) => fmtWindow(w.window_start, W));
+  const threshold = policy?.psi_threshold ?? report.policy?.psi_threshold ?? 0.1;
+  const datasets = series.map((s, i) => ({
+    label: s.field === SCORE ? 'score' : s.field, data: s.values, spanGaps: true, cubicInterpolationMode: 'monotone', borderWidth: 2,
+    borderColor: PALETTE[i % PALETTE.length], backgroundColor: PALETTE[i % PALETTE.length], hidden: i >= VISIBLE_FIELDS,
+    pointRadius: s.points.map((r) => (r?.verdict === 'drift' ? 5 : 2.5)),
+    pointBackgroundColor: s.points.map((r) => (r?.verdict === 'drift' ? '#dc2626' : PALETTE[i % PALETTE.length])),
+    verdicts: s.points.map((r) => r?.verdict ?? 'no comparison'), raw: s.points.map((r) => r?.psi ?? null),
+  }));
+  datasets.push({ label: `threshold ${threshold}`, data: lineOf(threshold, labels.length), borderColor: '#dc2626', borderDash: [6, 5],
+    borderWidth: 1.5, pointRadius: 0, backgroundColor: '#dc2626', isThreshold: true });
+  draw('drift', 'chart-drift', {
+    type: 'line', data: { labels, datasets },
+    options: { interaction: { mode: 'nearest', intersect: false },
+      plugins: { legend: { position: 'right', labels: { usePointStyle: true, pointStyle: 'line' } },
+        tooltip: { callbacks: { label: (ctx) => (ctx.dataset.isThreshold ? `threshold ${threshold}`
+          : `${ctx.dataset.label}: ${num(ctx.parsed.y)} above noise (PSI ${num(ctx.dataset.raw[ctx.dataIndex])}, ${ctx.dataset.verdicts[ctx.dataIndex]})`) } } },
+      scales: { y: { title: axisTitle('PSI above noise'), suggestedMin: 0, suggestedMax: threshold * 2 }, x: { title: axisTitle('Window (UTC)') } } },
+  });
+  const last = windows[windows.length - 1];
+  const drifting = last[last.primary]?.drifting || [];
+  pill.hidden = false;
+  pill.className = `pill ${last.verdict === 'drift' ? 'bad' : last.verdict === 'no_drift' ? 'good' : 'neutral'}`;
+  pill.textContent = last.verdict === 'drift' ? `Latest window: drift in ${drifting.map((f) => (f === SCORE ? 'score' : f)).join(', ')}`
+    : last.verdict === 'no_drift' ? 'Latest window: no drift' : 'Latest window: not enough data';
+  $('#drift-sub').textContent = `Noise-corrected PSI per input and the score, ${cohort}, v${report.model_version} (${last.primary === 'vs_baseline' ? 'against its own baseline' : 'against the reference'}). Red points: drift verdict. Fields outside the top ${VISIBLE_FIELDS} are hidden; click a legend entry to show it.`;
+}
+
+function renderPerf(name, canvasId, report, cohort, metric, limit) {
+  const windows = (report?.windows || []).filter((w) => w.cohort === cohort);
+  const title = metric === 'auroc' ? 'AUROC' : 'Average precision';
+  if (!windows.length) return setEmpty(name, `No predictions for ${cohort} yet`, 'Devices send sampled predictions; labels recorded later (record_outcome) give the realized values.');
+  const labels = windows.map((w) => fmtWindow(w.window_start, report.window_seconds));
+  const ref = report.reference?.[metric];
+  const datasets = [
+    { label: `realized ${title}`, data: windows.map((w) => w.realized?.[metric] ?? null), borderColor: '#4f46e5', backgroundColor: '#4f46e5', borderWidth: 2.5, pointRadius: 3, spanGaps: true, cubicInterpolationMode: 'monotone',
+      n: windows.map((w) => w.realized?.n_labeled ?? 0) },
+    { label: `estimated ${title} (CBPE)`, data: windows.map((w) => w.estimated?.[metric] ?? null), borderColor: '#0891b2', backgroundColor: '#0891b2', borderDash: [6, 4], borderWidth: 2, pointRadius: 2.5, spanGaps: true, cubicInterpolationMode: 'monotone',
+      n: windows.map((w) => w.n_predictions) },
+  ];
+  if (ref !== undefined && ref !== null) {
+    datasets.push({ label: `reference ${num(ref)}`, data: lineOf(ref, labels.length), borderColor: '#9ca3af', borderDash: [2, 3], borderWidth: 1.5, pointRadius: 0, backgroundColor: '#9ca3af' });
+    if (limit !== undefined) datasets.push({ label: `alert below ${num(ref - limit)}`, data: lineOf(ref - limit, labels.length), borderColor: '#dc2626', borderDash: [6, 5], borderWidth: 1.2, pointRadius: 0, backgroundColor: '#dc2626' });
+  }
+  draw(name, canvasId, {
+    type: 'line', data: { labels, datasets },
+    options: { interaction: { mode: 'index', intersect: false },
+      plugins: { legend: { position: 'bottom', labels: { usePointStyle: true, pointStyle: 'line' } },
+        tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${num(ctx.parsed.y)}${ctx.dataset.n ? ` (n=${ctx.dataset.n[ctx.dataIndex]})` : ''}` } } },
+      scales: { y: { title: axisTitle(title), suggestedMin: metric === 'auroc' ? 0.5 : 0, suggestedMax: 1 }, x: { title: axisTitle('Window (UTC)') } } },
+  });
+}
+
+function alertText(a) {
+  const d = a.details || {};
+  if (a.kind === 'drift') return `PSI ${num(d.psi)} (${num(d.psi_excess)} above noise, threshold ${d.psi_threshold ?? '–'}), n=${d.n ?? '–'}`;
+  return `${num(d.value)} vs reference ${num(d.reference)} (max drop ${d.max_drop ?? '–'}), ${d.n_labeled ?? 0} labeled`;
+}
+
+function renderAlerts(alerts, windowSeconds) {
+  const list = $('#alert-list');
+  list.replaceChildren();
+  if (!alerts.length) return setEmpty('alerts', 'No alerts', 'The monitor raises an alert after consecutive bad windows and clears it after consecutive good ones.');
+  const when = (a) => a.details?.fired_in_window ?? a.details?.window_start ?? Date.parse(a.created_at) / 1000;
+  const W = windowSeconds || 86400;
+  const slots = [...new Set(alerts.map((a) => Math.floor(when(a) / W) * W))].sort((x, y) => x - y);
+  const groups = [['drift', 'firing', '#dc2626'], ['performance', 'firing', '#ea580c'], ['drift', 'cleared', '#cbd5e1'], ['performance', 'cleared', '#e5c9b0']];
+  const datasets = groups.map(([kind, st, color]) => ({
+    label: `${kind} · ${st}`, backgroundColor: color, borderRadius: 4, maxBarThickness: 36,
+    data: slots.map((s) => alerts.filter((a) => a.kind === kind && a.state === st && Math.floor(when(a) / W) * W === s).length),
+  })).filter((ds) => ds.data.some((v) => v > 0));
+  draw('alerts', 'chart-alerts', {
+    type: 'bar', data: { labels: slots.map((s) => fmtWindow(s, W)), datasets },
+    options: { plugins: { legend: { position: 'bottom' } },
+      scales: { x: { stacked: true, title: axisTitle('Window the alert fired in (UTC)') }, y: { stacked: true, title: axisTitle('Alerts'), ticks: { precision: 0 } } } },
+  });
+  for (const a of alerts.slice(0, 100)) {
+    const li = el('li', a.state);
+    li.dataset.alertId = String(a.id);
+    li.dataset.state = a.state;
+    const body = el('div');
+    body.append(el('div', 'title', `${a.subject === SCORE ? 'score' : a.subject} · ${a.kind}`), el('div', 'meta', `${a.cohort} · ${a.model} v${a.version} · ${alertText(a)}`));
+    const whenEl = el('div', 'when', fmtTime(a.created_at));
+    if (a.cleared_at) whenEl.append(el('div', '', `cleared ${fmtTime(a.cleared_at)}`));
+    li.append(el('span', `badge badge-${a.state}`, a.state), body, whenEl);
+    list.append(li);
+  }
+}
+
+function renderKpis(d) {
+  const groups = new Set(d.devices.map((x) => x.group));
+  $('#kpi-devices').textContent = String(d.devices.length);
+  $('#kpi-devices-sub').textContent = d.devices.length ? `${groups.size} group${groups.size === 1 ? '' : 's'} · ${d.devices.filter((x) => x.active_version !== null && x.active_version !== undefined).length} running a model` : 'none enrolled';
+  const m = d.models.find((x) => x.name === state.model);
+  $('#kpi-model').textContent = m ? `${m.name} v${m.latest}` : '–';
+  $('#kpi-model-sub').textContent = m ? `${m.versions.length} version${m.versions.length === 1 ? '' : 's'} registered` : 'no model registered';
+  const r = d.rollouts[0];
+  $('#kpi-rollout').textContent = r ? `${Math.round(r.progress * 100)}%` : '–';
+  $('#kpi-rollout-sub').textContent = r ? `#${r.id} ${r.model} v${r.version} · ${r.state}` : 'no rollout yet';
+  const firing = d.alerts.filter((a) => a.state === 'firing');
+  $('#kpi-alerts').textContent = String(firing.length);
+  $('#kpi-alerts-sub').textContent = firing.length ? `newest: ${firing[0].subject === SCORE ? 'score' : firing[0].subject} in ${firing[0].cohort}` : 'all clear';
+  $('#kpi-alerts-card').classList.toggle('alarm', firing.length > 0);
+}
+
+// ---- selection -------------------------------------------------------------------------------
+
+function fillSelect(sel, options, value) {
+  sel.replaceChildren(...options.map(([v, text]) => { const o = el('option', '', text); o.value = String(v); return o; }));
+  sel.value = String(value ?? '');
+  sel.disabled = options.length === 0;
+}
+
+async function report(model, version) {
+  const key = `${model}:${version}`;
+  if (!state.reports[key]) {
+    const q = `?version=${version}`;
+    const [drift, perf, policy] = await Promise.all([api(`models/${encodeURIComponent(model)}/drift${q}`), api(`models/${encodeURIComponent(model)}/performance${q}`),
+      api(`models/${encodeURIComponent(model)}/policy`)]);
+    state.reports[key] = { drift, perf, policy: policy.policy };
+  }
+  return state.reports[key];
+}
+
+function cohortOrder(a, b) {
+  const rank = (c) => (c === 'all' ? 0 : c.startsWith('group=') ? 1 : c.startsWith('tag=') ? 2 : 3);
+  return rank(a) - rank(b) || a.localeCompare(b);
+}
+
+async function chooseVersion(d) {
+  const m = d.models.find((x) => x.name === state.model);
+  if (!m) return null;
+  if (state.version && m.versions.some((v) => v.version === state.version)) return state.version;
+  // What most of the fleet runs, else the newest version with telemetry, else the newest.
+  const running = new Map();
+  for (const dev of d.devices) if (dev.active_model === m.name) running.set(dev.active_version, (running.get(dev.active_version) || 0) + 1);
+  const [top] = [...running].filter(([v]) => m.versions.some((x) => x.version === v)).sort((a, b) => b[1] - a[1] || b[0] - a[0]);
+  if (top) return top[0];
+  for (const v of [...m.versions].reverse()) {
+    const r = await report(m.name, v.version);
+    if (r.drift.windows.length || r.perf.windows.length) return v.version;
+  }
+  return m.latest;
+}
+
+async function renderModel() {
+  const d = state.data;
+  const modelAlerts = d.alerts.filter((a) => a.model === state.model);
+  const m = d.models.find((x) => x.name === state.model);
+  fillSelect($('#sel-model'), d.models.map((x) => [x.name, x.name]), state.model);
+  fillSelect($('#sel-version'), m ? [...m.versions].reverse().map((v) => [v.version, `v${v.version}${v.version === m.latest ? ' (latest)' : ''}`]) : [], state.version);
+  if (!m) {
+    fillSelect($('#sel-cohort'), [], null);
+    const msg = ['No model registered yet', 'Upload a signed bundle (POST /api/v1/models) to see drift and performance.'];
+    setEmpty('drift', ...msg); setEmpty('auroc', ...msg); setEmpty('ap', ...msg);
+    renderAlerts(modelAlerts, 86400);
+    return;
+  }
+  const r = await report(state.model, state.version);
+  const cohorts = [...new Set([...r.drift.windows, ...r.perf.windows].map((w) => w.cohort))].sort(cohortOrder);
+  if (!cohorts.includes(state.cohort)) {
+    // the broadest cohort with a firing drift alert on this version, else the whole fleet
+    const alerted = modelAlerts.filter((a) => a.state === 'firing' && a.kind === 'drift' && a.version === state.version && cohorts.includes(a.cohort))
+      .sort((a, b) => cohortOrder(a.cohort, b.cohort))[0];
+    state.cohort = alerted ? alerted.cohort : (cohorts.includes('all') ? 'all' : cohorts[0] ?? 'all');
+  }
+  fillSelect($('#sel-cohort'), cohorts.map((c) => [c, c]), state.cohort);
+  renderDrift(r.drift, state.cohort, r.policy);
+  renderPerf('auroc', 'chart-auroc', r.perf, state.cohort, 'auroc', r.policy?.max_auroc_drop);
+  renderPerf('ap', 'chart-ap', r.perf, state.cohort, 'average_precision', r.policy?.max_ap_drop);
+  renderAlerts(modelAlerts, r.policy?.window_seconds);
+  const W = r.drift.window_seconds;
+  $('#footnote').textContent = `Windows of ${W >= 3600 ? `${W / 3600} h` : `${W} s`} (UTC), last ${r.policy?.lookback_windows ?? '–'} windows. Estimated metrics: ${r.perf.assumptions}. Updated ${state.updatedAt.toLocaleTimeString('en-GB', { timeZone: 'UTC' })} UTC.`;
+}
+
+async function load() {
+  try {
+    const [models, devices, rollouts, alerts] = await Promise.all([api('models'), api('devices'), api('rollouts'), api('alerts?limit=500')]);
+    state.data = { models: models.models, devices: devices.devices, rollouts: rollouts.rollouts, alerts: alerts.alerts };
+    state.reports = {};
+    state.updatedAt = new Date();
+    const names = state.data.models.map((x) => x.name);
+    if (!names.includes(state.model)) state.model = state.data.alerts.find((a) => a.state === 'firing' && names.includes(a.model))?.model ?? names[0] ?? null;
+    state.version = await chooseVersion(state.data);
+    $('#token-gate').hidden = true;
+    $('#main').hidden = false;
+    $('#controls').hidden = false;
+    showError(null);
+    renderKpis(state.data);
+    renderVersions(state.data.devices);
+    renderRollouts(state.data.rollouts);
+    await renderModel();
+    document.body.dataset.state = 'ready';
+  } catch (exc) {
+    if (exc instanceof AuthError) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      state.token = null;
+      return showGate(`The server refused the token: ${exc.message}`);
+    }
+    showError('The dashboard could not load its data', String(exc.message || exc));
+    document.body.dataset.state = 'error';
+  }
+}
+
+async function reselect(change) {
+  try {
+    await change();
+    await renderModel();
+  } catch (exc) {
+    showError('The dashboard could not load its data', String(exc.message || exc));
+  }
+}
+
+$('#sel-model').addEventListener('change', (e) => reselect(async () => {
+  state.model = e.target.value;
+  state.version = null;
+  state.cohort = null;
+  state.version = await chooseVersion(state.data);
+}));
+$('#sel-version').addEventListener('change', (e) => reselect(() => { state.version = Number(e.target.value); }));
+$('#sel-cohort').addEventListener('change', (e) => reselect(() => { state.cohort = e.target.value; }));
+$('#btn-refresh').addEventListener('click', () => load());
+$('#btn-signout').addEventListener('click', () => { sessionStorage.removeItem(TOKEN_KEY); state.token = null; showGate(null); });
+$('#token-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const tok = $('#token-input').value.trim();
+  if (!tok) return;
+  sessionStorage.setItem(TOKEN_KEY, tok);
+  state.token = tok;
+  $('#token-input').value = '';
+  document.body.dataset.state = 'loading';
+  load();
+});
+
+window.edgefleetDashboard = { state, reload: load };
+state.token = takeFragmentToken();
+if (state.token) {
+  load();
+} else {
+  showGate(null);
+}
+state.timer = setInterval(() => { if (state.token && document.visibilityState === 'visible') load(); }, REFRESH_MS);
