@@ -12,6 +12,7 @@
     edgefleet publish BUNDLE
     edgefleet rollout start|status|pause|resume|abort|rollback
     edgefleet devices list|show|token
+    edgefleet retrain --server URL --model N --trainer mod:fn --reference-data train.csv --key private.pem
 
 Errors edgefleet raises on purpose are printed as one line, ``edgefleet: error: ...``, with
 exit status 1 (2 for bad usage); a traceback means a bug.
@@ -271,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_fleet.add_enroll_parser(dsub)
     cli_fleet.add_parsers(sub)
+
+    from compiler import retrain
+
+    retrain.add_parser(sub)
     return parser
 
 

@@ -20,9 +20,9 @@ def create_app(fleet: Fleet | ServerConfig) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["edgefleet"] = fleet
 
-    from fleet_server.api import artifacts, dashboard, demo, devices, meta, models, monitoring, predict, rollouts
+    from fleet_server.api import artifacts, dashboard, demo, devices, meta, models, monitoring, predict, retraining, rollouts
 
-    for mod in (meta, models, artifacts, devices, rollouts, predict, demo, dashboard, monitoring):
+    for mod in (meta, models, artifacts, devices, rollouts, predict, demo, dashboard, monitoring, retraining):
         app.register_blueprint(mod.bp)
 
     @app.errorhandler(FleetError)

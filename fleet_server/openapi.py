@@ -52,5 +52,8 @@ SPEC: dict[str, Any] = {
         "/api/v1/alerts": {"get": _op("alerts, newest first; ?model=&state=firing|cleared&limit=", ADMIN)},
         "/api/v1/monitor/run": {"post": _op("run a monitor pass now; returns its fired/cleared events", ADMIN)},
         "/metrics": {"get": _op("Prometheus text exposition (admin token)", ADMIN)},
+        "/api/v1/models/{name}/labeled": {"get": _op("labeled rows (features, label, score, model_version, device_id, ts) for retraining; ?start=&end=&version=&limit=", ADMIN)},
+        "/api/v1/models/{name}/versions/{version}/approve": {"post": _op("approve a challenger registered with approval_required: starts its rollout", ADMIN, None, "201")},
+        "/api/v1/models/{name}/retrains": {"get": _op("retrain jobs the monitor started, skipped or reaped", ADMIN)},
     },
 }

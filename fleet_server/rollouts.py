@@ -77,8 +77,10 @@ def _event(r: Rollout, event: str, **kw: Any) -> None:
 
 
 def start(fleet: Fleet, model: str, version: int, *, selector: dict[str, Any] | None = None, steps: list[float] | None = None,
-          gates: dict[str, Any] | None = None) -> Rollout:
+          gates: dict[str, Any] | None = None, approved: bool = False) -> Rollout:
     mv = get_version(fleet, model, version)
+    if ((mv.provenance or {}).get("approval") or {}).get("state") == "pending" and not approved:
+        raise FleetError(f"version: {model} v{version} waits for approval; POST /api/v1/models/{model}/versions/{version}/approve")
     steps = [float(x) for x in (steps or [10, 50, 100])]
     if not steps or any(not 0 < x <= 100 for x in steps) or steps != sorted(steps) or steps[-1] != 100:
         raise FleetError(f"steps: {steps} must rise within (0, 100] and end at 100")

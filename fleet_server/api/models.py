@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
-from fleet_server import registry
+from fleet_server import provenance, registry
 from fleet_server.api.auth import admin_required, fleet
 from fleet_server.db import ModelVersion
 
@@ -17,7 +17,8 @@ bp = Blueprint("models", __name__, url_prefix="/api/v1")
 @bp.post("/models")
 @admin_required
 def upload() -> Any:
-    row = registry.register(fleet(), request.get_data(cache=False))
+    prov = provenance.parse_header(request.headers.get(provenance.HEADER))
+    row = registry.register(fleet(), request.get_data(cache=False), prov)
     return jsonify(registry.describe(row)), 201
 
 
@@ -35,13 +36,15 @@ def list_models() -> Any:
 @bp.get("/models/<name>")
 @admin_required
 def get_model(name: str) -> Any:
-    return jsonify(registry.describe(registry.get_version(fleet(), name), full=True))
+    row = registry.get_version(fleet(), name)
+    return jsonify({**registry.describe(row, full=True), "provenance": provenance.view(fleet(), row)})
 
 
 @bp.get("/models/<name>/versions/<int:version>")
 @admin_required
 def get_version(name: str, version: int) -> Any:
-    return jsonify(registry.describe(registry.get_version(fleet(), name, version), full=True))
+    row = registry.get_version(fleet(), name, version)
+    return jsonify({**registry.describe(row, full=True), "provenance": provenance.view(fleet(), row)})
 
 
 @bp.post("/keys")

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from fleet_server.errors import FleetError
 from fleet_server.monitoring import stats
 from fleet_server.monitoring.aggregate import MonitorConfig
+from fleet_server.monitoring.retrain import RetrainPolicy
+from fleet_server.monitoring.retrain import parse as parse_retrain
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Policy:
     webhook: str | None = None          # alerts are POSTed here as JSON
     canary_gate: bool = False           # apply the ML canary gate to every rollout of this model
     canary_min_count: int | None = None  # canary rows the gate waits for (None: min_count)
+    retrain: RetrainPolicy | None = None  # a fired alert starts this retraining command (monitoring.retrain)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -74,6 +77,8 @@ def validate(body: Any, base: Policy = Policy()) -> Policy:
             out[key] = _number(key, value, lo=0.0, hi=0.5, open_lo=True)
         elif key in ("min_count", "fire_after", "clear_after", "lookback_windows", "min_labeled"):
             out[key] = _number(key, value, lo=1, integer=True)
+        elif key == "retrain":
+            out[key] = None if value is None else parse_retrain(value)
         elif key == "canary_min_count":
             out[key] = None if value is None else _number(key, value, lo=1, integer=True)
         elif key == "window_seconds":
@@ -100,6 +105,8 @@ def validate(body: Any, base: Policy = Policy()) -> Policy:
         raise FleetError(f"policy.lookback_windows: {out['lookback_windows']} must be at least fire_after + clear_after "
                          f"({out['fire_after'] + out['clear_after']}), or a firing alert could never be seen to clear")
     out["segment_fields"] = tuple(out["segment_fields"])
+    if isinstance(out["retrain"], Mapping):  # as_dict() of the base policy
+        out["retrain"] = parse_retrain(out["retrain"])
     return Policy(**out)
 
 

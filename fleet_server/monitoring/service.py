@@ -48,7 +48,7 @@ from sqlalchemy import select
 
 from fleet_server.core import Fleet
 from fleet_server.db import ModelVersion, TelemetryRecord, utcnow
-from fleet_server.monitoring import aggregate, stats
+from fleet_server.monitoring import aggregate, retrain, stats
 from fleet_server.monitoring.models import Alert
 from fleet_server.monitoring.policy import Policy, load
 
@@ -254,6 +254,7 @@ def run_monitor(fleet: Fleet, now: float | None = None) -> list[dict[str, Any]]:
         events = _apply(fleet, evaluation)
         webhooks = {v["model"]: v["policy"].webhook for v in evaluation["versions"]}
         delivery = _deliver(fleet, events, webhooks)
+        retrain.on_alerts(fleet, events, {v["model"]: v["policy"] for v in evaluation["versions"]})  # spawns, never waits
         _snapshots[fleet] = {"now": evaluation["now"], "ran_at": time.time(), "events": len(events), **delivery,
                              "metrics": {(v["model"], v["version"]): v["metrics"] for v in evaluation["versions"]}}
     return events
