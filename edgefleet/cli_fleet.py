@@ -121,6 +121,35 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for m in call(args, "GET", "/api/v1/models")["models"]:
+            for v in m["versions"]:
+                metrics = v.get("metrics") or {}
+                auroc = f"auroc {metrics['auroc']:.3f}" if "auroc" in metrics else ""
+                parent = ((v.get("provenance") or {}).get("parent") or {}).get("version")
+                print(f"{m['name']:16} v{v['version']:<4} {','.join(v['formats']):28} {auroc:12} {'from v' + str(parent) if parent else ''}")
+        return 0
+    if not args.name:
+        raise ServerError("models show: give the model name")
+    path = f"/api/v1/models/{args.name}" + (f"/versions/{args.version}" if args.version else "")
+    m = call(args, "GET", path)
+    print(f"{m['name']} v{m['version']}  sha256 {m['sha256'][:16]}...  formats {', '.join(m['formats'])}  uploaded {m['uploaded_at']}")
+    for p in m.get("parity", []):
+        print(f"  parity {p['format']:7} {p['runtime']:22} max |dp| {p['max_abs_diff']}  {'PASS' if p['passed'] else 'FAIL'}")
+    prov = m.get("provenance") or {}
+    if not prov:
+        print("  provenance: uploaded by hand (no retraining record)")
+        return 0
+    print("  provenance:")
+    for key in ("created_by", "trigger", "parent", "data_window", "rows", "metrics", "trainer", "approval"):
+        if key in prov:
+            print(f"    {key}: {json.dumps(prov[key], sort_keys=True)}")
+    for r in prov.get("rollouts", []):
+        print(f"    rollout {r.get('id')}: {r.get('state')} {r.get('reason') or ''}".rstrip())
+    return 0
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     if args.action == "list":
         for d in call(args, "GET", "/api/v1/devices")["devices"]:
@@ -182,6 +211,13 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--watch", action="store_true", help="status: refresh until it settles")
     server_opts(r)
     r.set_defaults(func=cmd_rollout)
+
+    m = sub.add_parser("models", help="list registered models, or show one with its parity and provenance")
+    m.add_argument("action", choices=["list", "show"])
+    m.add_argument("name", nargs="?")
+    m.add_argument("--version", type=int, help="show: a version (default newest)")
+    server_opts(m)
+    m.set_defaults(func=cmd_models)
 
     d = sub.add_parser("devices", help="list or show devices; create enrollment tokens")
     d.add_argument("action", choices=["list", "show", "token"])

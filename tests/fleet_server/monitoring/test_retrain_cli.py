@@ -104,6 +104,10 @@ def test_challenger_that_wins_is_registered_with_provenance_and_waits_for_approv
     code, body, _ = api("POST", "/api/v1/rollouts", {"model": "churn", "version": 2})
     assert code == 400 and "waits for approval" in body["error"], "nor can an operator bypass the approval"
 
+    shown = subprocess.run([sys.executable, "-m", "edgefleet.cli", "models", "show", "churn", "--server", served["server"].url,
+                            "--token-file", str(served["server"].fleet.secrets.dir / "admin-token")], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "provenance:" in shown.stdout and '"version": 1' in shown.stdout and "data_window" in shown.stdout and "metrics" in shown.stdout
     code, r, _ = api("POST", "/api/v1/models/churn/versions/2/approve", {"by": "test"})
     assert code == 201 and r["version"] == 2 and r["steps"] == [10.0, 50.0, 100.0] and r["gates"]["ml"]["psi_threshold"] == 0.3
     prov = api("GET", "/api/v1/models/churn")[1]["provenance"]
