@@ -21,23 +21,21 @@ keys it first saw (trust on first use); a real deployment ships them inside the 
 from __future__ import annotations
 
 import collections
-import os
 import threading
-from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request, send_file
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from edgefleet.bundle_format import Bundle, open_bundle
 from fleet_server import ingest, registry
 from fleet_server.api.auth import fleet
+from fleet_server.api.static import ROOT, node_modules, send_static, serve_page_dir
 from fleet_server.db import ModelVersion
 from fleet_server.errors import FleetError, NotFound
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
 
-ROOT = Path(__file__).resolve().parents[2]
 PAGE_DIR = ROOT / "web_demo"
 RUNTIME_DIR = ROOT / "runtimes" / "js"
 BROWSER_FORMATS = ("onnx", "tfjs")
@@ -45,47 +43,14 @@ VENDOR = {  # the only node_modules files served: name -> path under node_module
     "ort": {f: f"onnxruntime-web/dist/{f}" for f in ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")},
     "tfjs": {"tf.fesm.min.js": "@tensorflow/tfjs/dist/tf.fesm.min.js"},
 }
-MIME = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm", ".html": "text/html",
-        ".css": "text/css", ".json": "application/json", ".svg": "image/svg+xml", ".png": "image/png",
-        ".webmanifest": "application/manifest+json"}
-
-
-def node_modules() -> Path:
-    """$EDGEFLEET_NODE_ROOT/node_modules, else the repository's (``make`` runs ``npm ci`` there)."""
-    env = os.environ.get("EDGEFLEET_NODE_ROOT")
-    return (Path(env) if env else ROOT) / "node_modules"
-
-
-def _file(path: Path, *, immutable: bool = False) -> Any:
-    if not path.is_file():
-        raise NotFound(f"demo: {path.name} is not here" + (" (run `make` to install the npm packages)" if "node_modules" in path.parts else ""))
-    resp = send_file(path, mimetype=MIME.get(path.suffix, "application/octet-stream"), conditional=True, max_age=0)
-    resp.headers["Cache-Control"] = "public, max-age=86400" if immutable else "no-cache"
-    return resp
-
-
-@bp.get("")
-def root() -> Any:
-    return redirect(request.path + "/", code=308)
-
-
-@bp.get("/")
-def page() -> Any:
-    return _file(PAGE_DIR / "index.html")
-
-
-@bp.get("/<name>")
-def page_file(name: str) -> Any:
-    if name.startswith(".") or not (PAGE_DIR / name).is_file():
-        raise NotFound(f"demo: no page file {name}")
-    return _file(PAGE_DIR / name)
+serve_page_dir(bp, PAGE_DIR, "demo")
 
 
 @bp.get("/runtime/<name>")
 def runtime_file(name: str) -> Any:
     if not name.endswith(".mjs") or name.startswith(".") or not (RUNTIME_DIR / name).is_file():
         raise NotFound(f"demo: no runtime module {name}")
-    return _file(RUNTIME_DIR / name)
+    return send_static(RUNTIME_DIR / name, "demo")
 
 
 @bp.get("/vendor/<lib>/<name>")
@@ -93,7 +58,7 @@ def vendor_file(lib: str, name: str) -> Any:
     rel = VENDOR.get(lib, {}).get(name)
     if rel is None:
         raise NotFound(f"demo: {lib}/{name} is not a served vendor file")
-    return _file(node_modules() / rel, immutable=True)
+    return send_static(node_modules() / rel, "demo", immutable=True)
 
 
 def _newest(name: str | None) -> ModelVersion:
