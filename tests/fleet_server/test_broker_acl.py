@@ -306,7 +306,6 @@ def test_embedded_with_only_a_password_check_callback() -> None:
 MOSQUITTO_SUB = shutil.which("mosquitto_sub")
 
 
-@pytest.mark.skipif(MOSQUITTO_SUB is None, reason="mosquitto_sub missing: apt-get install mosquitto-clients")
 def test_mosquitto_sub_cli_with_a_credentials_on_b_topic_is_refused(broker: Harness) -> None:
     server = broker.server()
     server.publish(device_topic(A, "assignment"), b"for-a", retain=True)
