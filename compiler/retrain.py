@@ -42,14 +42,13 @@ import os
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from compiler.errors import CompileError
+from edgefleet.cli_fleet import AdminClient
 
 EXIT_CHALLENGER_LOST = 4
 DEFAULT_STEPS = [10.0, 50.0, 100.0]
@@ -78,32 +77,8 @@ class Outcome:
         return EXIT_CHALLENGER_LOST if self.decision == "challenger_lost" else 0
 
 
-class Client:
-    def __init__(self, server: str, token: str) -> None:
-        self.server, self.token = server.rstrip("/"), token
-
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                headers: dict[str, str] | None = None, as_bytes: bool = False) -> Any:
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        req = urllib.request.Request(self.server + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.token}")
-        req.add_header("Content-Type", "application/x-tar" if raw is not None else "application/json")
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=120) as resp:
-                text = resp.read()
-        except urllib.error.HTTPError as exc:
-            try:
-                msg = json.loads(exc.read()).get("error")
-            except ValueError:
-                msg = exc.reason
-            raise RetrainError(f"{method} {path}: HTTP {exc.code}: {msg}") from None
-        except urllib.error.URLError as exc:
-            raise RetrainError(f"cannot reach the fleet server at {self.server}: {exc.reason}") from None
-        if as_bytes:
-            return text
-        return json.loads(text) if text else None
+def Client(server: str, token: str) -> AdminClient:  # noqa: N802 - reads like the class it returns
+    return AdminClient(server, token, error=RetrainError)
 
 
 def load_trainer(spec: str) -> Callable[[Any], Any]:

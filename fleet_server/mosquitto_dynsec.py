@@ -1,7 +1,7 @@
 """Mosquitto's dynamic-security plugin, managed by the fleet server: refused SUBSCRIBEs.
 
 Mosquitto 2.0.11's ``acl_file`` grants every SUBSCRIBE and only withholds delivery
-(``fleet_server/broker.py``), so ``mosquitto_sub`` with device A's login on device B's topic is
+(``fleet_server/broker.py``, ``fleet_server/mosquitto.py``), so ``mosquitto_sub`` with device A's login on device B's topic is
 not *refused*. The dynamic-security plugin checks subscriptions (``subscribeLiteral`` /
 ``subscribePattern``) and answers SUBACK 0x80, which ``mosquitto_sub`` reports as "All
 subscription requests were denied." It is also managed live over MQTT, so enrolling or removing a
@@ -36,7 +36,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -49,17 +48,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
-from fleet_server.broker import (
-    DEVICE_CLIENT_PREFIX,
-    SERVER_USERNAME,
-    TOPIC_ROOT,
-    BrokerError,
-    _write_atomic,
-    device_topic,
-    launch_mosquitto,
-    stop_process,
-    validate_device_id,
-)
+from fleet_server.broker import DEVICE_CLIENT_PREFIX, SERVER_USERNAME, TOPIC_ROOT, BrokerError, device_topic, validate_device_id
+from fleet_server.mosquitto import _write_atomic, launch_mosquitto, loopback_port, stop_process
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
@@ -422,15 +412,9 @@ class DynsecBroker:
     def __init__(self, workdir: Path, *, host: str = "127.0.0.1", port: int | None = None,
                  admin_user: str = ADMIN_USERNAME, admin_password: str | None = None,
                  plugin: str | None = None, run_as: str | None = None, extra_conf: str = "") -> None:
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            raise DynsecError(f"host: DynsecBroker listens on loopback only, not {host!r}")
         self.workdir = Path(workdir)
         self.host = host
-        if not port:
-            with socket.socket() as probe:
-                probe.bind((host, 0))
-                port = int(probe.getsockname()[1])
-        self.port = port
+        self.port = loopback_port(host, port, "DynsecBroker", DynsecError)
         self.admin_user = admin_user
         self._admin_password = admin_password
         self.plugin = plugin

@@ -92,6 +92,18 @@ class TensorProgram:
     fill: tuple[float, ...]  # per column: the raw value a NaN input becomes (NaN: none)
 
 
+def unsupported_reason(ir: ModelIR) -> str | None:
+    """Why the tensor lowering (TFLite, TF.js) cannot take ``ir``, or None."""
+    if ir.framework == "keras":
+        return None
+    from compiler.lowering import trees
+
+    family = ir.estimator.family
+    if family in ("LogisticRegression", "MLPClassifier") or family in trees.FAMILIES:
+        return None
+    return f"no tensor lowering for {family}"
+
+
 def lower(ir: ModelIR, target: str = "tflite") -> TensorProgram:
     """Lower ``ir`` into a ``TensorProgram``; raise ``LoweringError`` naming what cannot be lowered."""
     from compiler.lowering import exact, trees

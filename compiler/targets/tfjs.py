@@ -97,14 +97,9 @@ class TfjsTarget:
             )
 
     def unsupported_reason(self, ir: "ModelIR") -> str | None:
-        if ir.framework == "keras":
-            return None
-        from compiler.lowering import trees
+        from compiler.lowering import unsupported_reason
 
-        family = ir.estimator.family
-        if family in ("LogisticRegression", "MLPClassifier") or family in trees.FAMILIES:
-            return None
-        return f"no tensor lowering for {family}"
+        return unsupported_reason(ir)
 
     def runtime_version(self) -> str:
         root = node_root()

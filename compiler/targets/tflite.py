@@ -68,14 +68,9 @@ class TfliteTarget:
             raise TargetUnavailableError(f"the tflite target needs tensorflow and ai-edge-litert ({exc}); {INSTALL_HINT}") from exc
 
     def unsupported_reason(self, ir: "ModelIR") -> str | None:
-        if ir.framework == "keras":
-            return None
-        from compiler.lowering import trees
+        from compiler.lowering import unsupported_reason
 
-        family = ir.estimator.family
-        if family in ("LogisticRegression", "MLPClassifier") or family in trees.FAMILIES:
-            return None
-        return f"no tensor lowering for {family}"
+        return unsupported_reason(ir)
 
     def quantize_unsupported_reason(self, ir: "ModelIR", mode: str) -> str | None:
         if mode not in QUANTIZATIONS:

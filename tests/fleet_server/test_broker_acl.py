@@ -25,11 +25,10 @@ from fleet_server.broker import (
     BrokerAccess,
     EmbeddedBroker,
     InMemoryCredentials,
-    MosquittoAccess,
-    MosquittoBroker,
     Op,
     device_topic,
 )
+from fleet_server.mosquitto import MosquittoAccess, MosquittoBroker
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet_server.broker import DEVICE_CLIENT_PREFIX, SERVER_USERNAME, BrokerError, device_topic, mosquitto_binary
+from fleet_server.broker import DEVICE_CLIENT_PREFIX, SERVER_USERNAME, BrokerError, device_topic
+from fleet_server.mosquitto import mosquitto_binary
 from fleet_server.mosquitto_dynsec import (
     ADMIN_USERNAME,
     CONTROL_TOPIC,
