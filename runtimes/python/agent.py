@@ -8,6 +8,21 @@ or an HTTP poll with ETag when MQTT is unreachable), verify its signature, seria
 id, download the bundle (resuming), install it through the model store (which verifies again,
 refuses downgrades unless ordered, health-checks, reverts), report status, then flush up to a
 batch of outbox messages (MQTT QoS1 or HTTP POST), backing off with jitter on failure.
+
+A batch is cut by count and by bytes (``edgefleet.protocol``: 500 messages, 256 KiB), so the
+broker never acknowledges a batch the server will refuse as oversized. A message that cannot
+fit any batch is dropped and counted (``dropped_oversized``) instead of blocking the outbox.
+When the server refuses a batch over HTTP with a payload 4xx (400, 413, 422), the batch is
+halved until the refused message is alone; only that one is dropped and counted
+(``dropped_rejected``); everything else is delivered. Network errors, 5xx, 401/403/404, 408
+and 429 are retried with backoff, never dropped.
+
+Two key roles are kept apart: ``assignment_keys`` (the fleet server's) sign assignments only,
+``trusted_keys`` (publishers') sign bundles only. A key may hold one role, never both.
+
+When the model store rebuilt its state or fell back to an older slot (see store.py), the agent
+says so in its status (``fallback``, ``store``) and re-installs the last assignment it had
+installed, so a device that lost its model converges again without waiting for the server.
 Scoring (``score``) never touches the network. SIGTERM sets a stop flag: the loop closes the
 sketch window, sends a last status if it can, and exits 0.
 """
@@ -18,9 +33,11 @@ import base64
 import json
 import os
 import queue
+import shutil
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,9 +46,10 @@ import edgefleet
 from edgefleet import keys
 from edgefleet.bundle_format import canonical_json
 from edgefleet.errors import EdgefleetError, VerificationError
+from edgefleet.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
 from runtimes.python.backends import available_backends
 from runtimes.python.errors import DeviceError, DownloadError, InstallError
-from runtimes.python.outbox import Outbox
+from runtimes.python.outbox import Message, Outbox
 from runtimes.python.scorer import Prediction, Scorer
 from runtimes.python.store import ModelStore, atomic_write
 from runtimes.python.telemetry import Telemetry, _iso
@@ -46,11 +64,13 @@ class AgentConfig:
     device_id: str
     token: str | None
     data_dir: Path
-    trusted_keys: list[Any]
+    trusted_keys: list[Any]             # publisher keys: the only keys a bundle may be signed with
     mqtt: str | None = None
+    assignment_keys: list[Any] | None = None  # the server's keys for assignments; None = trusted_keys (legacy)
     poll_seconds: float = 30.0          # HTTP assignment poll period while MQTT is unreachable
     status_seconds: float = 60.0        # periodic status report
-    batch_size: int = 500               # outbox messages per telemetry batch
+    batch_size: int = MAX_BATCH_MESSAGES  # outbox messages per telemetry batch
+    batch_bytes: int = MAX_BATCH_BYTES  # bytes per telemetry batch as sent
     max_bundle_bytes: int = 256 * 1024 * 1024
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
@@ -69,17 +89,22 @@ class AgentConfig:
             cred = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise DeviceError(f"credential file {path}: cannot read it as JSON: {exc}") from exc
-        pems = cred.get("trusted_keys") or []
-        if not pems:
-            raise DeviceError(f"credential file {path}: 'trusted_keys' is empty; the device would trust nothing")
-        from cryptography.hazmat.primitives import serialization
-
-        trusted = []
-        for i, pem in enumerate(pems):
-            try:
-                trusted.append(serialization.load_pem_public_key(pem.encode()))
-            except ValueError as exc:
-                raise DeviceError(f"credential file {path}: trusted_keys[{i}] is not a PEM public key") from exc
+        if not isinstance(cred, dict):
+            raise DeviceError(f"credential file {path}: expected a JSON object")
+        legacy = _load_pems(cred, "trusted_keys", path)
+        assignment = _load_pems(cred, "assignment_keys", path) if "assignment_keys" in cred else None
+        publisher = _load_pems(cred, "publisher_keys", path) if "publisher_keys" in cred else None
+        if publisher is None and assignment is not None:
+            # a credential listing every key in trusted_keys plus the assignment keys apart
+            assigners = {keys.key_id(k) for k in assignment}
+            publisher = [k for k in legacy if keys.key_id(k) not in assigners]
+        trusted = publisher if publisher is not None else legacy
+        if not trusted:
+            raise DeviceError(f"credential file {path}: no publisher key ('publisher_keys' or 'trusted_keys'); the device would trust nothing")
+        if assignment is not None and not assignment:
+            raise DeviceError(f"credential file {path}: 'assignment_keys' is empty; the device would accept no assignment")
+        if assignment is not None and {keys.key_id(k) for k in assignment} & {keys.key_id(k) for k in trusted}:
+            raise DeviceError(f"credential file {path}: a key is listed both as an assignment key and as a publisher key; a key has one role")
         dev = device_id or cred.get("device_id")
         if not dev:
             raise DeviceError(f"credential file {path}: no device_id, and none given with --device-id")
@@ -89,7 +114,34 @@ class AgentConfig:
         if not srv:
             raise DeviceError("no server URL: pass --server or put 'server' in the credential file")
         return cls(server=srv, device_id=dev, token=cred.get("token"), data_dir=Path(data_dir), trusted_keys=trusted,
-                   mqtt=mqtt or cred.get("mqtt"), **kw)
+                   mqtt=mqtt or cred.get("mqtt"), assignment_keys=assignment, **kw)
+
+
+def _load_pems(cred: Mapping[str, Any], name: str, path: Any) -> list[Any]:
+    from cryptography.hazmat.primitives import serialization
+
+    pems = cred.get(name) or []
+    if not isinstance(pems, list):
+        raise DeviceError(f"credential file {path}: {name!r} must be a list of PEM public keys")
+    out = []
+    for i, pem in enumerate(pems):
+        try:
+            out.append(serialization.load_pem_public_key(str(pem).encode()))
+        except ValueError as exc:
+            raise DeviceError(f"credential file {path}: {name}[{i}] is not a PEM public key") from exc
+    return out
+
+
+_ASSIGNMENT_FIELDS = (("serial", int), ("version", int), ("bundle_sha256", str), ("size", int), ("url", str))
+
+
+def _assignment_ok(a: Any) -> bool:
+    """The shape of a (previously verified) assignment kept in agent.json; False if edited or torn."""
+    return isinstance(a, dict) and all(isinstance(a.get(n), k) and not isinstance(a.get(n), bool) for n, k in _ASSIGNMENT_FIELDS)
+
+
+def _int(v: Any, default: int) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else default
 
 
 def verify_assignment(envelope: Mapping[str, Any], trusted: list[Any], device_id: str) -> dict[str, Any]:
@@ -107,10 +159,18 @@ def verify_assignment(envelope: Mapping[str, Any], trusted: list[Any], device_id
     keys.verify_signature(key, sig, data)
     if body.get("device_id") != device_id:
         raise VerificationError(f"assignment is for device {body.get('device_id')!r}, not {device_id!r}")
-    for name, kind in (("serial", int), ("version", int), ("bundle_sha256", str), ("size", int), ("url", str)):
-        if not isinstance(body.get(name), kind):
+    for name, kind in _ASSIGNMENT_FIELDS:
+        if not isinstance(body.get(name), kind) or isinstance(body.get(name), bool):
             raise VerificationError(f"assignment field {name!r} is missing or not a {kind.__name__}")
     return dict(body)
+
+
+PAYLOAD_REFUSED = {400, 409, 413, 415, 422}  # the server refuses this payload: retrying the same bytes cannot help
+MAX_INPUT_BYTES = 64 * 1024 * 1024          # a drop-folder file larger than this is rejected unread
+
+
+class _RejectedInput(Exception):
+    """A drop-folder file that cannot be read as records; the message is the reason."""
 
 
 class Agent:
@@ -118,7 +178,12 @@ class Agent:
         self.cfg = config
         root = Path(config.data_dir)
         root.mkdir(parents=True, exist_ok=True)
-        self.store = ModelStore(root / "models", config.trusted_keys, max_bundle_bytes=config.max_bundle_bytes)
+        self.assignment_keys = list(config.assignment_keys if config.assignment_keys is not None else config.trusted_keys)
+        assigners = {keys.key_id(k) for k in self.assignment_keys} if config.assignment_keys is not None else set()
+        self.publisher_keys = [k for k in config.trusted_keys if keys.key_id(k) not in assigners]  # one role per key
+        if not self.publisher_keys:
+            raise DeviceError("trusted_keys: no publisher key left once the assignment keys are set apart")
+        self.store = ModelStore(root / "models", self.publisher_keys, max_bundle_bytes=config.max_bundle_bytes)
         self.outbox = Outbox(root / "outbox.sqlite", max_messages=config.outbox_max_messages)
         self.telemetry = Telemetry(self.outbox, config.device_id, sample_rate=config.sample_rate,
                                    include_features=config.include_features, window_seconds=config.window_seconds)
@@ -128,6 +193,7 @@ class Agent:
         self.state_path = root / "agent.json"
         self.scorer: Scorer | None = self.store.load_active()
         self._lock = threading.Lock()
+        self.inputs_rejected = 0
         self._assignments: "queue.Queue[bytes]" = queue.Queue()
         self._stop = threading.Event()
         self.last_install: dict[str, Any] | None = None
@@ -140,6 +206,9 @@ class Agent:
         self._status_dirty = True
         self._download_attempt = 0
         self._next_download = 0.0
+        self.last_error: str | None = None
+        self.last_telemetry_error: str | None = None
+        self._heal()
 
     # -- public, offline ---------------------------------------------------------------------
     def score(self, record: Mapping[str, Any], entity_id: str | None = None) -> Prediction:
@@ -155,6 +224,9 @@ class Agent:
 
         A record may carry ``"_entity_id"`` (kept out of the features, used to join outcomes).
         A bad record gets an ``error`` line naming the field; the rest of the file still scores.
+        A file that cannot be read as records at all (not UTF-8, not a regular file, over
+        ``MAX_INPUT_BYTES``, or no line is a JSON object) is moved to ``rejected/`` next to a
+        ``<name>.reason`` file, so it neither stops the agent nor comes back on restart.
         """
         inbox = self.cfg.input_dir
         if inbox is None or self.scorer is None:
@@ -164,31 +236,80 @@ class Agent:
         scored.mkdir(parents=True, exist_ok=True)
         n = 0
         for path in sorted(inbox.glob("*.jsonl")):
-            lines = []
-            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            try:
+                text = self._read_input(path)
+            except _RejectedInput as exc:
+                self._reject_input(path, str(exc))
+                continue
+            except FileNotFoundError:
+                continue  # taken away between listing and reading
+            lines, parsed = [], 0
+            for i, line in enumerate(text.splitlines()):
                 if not line.strip():
                     continue
                 try:
                     rec = json.loads(line)
-                    entity = rec.pop("_entity_id", None) if isinstance(rec, dict) else None
+                except (ValueError, RecursionError) as exc:
+                    lines.append({"line": i + 1, "error": f"record: not JSON ({str(exc)[:200]})"})
+                    continue
+                if not isinstance(rec, dict):
+                    lines.append({"line": i + 1, "error": f"record: expected a JSON object, got {type(rec).__name__}"})
+                    continue
+                parsed += 1
+                try:
+                    entity = rec.pop("_entity_id", None)
                     p = self.score(rec, entity)
                     lines.append({"line": i + 1, "entity_id": entity, "probability": p.probability, "label": p.label, "model_version": p.version})
                     n += 1
-                except (ValueError, EdgefleetError) as exc:
-                    lines.append({"line": i + 1, "error": str(exc)})
+                except (ValueError, TypeError, EdgefleetError) as exc:
+                    lines.append({"line": i + 1, "error": str(exc)[:500]})
+            if lines and not parsed:
+                self._reject_input(path, f"no line of {path.name} is a JSON object (first: {lines[0]['error']})")
+                continue
             atomic_write(scored / path.name, "".join(json.dumps(x) + "\n" for x in lines).encode())
             os.replace(path, done / path.name)
         return n
+
+    def _read_input(self, path: Path) -> str:
+        if path.is_symlink() or not path.is_file():
+            raise _RejectedInput(f"{path.name} is not a regular file")
+        size = path.stat().st_size
+        if size > MAX_INPUT_BYTES:
+            raise _RejectedInput(f"{path.name} is {size} bytes, over the limit of {MAX_INPUT_BYTES}")
+        data = path.read_bytes()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _RejectedInput(f"{path.name} is not UTF-8: byte {exc.start} is {data[exc.start:exc.start + 1]!r} ({exc.reason})") from exc
+
+    def _reject_input(self, path: Path, reason: str) -> None:
+        rejected = path.parent / "rejected"
+        rejected.mkdir(parents=True, exist_ok=True)
+        atomic_write(rejected / f"{path.name}.reason", (reason + "\n").encode())
+        try:
+            os.replace(path, rejected / path.name)
+        except OSError:  # e.g. a directory named *.jsonl; move what can be moved, never loop on it
+            shutil.move(str(path), str(rejected / f"{path.name}.{uuid.uuid4().hex[:8]}"))
+        self.inputs_rejected += 1
+        self.last_error = f"input {path.name} rejected: {reason}"
 
     def record_outcome(self, entity_id: str, label: Any, observed_at: str | None = None) -> str:
         return self.telemetry.record_outcome(entity_id, label, observed_at)
 
     # -- state -----------------------------------------------------------------------------
     def _agent_state(self) -> dict[str, Any]:
+        """agent.json, read defensively: a torn, edited or non-object file reads as empty
+        (the model store, not this file, guards versions, so the worst case is a re-download)."""
         try:
-            return json.loads(self.state_path.read_text())
+            data = json.loads(self.state_path.read_bytes())
         except (OSError, ValueError):
             return {}
+        if not isinstance(data, dict):
+            return {}
+        for key in ("pending", "installed"):
+            if data.get(key) is not None and not _assignment_ok(data[key]):
+                data[key] = None
+        return data
 
     def _save_agent_state(self, **changes: Any) -> None:
         state = {**self._agent_state(), **changes}
@@ -206,6 +327,10 @@ class Agent:
             "capabilities": {"backends": available_backends(), "formats": available_backends()},
             "outbox": self.outbox.stats(), "agent_version": edgefleet.__version__,
             "transport": "mqtt" if self.mqtt and self.mqtt.connected.is_set() else "http",
+            # set when the active slot failed verification and an older verified one took over:
+            # the server sees active_version go down and can re-deliver the lost version
+            "fallback": self.store.fallback,
+            "store": {"floor": self.store.floor, "recovered": (self.store.recovery or {}).get("reason")},
         }
 
     # -- assignments -----------------------------------------------------------------------
@@ -227,15 +352,20 @@ class Agent:
     def _handle_assignment(self, payload: bytes) -> None:
         try:
             envelope = json.loads(payload)
-            a = verify_assignment(envelope, self.cfg.trusted_keys, self.cfg.device_id)
+            a = verify_assignment(envelope, self.assignment_keys, self.cfg.device_id)
         except (ValueError, EdgefleetError) as exc:
             self.last_install = {"result": f"refused assignment: {exc}", "ts": _iso(time.time())}
             self._status_dirty = True
             return
         state = self._agent_state()
         pending = state.get("pending")
-        if a["serial"] <= int(state.get("serial", -1)) or (pending and a["serial"] <= int(pending["serial"])):
-            return  # a replay, the retained copy of what is done, or older than what is under way
+        last = _int(state.get("serial"), -1)
+        if pending and a["serial"] <= pending["serial"]:
+            return  # older than, or the same as, what is under way
+        if a["serial"] < last:
+            return  # a replay
+        if a["serial"] == last and not self._lost(a, state):
+            return  # the retained copy of what is done
         active = self.scorer.version if self.scorer else None
         if active == a["version"] and not a.get("rollback"):
             self._save_agent_state(serial=a["serial"], pending=None)
@@ -260,32 +390,103 @@ class Agent:
             res = self.store.install(dest, allow_downgrade=bool(a.get("rollback")))
             self.scorer = res.scorer or self.store.load_active()
             self.last_install = {"version": a["version"], "result": "installed", "seconds": round(res.seconds, 3), "ts": _iso(time.time())}
+            installed: dict[str, Any] | None = a
         except InstallError as exc:
             self.last_install = {"version": a["version"], "result": f"refused: {exc}", "ts": _iso(time.time())}
+            installed = self._agent_state().get("installed")
         finally:
             dest.unlink(missing_ok=True)
-        self._save_agent_state(serial=a["serial"], pending=None)
+        self._save_agent_state(serial=a["serial"], pending=None, installed=installed)
         self._status_dirty = True
+
+    def _lost(self, a: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+        """True when the device should run ``a`` (already accepted) but does not: no model at
+        all, or the store rebuilt or fell back below the version ``a`` installed."""
+        if self.scorer is None:
+            return True
+        done = state.get("installed")
+        return bool(done and done.get("serial") == a["serial"] and self.scorer.version != a["version"]
+                    and (self.store.fallback or self.store.recovery))
+
+    def _heal(self) -> None:
+        """After a store fallback or rebuild, re-install the last installed assignment."""
+        state = self._agent_state()
+        done = state.get("installed")
+        if done and not state.get("pending") and self._lost(done, state):
+            self._save_agent_state(pending=done)
+            self.last_install = {"version": done["version"], "result": "re-installing: the device lost this version "
+                                 f"({(self.store.fallback or {}).get('reason') or (self.store.recovery or {}).get('reason') or 'no model'})"[:500],
+                                 "ts": _iso(time.time())}
 
     # -- telemetry ---------------------------------------------------------------------------
     def flush_once(self) -> int:
-        """Send one batch; returns how many messages were acknowledged (0 on failure)."""
+        """Send one batch; returns how many messages left the outbox (acknowledged or dropped)."""
         msgs = self.outbox.peek(self.cfg.batch_size)
         if not msgs:
             return 0
-        batch = {"device_id": self.cfg.device_id, "sent_at": _iso(time.time()), "messages": [m.to_wire() for m in msgs]}
+        batch, oversized = self._fit(msgs)
+        gone = self.outbox.drop([m.id for m in oversized], "oversized") if oversized else 0
+        if oversized:
+            self.last_telemetry_error = f"{len(oversized)} message(s) over the {self.cfg.batch_bytes}-byte batch limit dropped"
+        if not batch:
+            return gone
         ok = False
         if self.mqtt is not None and self.mqtt.connected.is_set():
-            ok = self.mqtt.publish("telemetry", batch)
-        if not ok and (self.mqtt is None or not self.mqtt.connected.is_set()):
+            ok = self.mqtt.publish("telemetry", self._batch(batch))
+            if ok:
+                return gone + self.outbox.ack(m.id for m in batch)
+        if self.mqtt is None or not self.mqtt.connected.is_set():
             try:
-                self.http.json("POST", f"/api/v1/devices/{self.cfg.device_id}/telemetry", batch)
-                ok = True
-            except TransportError:
-                ok = False
-        if ok:
-            return self.outbox.ack(m.id for m in msgs)
-        return 0
+                return gone + self._post(batch)
+            except TransportError as exc:
+                self.last_telemetry_error = str(exc)[:300]
+        return gone
+
+    def _batch(self, msgs: list[Message]) -> dict[str, Any]:
+        return {"device_id": self.cfg.device_id, "sent_at": _iso(time.time()), "messages": [m.to_wire() for m in msgs]}
+
+    def _fit(self, msgs: list[Message]) -> tuple[list[Message], list[Message]]:
+        """The longest prefix of ``msgs`` whose batch is within ``batch_bytes``, and the
+        messages of that prefix's span that could never fit any batch on their own."""
+        budget = self.cfg.batch_bytes - len(json.dumps(self._batch([]), separators=(",", ":"))) - 8
+        batch: list[Message] = []
+        oversized: list[Message] = []
+        used = 0
+        for m in msgs:
+            size = len(json.dumps(m.to_wire(), separators=(",", ":"))) + 1  # as the transports encode it, plus a comma
+            if size > budget:
+                oversized.append(m)
+                continue
+            if used + size > budget:
+                break
+            batch.append(m)
+            used += size
+        return batch, oversized
+
+    def _post(self, msgs: list[Message]) -> int:
+        """POST a batch; when the server refuses its payload, halve it until the refused
+        message is alone, and drop only that one (counted). Retryable errors propagate once
+        nothing was delivered, so the caller backs off."""
+        url = f"/api/v1/devices/{self.cfg.device_id}/telemetry"
+        stack, done = [msgs], 0
+        while stack:  # at most 2n-1 requests for n messages
+            part = stack.pop()
+            try:
+                self.http.json("POST", url, self._batch(part))
+                done += self.outbox.ack(m.id for m in part)
+            except TransportError as exc:
+                if exc.status not in PAYLOAD_REFUSED:
+                    if done:
+                        self.last_telemetry_error = str(exc)[:300]
+                        return done
+                    raise
+                if len(part) == 1:
+                    done += self.outbox.drop([part[0].id], "rejected")
+                    self.last_telemetry_error = f"message {part[0].id} ({part[0].kind}) refused by the server: {exc}"[:300]
+                else:
+                    mid = len(part) // 2
+                    stack += [part[mid:], part[:mid]]
+        return done
 
     def _send_status(self) -> None:
         status = self.status()
@@ -344,7 +545,9 @@ class Agent:
                 try:
                     self.tick()
                 except (DeviceError, OSError) as exc:  # never die on a network or disk hiccup
-                    self.last_install = self.last_install or {"result": f"agent error: {exc}"}
+                    self.last_error = f"agent error: {exc}"[:500]
+                except Exception as exc:  # noqa: BLE001 - a device keeps scoring; the error is reported in status
+                    self.last_error = f"agent error: {type(exc).__name__}: {exc}"[:500]
                 self._stop.wait(self.cfg.tick_seconds)
         finally:
             self.telemetry.flush_window()

@@ -7,7 +7,9 @@ when ``ack`` is called with its id, after the broker's PUBACK or the server's 2x
 The outbox is bounded by message count and bytes. When full, the oldest ``prediction``
 messages go first (they are samples; sketches and outcomes are not), then the oldest of any
 kind. Every drop is counted per kind in the ``counters`` table and reported in the device
-status: nothing disappears silently. Commits use WAL with ``synchronous=NORMAL``: an accepted
+status: nothing disappears silently. A message the agent can never deliver (larger than any
+batch may be, or refused by the server on its own) is removed with ``drop(ids, reason)``,
+counted as ``dropped_<reason>``. Commits use WAL with ``synchronous=NORMAL``: an accepted
 message survives a crash of the process; an OS crash or power cut can lose the last few
 commits (SQLite's documented trade-off), never corrupt the file.
 """
@@ -127,17 +129,49 @@ class Outbox:
         ids = list(ids)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            removed = 0
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                marks = ",".join("?" * len(chunk))
-                sizes = self._db.execute(f"SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox WHERE id IN ({marks})", chunk).fetchone()
-                self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
-                self._bytes -= int(sizes[0])
-                self._count -= int(sizes[1])
-                removed += int(sizes[1])
-            self._db.execute("COMMIT")
+            try:
+                removed = self._delete_locked(ids)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._recount()
+                raise
         return removed
+
+    def drop(self, ids: Iterable[str], reason: str) -> int:
+        """Remove messages that can never be delivered, counted as ``dropped_<reason>``."""
+        ids = list(ids)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                removed = self._delete_locked(ids)
+                if removed:
+                    self._db.execute(
+                        "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                        (f"dropped_{reason}", removed),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._recount()
+                raise
+        return removed
+
+    def _delete_locked(self, ids: list[str]) -> int:
+        removed = 0
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            sizes = self._db.execute(f"SELECT COALESCE(SUM(size), 0), COUNT(*) FROM outbox WHERE id IN ({marks})", chunk).fetchone()
+            self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
+            self._bytes -= int(sizes[0])
+            self._count -= int(sizes[1])
+            removed += int(sizes[1])
+        return removed
+
+    def _recount(self) -> None:
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
+        self._count, self._bytes = int(row[0]), int(row[1])
 
     def depth(self) -> int:
         return self._count

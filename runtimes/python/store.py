@@ -1,13 +1,16 @@
 """The device's model store: verified A/B slots, an atomic active pointer, auto-rollback.
 
-Rules, in the spirit of python-tuf's trusted metadata set (each is tested):
+Rules, in the spirit of python-tuf's trusted metadata set and OkHttp's DiskLruCache (each is
+tested in tests/runtimes/test_store.py and test_store_recovery.py):
 
 1. Nothing unverified is ever loaded. A bundle is verified (signature, then each artifact's
    size and sha256) before it is written, and the active slot is verified again from disk
-   whenever the store opens, so on-disk corruption is caught rather than scored.
-2. The version never silently goes backwards: a bundle whose version is not above the active
-   one is refused, unless ``allow_downgrade`` is set, which the sync agent does only for a
-   signed server assignment that explicitly orders a rollback.
+   whenever it is loaded, so on-disk corruption is caught rather than scored.
+2. The version never silently goes backwards. A bundle whose version is not above the active
+   one, or is below the anti-rollback **floor** (the highest version this device ever
+   activated), is refused unless ``allow_downgrade`` is set, which the sync agent does only
+   for a signed server assignment that explicitly orders a rollback. The floor is never
+   lowered, not even by an ordered rollback.
 3. Switching is atomic and survives power loss at any step: the bundle is staged in
    ``tmp/``, fsynced, renamed into ``slots/``, health-checked, and only then is ``state.json``
    replaced (write temp file, fsync, ``os.replace``, fsync the folder). A crash leaves either
@@ -15,9 +18,27 @@ Rules, in the spirit of python-tuf's trusted metadata set (each is tested):
    the next open.
 4. A bundle that fails its health check (replaying the manifest's canary rows) never becomes
    active: its slot is removed, the previous model keeps scoring, and the reason is reported.
+5. ``state.json`` is a cache of what the slots already prove, never the only copy of it. It
+   is read defensively: a file that is missing, torn, not an object, has a field of the wrong
+   type (``active_version`` ``"2"``, ``0``, ``-1``, a bool), names a slot that is not on disk
+   or whose name disagrees with its version is *unreadable*, never an exception. An
+   unreadable state is **rebuilt from the slots** (like DiskLruCache rebuilding its journal):
+   every slot is verified and health-checked again, the highest verified version becomes
+   active and the next one previous, and the new state is written atomically.
+6. The floor is kept in two files, ``state.json`` and ``floor.json``, each written
+   atomically; the floor in force is the maximum of both and of every verified slot's version,
+   so losing or editing one file cannot lower it.
+7. Only what is known bad is deleted (DiskLruCache deletes only entries it knows are dirty): a
+   slot is removed when it failed verification, failed its health check, or is an orphan next
+   to a *readable* state (a crash between slot rename and pointer switch). A verified slot is
+   never deleted because the state could not be read.
+8. What happened is reported: ``recovery`` says the state was rebuilt and why; ``fallback``
+   says the active slot failed verification on load and an older verified one took over (it
+   is persisted, so it is still reported after a restart, until the next install).
 
-Layout under ``root``: ``state.json``, ``slots/<version>-<sha12>/`` (a verified bundle folder),
-``tmp/``. At most two slots are kept: active and previous.
+Layout under ``root``: ``state.json``, ``floor.json``, ``slots/<name>-v<version>-<sha12>/`` (a
+verified bundle folder), ``tmp/``. After an install, at most two slots are kept: active and
+previous.
 """
 
 from __future__ import annotations
@@ -72,37 +93,114 @@ class InstallResult:
 class ModelStore:
     def __init__(self, root: str | os.PathLike[str], trusted_keys: PublicKeys, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES, backend: str | None = None) -> None:
         self.root = Path(root)
-        self.trusted_keys = trusted_keys
+        self.trusted_keys = trusted_keys  # publisher keys: the only keys a bundle may be signed with
         self.max_bundle_bytes = max_bundle_bytes
         self.backend = backend
         self.slots = self.root / "slots"
         self.tmp = self.root / "tmp"
         self.state_path = self.root / "state.json"
+        self.floor_path = self.root / "floor.json"
+        self.last_error: str | None = None
+        self.recovery: dict[str, Any] | None = None  # set when state.json had to be rebuilt
         for d in (self.root, self.slots, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)  # staging left by a crash
         self.tmp.mkdir(exist_ok=True)
-        state = self.state()
-        self._collect(keep={state.get("active"), state.get("previous")})  # slots orphaned by a crash
-        self.last_error: str | None = None
+        state, problem = self._read_state()
+        if problem is None and state.get("active"):
+            floor_file, floor_state = self._floor_file(), state.get("floor") or 0
+            if floor_state < floor_file:
+                problem = f"state.json: floor v{floor_state} is below floor.json's v{floor_file} (a stale or edited state)"
+            elif state["active_version"] < floor_file and not (state.get("fallback") or state.get("rolled_back")):
+                problem = f"state.json: active v{state['active_version']} is below the floor v{floor_file} with no fallback or ordered rollback recorded"
+            else:
+                self._collect(keep={state.get("active"), state.get("previous")})  # slots orphaned by a crash
+        if problem is not None or (not state.get("active") and (any(self.slots.iterdir()) or self._floor_file() > 0)):
+            self._rebuild(problem or ("state.json is missing" if not state else "state.json names no active slot"))
 
     # -- state -----------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def _read_state(self) -> tuple[dict[str, Any], str | None]:
+        """The parsed state and ``None``, or ``({}, reason)`` when it cannot be trusted.
+
+        A missing file on a store that has never installed anything is ``({}, None)``.
+        """
         try:
-            data = json.loads(self.state_path.read_bytes())
-            return data if isinstance(data, dict) else {}
+            raw = self.state_path.read_bytes()
         except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
-            return {}  # a torn state file cannot happen with atomic_write; treat as empty
+            return {}, None
+        except OSError as exc:
+            return {}, f"state.json cannot be read: {exc.strerror or exc}"
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            return {}, f"state.json is not JSON (torn or edited): {exc}"
+        if not isinstance(data, dict):
+            return {}, f"state.json is a JSON {type(data).__name__}, not an object"
+        problem = _state_problem(data, self.slots)
+        return (data, None) if problem is None else ({}, f"state.json: {problem}")
+
+    def state(self) -> dict[str, Any]:
+        """The current pointer (``{}`` when nothing is installed). Never raises."""
+        return self._read_state()[0]
+
+    def _floor_file(self) -> int:
+        try:
+            v = json.loads(self.floor_path.read_bytes()).get("floor")
+        except (OSError, ValueError, AttributeError):
+            return 0
+        return v if _is_version(v) else 0
+
+    @property
+    def floor(self) -> int:
+        """The anti-rollback floor: no unordered install may go below it (0 = none yet)."""
+        v = self.state().get("floor")
+        return max(v if _is_version(v) else 0, self._floor_file())
 
     def _write_state(self, state: dict[str, Any]) -> None:
+        floor = max([self.floor] + [v for v in (state.get("active_version"), state.get("floor")) if _is_version(v)])
+        state = {**state, "floor": floor}
+        if floor > self._floor_file():  # the floor file first: a crash between the two leaves it higher, never lower
+            atomic_write(self.floor_path, json.dumps({"floor": floor}).encode())
         atomic_write(self.state_path, json.dumps(state, sort_keys=True).encode())
 
     @property
     def active_version(self) -> int | None:
         v = self.state().get("active_version")
-        return int(v) if isinstance(v, int) else None
+        return v if _is_version(v) else None
+
+    @property
+    def fallback(self) -> dict[str, Any] | None:
+        """Set when the active slot failed verification and an older verified one took over."""
+        fb = self.state().get("fallback")
+        return fb if isinstance(fb, dict) else None
+
+    def _rebuild(self, reason: str) -> None:
+        """Re-derive the state from the slots on disk: verify each, keep every verified one."""
+        floor_before = self.floor
+        verified: list[tuple[int, str]] = []
+        refused: list[str] = []
+        for p in sorted(self.slots.iterdir()):
+            try:
+                scorer = self._load_slot(p.name)
+                failures = scorer.check_canaries()
+            except (BundleError, OSError, ValueError) as exc:
+                failures = [f"{type(exc).__name__}: {exc}"]
+            if failures:
+                refused.append(f"{p.name}: {failures[0]}"[:300])
+                shutil.rmtree(p, ignore_errors=True)  # known bad: failed verification or health
+            else:
+                verified.append((scorer.version, p.name))
+        verified.sort(reverse=True)
+        state: dict[str, Any] = {"active": None, "active_version": None, "previous": None, "previous_version": None}
+        if verified:
+            state.update(active=verified[0][1], active_version=verified[0][0])
+        if len(verified) > 1:
+            state.update(previous=verified[1][1], previous_version=verified[1][0])
+        state["floor"] = max([floor_before] + [v for v, _ in verified])
+        self._write_state(state)
+        self.recovery = {"reason": reason[:500], "rebuilt_from": [v for v, _ in verified], "floor": state["floor"],
+                         "discarded": refused, "active_version": state["active_version"]}
+        self.last_error = f"{reason}; rebuilt from {len(verified)} verified slot(s), floor v{state['floor']}"
 
     # -- loading ---------------------------------------------------------------------------
     def _verified(self, bundle: Bundle) -> dict[str, Any]:
@@ -114,20 +212,34 @@ class ModelStore:
         return Scorer(manifest, bundle.files, self.backend)
 
     def load_active(self) -> Scorer | None:
-        """The verified active model; falls back to the previous slot if the active one is damaged."""
+        """The verified active model; falls back to an older verified slot if the active one is damaged.
+
+        A fallback is written to the state (``fallback``: from which version, to which, why)
+        so the agent reports it; the damaged slot is removed, the floor stays where it was.
+        """
         state = self.state()
-        for key in ("active", "previous"):
-            slot = state.get(key)
-            if not slot:
+        candidates = [state.get("active"), state.get("previous")]
+        candidates += sorted((p.name for p in self.slots.iterdir() if p.name not in candidates), key=_slot_version, reverse=True)
+        failed: list[str] = []
+        for slot in candidates:
+            if not slot or not (self.slots / slot).is_dir():
                 continue
             try:
                 scorer = self._load_slot(slot)
-            except (BundleError, OSError) as exc:
+            except (BundleError, OSError, ValueError) as exc:
                 self.last_error = f"slot {slot} failed verification on load: {exc}"
+                failed.append(slot)
+                shutil.rmtree(self.slots / slot, ignore_errors=True)  # known bad; a verified copy is re-downloadable
                 continue
-            if key == "previous":
-                self._write_state({"active": slot, "active_version": scorer.version, "previous": None, "recovered_from": state.get("active")})
+            if slot != state.get("active"):
+                from_version = state.get("active_version") if _is_version(state.get("active_version")) else _slot_version(str(state.get("active")))
+                fallback = {"from_version": from_version or None, "to_version": scorer.version, "reason": (self.last_error or "")[:500]}
+                self._write_state({"active": slot, "active_version": scorer.version, "previous": None, "previous_version": None,
+                                   "recovered_from": state.get("active"), "fallback": fallback})
             return scorer
+        if failed:
+            self._write_state({"active": None, "active_version": None, "previous": None, "previous_version": None,
+                               "fallback": {"from_version": state.get("active_version"), "to_version": None, "reason": (self.last_error or "")[:500]}})
         return None
 
     # -- install ---------------------------------------------------------------------------
@@ -144,28 +256,46 @@ class ModelStore:
         try:
             bundle = open_bundle(path)
             manifest = self._verified(bundle)
-        except BundleError as exc:
+            version = manifest["version"]
+            name = str(manifest["name"])
+        except (BundleError, KeyError, TypeError) as exc:
             raise InstallError(f"refused bundle {path.name}: {exc}") from exc
+        if not _is_version(version):
+            raise InstallError(f"refused bundle {path.name}: version: {version!r} is not a positive integer")
 
         state = self.state()
-        version = int(manifest["version"])
-        active_version = state.get("active_version")
+        active_version = state.get("active_version") if _is_version(state.get("active_version")) else None
+        floor = self.floor
         digest = hashlib.sha256(bundle.manifest_bytes).hexdigest()[:12]
-        slot = f"{manifest['name']}-v{version}-{digest}"
-        if active_version is not None:
-            if slot == state.get("active"):
-                return InstallResult(manifest["name"], version, slot, active_version, 0.0)
-            if version <= active_version and not allow_downgrade:
+        slot = f"{name}-v{version}-{digest}"
+        final = self.slots / slot
+        if slot == state.get("active") and final.is_dir():
+            try:
+                scorer = self._load_slot(slot)
+                return InstallResult(name, version, slot, active_version, 0.0, scorer)
+            except (BundleError, OSError, ValueError):
+                pass  # the active copy is damaged: rewrite it from this verified bundle
+        if not allow_downgrade:
+            if active_version is not None and version <= active_version:
                 raise RollbackRefusedError(
-                    f"refused {manifest['name']} v{version}: the active version is v{active_version}, and "
+                    f"refused {name} v{version}: the active version is v{active_version}, and "
+                    "versions only go forward unless a signed assignment orders a rollback"
+                )
+            if version < floor:
+                raise RollbackRefusedError(
+                    f"refused {name} v{version}: this device has already run v{floor} (its anti-rollback floor), and "
                     "versions only go forward unless a signed assignment orders a rollback"
                 )
 
-        final = self.slots / slot
+        if final.exists():
+            try:
+                self._load_slot(slot)
+            except (BundleError, OSError, ValueError):
+                shutil.rmtree(final, ignore_errors=True)  # a damaged copy of this very bundle
         if not final.exists():
             staging = self.tmp / uuid.uuid4().hex
-            for name, data in bundle.files.items():
-                dest = staging / name
+            for fname, data in bundle.files.items():
+                dest = staging / fname
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with open(dest, "wb") as fh:
                     fh.write(data)
@@ -179,16 +309,20 @@ class ModelStore:
         try:
             scorer = self._load_slot(slot)  # verify what is on disk, not what was in memory
             failures = scorer.check_canaries()
-        except (BundleError, OSError) as exc:
+        except (BundleError, OSError, ValueError) as exc:
             failures = [f"{type(exc).__name__}: {exc}"]
         if failures:
-            shutil.rmtree(final, ignore_errors=True)
-            self.last_error = f"{manifest['name']} v{version} failed its health check: {'; '.join(failures[:3])}"
+            if slot != state.get("active"):
+                shutil.rmtree(final, ignore_errors=True)
+            self.last_error = f"{name} v{version} failed its health check: {'; '.join(failures[:3])}"
             raise HealthCheckError(f"{self.last_error}; kept v{active_version} active" if active_version else self.last_error)
 
-        self._write_state({"active": slot, "active_version": version, "previous": state.get("active"), "previous_version": active_version})
-        self._collect(keep={slot, state.get("active")})
-        return InstallResult(manifest["name"], version, slot, active_version, time.perf_counter() - t0, scorer)
+        previous = state.get("active") if state.get("active") != slot else state.get("previous")
+        previous_version = active_version if state.get("active") != slot else state.get("previous_version")
+        self._write_state({"active": slot, "active_version": version, "previous": previous, "previous_version": previous_version,
+                           "rolled_back": version < floor})
+        self._collect(keep={slot, previous})
+        return InstallResult(name, version, slot, active_version, time.perf_counter() - t0, scorer)
 
     def rollback(self) -> Scorer:
         """Make the previous slot active again (an operator's or a failed gate's decision)."""
@@ -196,11 +330,56 @@ class ModelStore:
         prev = state.get("previous")
         if not prev or not (self.slots / prev).exists():
             raise InstallError("there is no previous model to roll back to")
-        scorer = self._load_slot(prev)
-        self._write_state({"active": prev, "active_version": scorer.version, "previous": state.get("active"), "previous_version": state.get("active_version")})
+        try:
+            scorer = self._load_slot(prev)
+        except (BundleError, OSError, ValueError) as exc:
+            raise InstallError(f"the previous model {prev} failed verification: {exc}") from exc
+        self._write_state({"active": prev, "active_version": scorer.version, "previous": state.get("active"),
+                           "previous_version": state.get("active_version"), "rolled_back": scorer.version < self.floor})
         return scorer
 
     def _collect(self, keep: set[Any]) -> None:
         for p in self.slots.iterdir():
             if p.name not in keep:
                 shutil.rmtree(p, ignore_errors=True)
+
+
+_MAX_VERSION = 2 ** 53
+
+
+def _is_version(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v < _MAX_VERSION
+
+
+def _slot_version(slot: str) -> int:
+    """The version a slot's name claims (``<name>-v<version>-<sha12>``), 0 if it claims none."""
+    try:
+        v = int(slot.rsplit("-", 2)[-2].removeprefix("v"))
+    except (IndexError, ValueError):
+        return 0
+    return v if _is_version(v) else 0
+
+
+def _state_problem(data: dict[str, Any], slots: Path) -> str | None:
+    """Why a parsed state cannot be trusted, or None. Only the shape is checked here; the
+    slot itself is verified when it is loaded."""
+    active, version = data.get("active"), data.get("active_version")
+    if active is None and version is None:
+        return None if data.get("previous") is None else "previous is set but active is not"
+    if not isinstance(active, str) or not active or "/" in active or active.startswith("."):
+        return f"active: {active!r} is not a slot name"
+    if not _is_version(version):
+        return f"active_version: {version!r} is not a positive integer"
+    if _slot_version(active) != version:
+        return f"active_version: {version} disagrees with the slot name {active!r}"
+    if not (slots / active).is_dir():
+        return f"active: slot {active!r} is not on disk"
+    prev, pv = data.get("previous"), data.get("previous_version")
+    if prev is not None and (not isinstance(prev, str) or "/" in prev or prev.startswith(".")):
+        return f"previous: {prev!r} is not a slot name"
+    if pv is not None and not _is_version(pv):
+        return f"previous_version: {pv!r} is not a positive integer"
+    floor = data.get("floor")
+    if floor is not None and not _is_version(floor):
+        return f"floor: {floor!r} is not a positive integer"
+    return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import json
 import math
 import random
 import threading
@@ -23,12 +24,57 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edgefleet.protocol import MAX_FEATURE_CHARS, MAX_FEATURES
 from runtimes.python.outbox import Outbox
 from runtimes.python.scorer import Prediction
 
 
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def bound_features(record: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The record as kept in telemetry, and the names of the fields that were cut.
+
+    A string longer than ``MAX_FEATURE_CHARS`` keeps its first ``MAX_FEATURE_CHARS``
+    characters; a value that is not a JSON scalar keeps the same bound on its JSON text; NaN
+    becomes null; past ``MAX_FEATURES`` fields the rest are left out (listed as ``"..."``).
+    The score was computed from the full record: only what is sent is bounded.
+    """
+    out: dict[str, Any] = {}
+    cut: list[str] = []
+    for i, (k, v) in enumerate(record.items()):
+        if i >= MAX_FEATURES:
+            cut.append("...")
+            break
+        name = str(k)[:MAX_FEATURE_CHARS]
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        elif not (v is None or isinstance(v, (bool, int, float, str))):
+            try:
+                v = json.dumps(v, default=str)
+            except (TypeError, ValueError, RecursionError):
+                v = repr(v)
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2 ** 53:
+            v = str(v)
+        if isinstance(v, str) and len(v) > MAX_FEATURE_CHARS:
+            v = _utf8(v[:MAX_FEATURE_CHARS])
+            cut.append(name)
+        elif name != k or (isinstance(v, str) and _utf8(v) != v) or _utf8(name) != name:
+            v = _utf8(v) if isinstance(v, str) else v
+            cut.append(name)
+        name = _utf8(name)
+        out[name] = v
+    return out, cut
+
+
+def _utf8(text: str) -> str:
+    """``text`` with lone surrogates (valid in JSON, not in UTF-8 or PostgreSQL) replaced by '?'."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 class Sketch:
@@ -120,9 +166,12 @@ class Telemetry:
                 "score": pred.probability, "label": pred.label, "sample_rate": self.sample_rate,
             }
             if entity_id is not None:
-                body["entity_id"] = str(entity_id)
+                body["entity_id"] = _utf8(str(entity_id)[:MAX_FEATURE_CHARS])
             if self.include_features:
-                body["features"] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+                features, cut = bound_features(record)
+                body["features"] = features
+                if cut:
+                    body["truncated"] = cut
             self.outbox.put("prediction", body)
 
     def record_outcome(self, entity_id: str, label: Any, observed_at: str | None = None) -> str:
