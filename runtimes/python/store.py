@@ -31,7 +31,8 @@ tested in tests/runtimes/test_store.py and test_store_recovery.py):
 7. Only what is known bad is deleted (DiskLruCache deletes only entries it knows are dirty): a
    slot is removed when it failed verification, failed its health check, or is an orphan next
    to a *readable* state (a crash between slot rename and pointer switch). A verified slot is
-   never deleted because the state could not be read.
+   never deleted because the state could not be read; a rebuild keeps the two highest verified
+   slots (active and previous, as an install does) and drops only older ones beyond them.
 8. What happened is reported: ``recovery`` says the state was rebuilt and why; ``fallback``
    says the active slot failed verification on load and an older verified one took over (it
    is persisted, so it is still reported after a restart, until the next install).
@@ -191,6 +192,8 @@ class ModelStore:
             else:
                 verified.append((scorer.version, p.name))
         verified.sort(reverse=True)
+        for _, extra in verified[2:]:  # what an install would have kept: active and previous
+            shutil.rmtree(self.slots / extra, ignore_errors=True)
         state: dict[str, Any] = {"active": None, "active_version": None, "previous": None, "previous_version": None}
         if verified:
             state.update(active=verified[0][1], active_version=verified[0][0])
