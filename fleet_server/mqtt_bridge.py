@@ -1,21 +1,46 @@
 """The server's MQTT side: publish retained assignments, ingest telemetry and status.
 
-One paho client (the server account) is enough here: paho's select()-based loop only fails
-past 1,024 file descriptors, which a single client never reaches. Messages go from paho's
-network thread into a queue bounded in bytes; a worker thread drains it in groups, validates
-and stores a whole group in one transaction, and only after that commit sends the PUBACKs
-(paho's manual ack), so a telemetry batch the broker handed over is never acknowledged before
-it is stored. The session is persistent (clean_session=False), so a broker keeps what arrives
-while the server restarts. A malformed payload is counted, never raised. On every (re)connect
-the bridge re-publishes each device's newest assignment as retained, because an embedded broker
-forgets retained messages when it restarts.
+Ingest (:class:`IngestQueue`) is one worker thread behind a queue bounded in bytes. Each queued
+message carries its own ``ack`` callback; the worker stores a group of messages in one
+transaction and calls the acks only after that commit, so nothing is acknowledged before it is
+stored. Two paths feed it:
+
+- **Mosquitto** (``--mqtt``): the bridge's paho client (the server account, persistent session,
+  manual acks) receives the devices' publishes; ``ack`` sends paho's PUBACK to Mosquitto, which
+  keeps an unacknowledged message in the server's session across a server restart.
+- **Embedded broker**: the broker lives in the server process, so a SIGKILL takes its queues
+  with it. Its connection handler therefore hands a device's telemetry/status publish to the
+  same queue and sends the device's PUBACK only when ``ack`` fires, after the commit
+  (:mod:`fleet_server.broker`). The device keeps the batch in its outbox until then; the bridge
+  does not subscribe to the device topics on this path (``ingest_topics=False``).
+
+A message that cannot be stored is that message's rejection, never the fleet's outage: a
+payload that does not parse (any exception, RecursionError and UnicodeDecodeError included) or
+fails validation is counted (``telemetry_rejected``/``telemetry_oversized``/``status_rejected``),
+noted in :attr:`IngestQueue.last_error`, and acknowledged. When a group's transaction fails the
+worker asks whether the database is down (the connection was invalidated, or a ``SELECT 1`` on
+a fresh connection fails): then the group stays queued, unacknowledged, and is retried with
+backoff; otherwise the group is stored message by message, each stored one acknowledged at once
+and each failing one rejected (after a few retries for a transient ``OperationalError`` such as
+a lock timeout), so one message can never block a group.
+
+A dead subscription (a broker that silently dropped the server's session) is found by a
+self-ping: every ``ping_seconds`` the bridge publishes a nonce on
+``edgefleet/v1/server/ping/<nonce>`` and must receive it back within ``ping_timeout``; if not,
+it reconnects and subscribes again. On every (re)connect the bridge re-publishes each device's
+newest assignment as retained, because an embedded broker forgets retained messages when it
+restarts.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
+import secrets
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,21 +51,256 @@ from fleet_server.core import Fleet
 from fleet_server.errors import FleetError
 
 SERVER_USER = "edgefleet-server"
+SERVER_CLIENT_ID = "edgefleet-server"
+PING_PREFIX = "edgefleet/v1/server/ping/"
+INGEST_TOPICS = ("edgefleet/v1/devices/+/telemetry", "edgefleet/v1/devices/+/status")
+
+Ack = Callable[[], None]
+Item = tuple[str, bytes, Ack]
+
+
+def route(topic: str) -> tuple[str, str] | None:
+    """``(device_id, kind)`` for ``edgefleet/v1/devices/<id>/telemetry|status``, else None."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[:3] != ["edgefleet", "v1", "devices"] or parts[4] not in ("telemetry", "status"):
+        return None
+    return parts[3], parts[4]
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+class IngestQueue:
+    """Stores device telemetry and status messages; acknowledges each one only after its commit."""
+
+    GROUP_MESSAGES = 200
+    GROUP_BYTES = 8 * 1024 * 1024
+    TRANSIENT_RETRIES = 3
+
+    def __init__(self, fleet: Fleet, *, on_status: Callable[[], Any] | None = None,
+                 max_queued_bytes: int = 256 * 1024 * 1024) -> None:
+        self.fleet = fleet
+        self.on_status = on_status
+        self.queue: "queue.Queue[Item]" = queue.Queue()
+        self.queued_bytes = 0
+        self.max_queued_bytes = max_queued_bytes
+        self._bytes_lock = threading.Lock()
+        self.last_error: str | None = None
+        self.database_down = False
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
+        self._started = False
+
+    def start(self) -> "IngestQueue":
+        if not self._started:
+            self._started = True
+            self._worker.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Store and acknowledge what is queued (unless the database is down), then exit."""
+        self._stop.set()
+        if self._started:
+            self._worker.join(timeout=timeout)
+
+    def submit(self, topic: str, payload: bytes, ack: Ack) -> bool:
+        """Queue one message; False (nothing queued, nothing acknowledged) when the queue is full."""
+        with self._bytes_lock:
+            if self.queued_bytes + len(payload) > self.max_queued_bytes:
+                full = True
+            else:
+                full = False
+                self.queued_bytes += len(payload)
+        if full:
+            self._count("mqtt_queue_full")
+            return False
+        self.queue.put((topic, payload, ack))
+        return True
+
+    # -- worker ------------------------------------------------------------------------------
+    def _count(self, name: str) -> None:
+        try:
+            with self.fleet.session() as s:
+                self.fleet.bump(s, name)
+        except Exception as exc:  # noqa: BLE001 - the database may be down; the count is best effort
+            self.last_error = f"{name}: {exc}"
+
+    def _drain(self, first: Item) -> list[Item]:
+        group = [first]
+        size = len(first[1])
+        while len(group) < self.GROUP_MESSAGES and size < self.GROUP_BYTES:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            group.append(item)
+            size += len(item[1])
+        return group
+
+    def _release(self, items: list[Item]) -> None:
+        with self._bytes_lock:
+            self.queued_bytes -= sum(len(i[1]) for i in items)
+
+    def _requeue(self, items: list[Item]) -> None:
+        for item in items:  # the bytes were never released, so the bound still counts them
+            self.queue.put(item)
+
+    @staticmethod
+    def _ack(items: list[Item]) -> None:
+        for _topic, _payload, ack in items:
+            try:
+                ack()
+            except Exception:  # noqa: BLE001 - a closed connection: the sender redelivers, ids dedupe
+                pass
+
+    def _work(self) -> None:
+        pause = 0.5
+        while True:
+            try:
+                first = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            group = self._drain(first)
+            try:
+                statuses = self._store(group)
+            except Exception as exc:  # noqa: BLE001 - classified below: outage or one bad message
+                if self._classify(exc) == "down":
+                    if self._outage(group, exc, pause):
+                        return
+                    pause = min(pause * 2, 30.0)
+                    continue
+                self.last_error = f"group of {len(group)}: {_short(exc)}"
+                statuses, left = self._store_each(group)
+                if left:
+                    if self._outage(left, None, pause):
+                        return
+                    pause = min(pause * 2, 30.0)
+                    continue
+            else:
+                self._release(group)
+                self._ack(group)
+            pause = 0.5
+            self.database_down = False
+            if statuses and self.on_status:
+                self.on_status()
+
+    def _outage(self, items: list[Item], exc: BaseException | None, pause: float) -> bool:
+        """The database is down: keep ``items`` queued, unacknowledged; True if stopping."""
+        self.database_down = True
+        if exc is not None:
+            self.last_error = f"database: {_short(exc)}"
+        self._requeue(items)
+        if not self._stop.wait(pause):
+            return False
+        return self._probe_fails()  # stopping: drain what can be stored, leave the rest unacknowledged
+
+    def _store_each(self, group: list[Item]) -> tuple[int, list[Item]]:
+        """Store one by one: ack each stored message, reject (count + ack) each one that cannot
+        be stored. Returns (statuses stored, the items left unacknowledged because the database
+        went down on the way)."""
+        statuses = 0
+        for i, item in enumerate(group):
+            for attempt in range(self.TRANSIENT_RETRIES + 1):
+                try:
+                    statuses += self._store([item])
+                    break
+                except Exception as exc:  # noqa: BLE001 - classified: outage, transient, or this message's fault
+                    verdict = self._classify(exc)
+                    if verdict == "down":
+                        self.last_error = f"database: {_short(exc)}"
+                        return statuses, group[i:]
+                    if verdict == "transient" and attempt < self.TRANSIENT_RETRIES:
+                        time.sleep(0.2 * (attempt + 1))
+                        continue
+                    self.last_error = f"{item[0]}: {_short(exc)}"
+                    self._reject(item)
+                    break
+            self._release([item])
+            self._ack([item])
+        return statuses, []
+
+    def _reject(self, item: Item) -> None:
+        r = route(item[0])
+        self._count(f"{r[1] if r else 'mqtt'}_rejected")
+
+    def _probe_fails(self) -> bool:
+        from sqlalchemy import text
+
+        try:
+            with self.fleet.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return False
+        except Exception:  # noqa: BLE001 - any failure to run SELECT 1 is an outage
+            return True
+
+    def _classify(self, exc: BaseException) -> str:
+        """"down" (connection failed), "transient" (lock/deadlock, database fine) or "bad"."""
+        from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+        if not isinstance(exc, SQLAlchemyError):
+            return "bad"
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return "down"
+        if self._probe_fails():
+            return "down"
+        return "transient" if isinstance(exc, OperationalError) else "bad"
+
+    def _store(self, group: list[Item]) -> int:
+        """Validate and store a group in one transaction; returns how many statuses it held.
+        Parsing and validation failures are rejections counted here; only database errors raise."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        statuses = 0
+        with self.fleet.session() as s:
+            rows: list[dict[str, Any]] = []
+            for topic, payload, _ack in group:
+                r = route(topic)
+                if r is None:
+                    continue
+                device_id, kind = r
+                if kind == "telemetry":
+                    try:
+                        rows.extend(ingest.parse_batch(self.fleet, device_id, payload))
+                    except FleetError as exc:
+                        self.last_error = f"{topic}: {exc}"
+                        ingest.reject(self.fleet, exc, s)
+                    except Exception as exc:  # noqa: BLE001 - RecursionError, UnicodeDecodeError, ...
+                        self.last_error = f"{topic}: {_short(exc)}"
+                        ingest.reject(self.fleet, FleetError(f"body: {_short(exc)}"), s)
+                    continue
+                try:
+                    devices.record_status(self.fleet, device_id, json.loads(payload), s)
+                    statuses += 1
+                except SQLAlchemyError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - FleetError, not JSON, RecursionError, ...
+                    self.last_error = f"{topic}: {_short(exc)}"
+                    self.fleet.bump(s, "status_rejected")
+            ingest.insert_rows(self.fleet, rows, s)
+        return statuses
 
 
 class MqttBridge:
+    """The server's paho client: publishes assignments, receives device messages into an
+    :class:`IngestQueue` (its own, or ``ingest`` shared with an embedded broker)."""
+
     def __init__(self, fleet: Fleet, url: str, *, username: str | None = SERVER_USER, password: str | None = None,
-                 on_status: Any = None) -> None:
+                 on_status: Any = None, ingest: IngestQueue | None = None, ingest_topics: bool = True,
+                 ping_seconds: float = 15.0, ping_timeout: float = 5.0) -> None:
         parts = urlsplit(url)
         self.fleet, self.host, self.port = fleet, parts.hostname or "127.0.0.1", parts.port or 1883
         self.connected = threading.Event()
-        self.queue: "queue.Queue[tuple[str, bytes, int, int]]" = queue.Queue()
-        self.queued_bytes = 0
-        self.max_queued_bytes = 256 * 1024 * 1024
-        self._bytes_lock = threading.Lock()
-        self.on_status = on_status
-        self.last_error: str | None = None
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edgefleet-server", clean_session=False, manual_ack=True)
+        self._own_ingest = ingest is None
+        self.ingest = ingest if ingest is not None else IngestQueue(fleet, on_status=on_status)
+        self.ingest_topics = ingest_topics
+        self.ping_seconds, self.ping_timeout = ping_seconds, ping_timeout  # read live: tests may shorten them
+        self.reconnects = 0
+        self._ping_nonce: str | None = None
+        self._ping_seen = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=SERVER_CLIENT_ID, clean_session=False, manual_ack=True)
         if username:
             self.client.username_pw_set(username, password if password is not None else fleet.secrets.mqtt_password)
         self.client.max_inflight_messages_set(1000)
@@ -50,20 +310,34 @@ class MqttBridge:
         self.client.on_disconnect = lambda *a, **k: self.connected.clear()
         self.client.on_message = self._on_message
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
+        self._client_lock = threading.Lock()
+        self._pinger = threading.Thread(target=self._ping_loop, name="mqtt-ping", daemon=True)
+
+    # kept for callers that looked at the bridge's own queue (bench/ingest.py)
+    @property
+    def queue(self) -> "queue.Queue[Item]":
+        return self.ingest.queue
+
+    @property
+    def last_error(self) -> str | None:
+        return self.ingest.last_error
 
     def start(self) -> "MqttBridge":
         self.fleet.publish = self.publish
+        self.ingest.start()
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
-        self._worker.start()
+        self._pinger.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()  # the worker stores and acknowledges what is queued, then exits
-        self._worker.join(timeout=10)
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._stop.set()
+        if self._own_ingest:
+            self.ingest.stop()  # stores and acknowledges what is queued, then exits
+        self._pinger.join(timeout=self.ping_timeout + 2)
+        with self._client_lock:
+            self.client.disconnect()
+            self.client.loop_stop()
 
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain)
@@ -71,105 +345,54 @@ class MqttBridge:
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if getattr(reason, "is_failure", False):
             return
-        client.subscribe([("edgefleet/v1/devices/+/telemetry", 1), ("edgefleet/v1/devices/+/status", 1)])
+        topics = [(f"{PING_PREFIX}+", 1)] + ([(t, 1) for t in INGEST_TOPICS] if self.ingest_topics else [])
+        client.subscribe(topics)
         self.connected.set()
         threading.Thread(target=devices.republish_all, args=(self.fleet,), daemon=True).start()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        payload = bytes(msg.payload)
-        with self._bytes_lock:
-            full = self.queued_bytes + len(payload) > self.max_queued_bytes
-            if not full:
-                self.queued_bytes += len(payload)
-        if full:  # not acknowledged: the broker redelivers it after a reconnect
-            self._count("mqtt_queue_full")
+        if msg.topic.startswith(PING_PREFIX):
+            if msg.qos > 0:
+                client.ack(msg.mid, msg.qos)
+            if msg.topic[len(PING_PREFIX):] == self._ping_nonce:
+                self._ping_seen.set()
             return
-        self.queue.put((msg.topic, payload, msg.mid, msg.qos))
+        ack = functools.partial(self._paho_ack, msg.mid, msg.qos)
+        if route(msg.topic) is None:
+            ack()  # not ours to store (the ACL lets only edgefleet/v1/... through): acknowledge, drop
+            return
+        self.ingest.submit(msg.topic, bytes(msg.payload), ack)  # full: not acknowledged, the broker redelivers
 
-    def _count(self, name: str) -> None:
-        try:
-            with self.fleet.session() as s:
-                self.fleet.bump(s, name)
-        except Exception as exc:  # noqa: BLE001 - the database may be down; the count is best effort
-            self.last_error = f"{name}: {exc}"
+    def _paho_ack(self, mid: int, qos: int) -> None:
+        if qos > 0:
+            self.client.ack(mid, qos)
 
-    def _drain(self, first: tuple[str, bytes, int, int], limit: int = 200) -> list[tuple[str, bytes, int, int]]:
-        group = [first]
-        size = len(first[1])
-        while len(group) < limit and size < 8 * 1024 * 1024:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            group.append(item)
-            size += len(item[1])
-        with self._bytes_lock:
-            self.queued_bytes -= size
-        return group
+    # -- dead-subscription detection -----------------------------------------------------------
+    def ping_once(self) -> bool:
+        """Publish a nonce to our own ping topic; True if it came back within ``ping_timeout``."""
+        self._ping_seen.clear()
+        self._ping_nonce = secrets.token_hex(8)
+        self.client.publish(PING_PREFIX + self._ping_nonce, b"", qos=1)
+        return self._ping_seen.wait(self.ping_timeout)
 
-    def _work(self) -> None:
-        from sqlalchemy.exc import DBAPIError
-
-        pause = 0.5
-        while not (self._stop.is_set() and self.queue.empty()):
-            try:
-                first = self.queue.get(timeout=0.2)
-            except queue.Empty:
+    def _ping_loop(self) -> None:
+        while not self._stop.wait(self.ping_seconds):
+            if not self.connected.is_set():
                 continue
-            group = self._drain(first)
-            try:
-                statuses = self._store(group)
-                pause = 0.5
-            except DBAPIError as exc:  # the database is unreachable: keep the group, unacknowledged, and retry
-                self.last_error = f"database: {exc.__class__.__name__}: {str(exc)[:200]}"
-                for item in group:
-                    self.queue.put(item)
-                with self._bytes_lock:
-                    self.queued_bytes += sum(len(i[1]) for i in group)
-                if self._stop.wait(pause):
-                    return
-                pause = min(pause * 2, 30.0)
+            if self.ping_once() or self._stop.is_set() or not self.connected.is_set():
                 continue
-            except Exception as exc:  # noqa: BLE001 - store one by one so one bad message cannot block the rest
-                self.last_error = f"group of {len(group)}: {type(exc).__name__}: {exc}"
-                statuses = 0
-                for item in group:
-                    try:
-                        statuses += self._store([item])
-                    except Exception as exc2:  # noqa: BLE001 - counted, acknowledged, never retried forever
-                        self.last_error = f"{item[0]}: {type(exc2).__name__}: {exc2}"
-                        self._count("mqtt_errors")
-                        self._ack([item])
-            else:
-                self._ack(group)
-            if statuses and self.on_status:
-                self.on_status()
+            self.ingest.last_error = f"mqtt: own ping not received within {self.ping_timeout} s; reconnecting"
+            self.ingest._count("mqtt_ping_lost")
+            self._reconnect()
 
-    def _ack(self, group: list[tuple[str, bytes, int, int]]) -> None:
-        for _topic, _payload, mid, qos in group:
-            if qos > 0:
-                self.client.ack(mid, qos)
-
-    def _store(self, group: list[tuple[str, bytes, int, int]]) -> int:
-        """Validate and store a group in one transaction; returns how many statuses it held."""
-        statuses = 0
-        with self.fleet.session() as s:
-            rows: list[dict[str, Any]] = []
-            for topic, payload, _mid, _qos in group:
-                parts = topic.split("/")
-                if len(parts) != 5:
-                    continue
-                device_id, kind = parts[3], parts[4]
-                if kind == "telemetry":
-                    try:
-                        rows.extend(ingest.parse_batch(self.fleet, device_id, payload))
-                    except FleetError as exc:
-                        ingest.reject(self.fleet, exc, s)
-                elif kind == "status":
-                    try:
-                        devices.record_status(self.fleet, device_id, json.loads(payload), s)
-                        statuses += 1
-                    except (FleetError, ValueError):
-                        self.fleet.bump(s, "status_rejected")
-            ingest.insert_rows(self.fleet, rows, s)
-        return statuses
+    def _reconnect(self) -> None:
+        """Drop the connection and connect again; on_connect subscribes afresh."""
+        with self._client_lock:
+            if self._stop.is_set():
+                return
+            self.reconnects += 1
+            self.connected.clear()
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.client.connect_async(self.host, self.port, keepalive=30)
+            self.client.loop_start()

@@ -43,6 +43,7 @@ class FleetServer:
         self.cfg = config
         self.fleet = Fleet(config)
         self.broker: Any = None
+        self.ingest: Any = None  # the embedded broker's store-then-ack queue (None with --mqtt)
         self.bridge: Any = None
         self.http: Any = None
         self.reconciler = Reconciler(self.fleet, config.reconcile_seconds)
@@ -52,13 +53,17 @@ class FleetServer:
     def start(self) -> "FleetServer":
         from waitress.server import create_server
 
-        from fleet_server.mqtt_bridge import MqttBridge
+        from fleet_server.mqtt_bridge import IngestQueue, MqttBridge
 
         mqtt_url = self.cfg.mqtt_url
         if mqtt_url is None and self.cfg.embedded_broker:
             from fleet_server.broker import EmbeddedBroker
 
-            self.broker = EmbeddedBroker(host="127.0.0.1", port=self.cfg.embedded_mqtt_port, access=self._broker_check)
+            # The embedded broker dies with this process, so it acknowledges a device's telemetry
+            # only after the ingest queue committed it (see fleet_server/broker.py).
+            self.ingest = IngestQueue(self.fleet, on_status=self.reconciler.wake.set).start()
+            self.broker = EmbeddedBroker(host="127.0.0.1", port=self.cfg.embedded_mqtt_port, access=self._broker_check,
+                                         sink=self.ingest)
             self.broker.start()
             mqtt_url = self.broker.url
         self.fleet.mqtt_url_for_devices = mqtt_url
@@ -71,7 +76,8 @@ class FleetServer:
             self.dynsec.ensure_server_account(SERVER_USER, self.fleet.secrets.mqtt_password)  # idempotent
             self.fleet.broker_access = self.dynsec  # devices.enroll() -> add_device(device_id, credential)
         if mqtt_url:
-            self.bridge = MqttBridge(self.fleet, mqtt_url, on_status=self.reconciler.wake.set).start()
+            self.bridge = MqttBridge(self.fleet, mqtt_url, on_status=self.reconciler.wake.set, ingest=self.ingest,
+                                     ingest_topics=self.ingest is None).start()
         self.reconciler.start()
         self.monitor.start()
         app = create_app(self.fleet)
@@ -120,6 +126,8 @@ class FleetServer:
             self.dynsec.close()
         if self.broker is not None:
             self.broker.stop()
+        if self.ingest is not None:
+            self.ingest.stop()  # after the broker: nothing new arrives; what is queued is stored
         self.fleet.engine.dispose()
 
 
