@@ -14,7 +14,8 @@ import json
 import secrets
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from edgefleet import keys
 from edgefleet.bundle_format import canonical_json
@@ -22,42 +23,57 @@ from fleet_server.core import Fleet
 from fleet_server.db import Assignment, Device, EnrollmentToken, ModelVersion, utcnow
 from fleet_server.errors import Conflict, FleetError, NotFound, Unauthorized
 from fleet_server.secrets import token_hash
+from fleet_server.validation import DEVICE_ID, ENROLL_REQUEST, ENROLLMENT_TOKEN_REQUEST, STATUS, check, clean
 
 FORMAT_PREFERENCE = ("onnx", "tflite", "tfjs", "pmml", "coreml")
 
 
 def create_enrollment_token(fleet: Fleet, group: str = "default", tags: list[str] | None = None, ttl: float | None = None) -> str:
+    req = check({"group": group, "tags": list(tags or []), **({"ttl_seconds": ttl} if ttl is not None else {})}, ENROLLMENT_TOKEN_REQUEST, "")
     token = "enr_" + secrets.token_urlsafe(24)
     with fleet.session() as s:
-        s.add(EnrollmentToken(token_hash=token_hash(token), group=group, tags=list(tags or []),
+        s.add(EnrollmentToken(token_hash=token_hash(token), group=req["group"], tags=req["tags"],
                               expires_at=utcnow() + dt.timedelta(seconds=ttl or fleet.cfg.enrollment_ttl_seconds)))
     return token
 
 
 def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
-    if not device_id or not all(c.isalnum() or c in "-_." for c in device_id) or len(device_id) > 128:
-        raise FleetError("device_id: use 1-128 letters, digits, '-', '_' or '.'")
-    with fleet.session() as s:
-        row = s.get(EnrollmentToken, token_hash(token or ""))
-        if row is None:
-            raise Unauthorized("token: unknown enrollment token")
-        if row.used_by is not None:
-            raise Conflict(f"token: already used by device {row.used_by}; enrollment tokens are one-time")
-        if row.expires_at < utcnow():
-            raise Unauthorized("token: enrollment token expired")
-        if s.get(Device, device_id) is not None:
-            raise Conflict(f"device_id: {device_id} is already enrolled")
-        credential = "dev_" + secrets.token_urlsafe(32)
-        row.used_by = device_id
-        s.add(Device(device_id=device_id, token_hash=token_hash(credential), group=row.group, tags=list(row.tags)))
-        s.flush()
-        if fleet.broker_access is not None:
-            # Broker first, inside the transaction: if the broker refuses, the enrollment rolls
-            # back and the one-time token stays usable.
-            try:
-                fleet.broker_access.add_device(device_id, credential)
-            except Exception as exc:  # noqa: BLE001 - dynsec, socket and timeout errors alike
-                raise FleetError(f"broker: could not create the device's MQTT account ({exc}); enrollment not done, retry") from exc
+    """Exchange a one-time token for a device credential.
+
+    The token is consumed by one conditional UPDATE (``... WHERE used_by IS NULL``) whose row
+    count says who won: on PostgreSQL the row lock makes a concurrent UPDATE wait and re-check
+    the condition, on SQLite the write lock serialises them, so of N parallel enrollments with
+    one token exactly one succeeds, whatever the isolation level.
+    """
+    check({"token": token, "device_id": device_id}, ENROLL_REQUEST, "")
+    h = token_hash(token)
+    try:
+        with fleet.session() as s:
+            claimed = s.execute(update(EnrollmentToken).where(EnrollmentToken.token_hash == h, EnrollmentToken.used_by.is_(None),
+                                                              EnrollmentToken.expires_at >= utcnow())
+                                .values(used_by=device_id).execution_options(synchronize_session=False))
+            if claimed.rowcount != 1:
+                row = s.get(EnrollmentToken, h)
+                if row is None:
+                    raise Unauthorized("token: unknown enrollment token")
+                if row.used_by is not None:
+                    raise Conflict(f"token: already used by device {row.used_by}; enrollment tokens are one-time")
+                raise Unauthorized("token: enrollment token expired")
+            row = s.get(EnrollmentToken, h)
+            if s.get(Device, device_id) is not None:
+                raise Conflict(f"device_id: {device_id} is already enrolled")
+            credential = "dev_" + secrets.token_urlsafe(32)
+            s.add(Device(device_id=device_id, token_hash=token_hash(credential), group=row.group, tags=list(row.tags)))
+            s.flush()
+            if fleet.broker_access is not None:
+                # Broker first, inside the transaction: if the broker refuses, the enrollment rolls
+                # back and the one-time token stays usable.
+                try:
+                    fleet.broker_access.add_device(device_id, credential)
+                except Exception as exc:  # noqa: BLE001 - dynsec, socket and timeout errors alike
+                    raise FleetError(f"broker: could not create the device's MQTT account ({exc}); enrollment not done, retry") from exc
+    except IntegrityError:  # the same device id enrolled concurrently with another token
+        raise Conflict(f"device_id: {device_id} is already enrolled") from None
     return {
         "device_id": device_id, "token": credential, "server": fleet.cfg.public_url,
         "mqtt": fleet.mqtt_url_for_devices, "trusted_keys": fleet.device_trust_pems(),
@@ -85,8 +101,13 @@ def choose_format(capabilities: dict[str, Any], formats: list[str]) -> tuple[str
 
 
 def record_status(fleet: Fleet, device_id: str, status: dict[str, Any], session: Any = None) -> None:
+    """Store a device's reported state. Every field is checked against ``validation.STATUS``
+    first (types, ranges, lengths), so a bad status, over HTTP or MQTT, is a ``FleetError``
+    naming the field and never reaches the database."""
     if not isinstance(status, dict):
         raise FleetError("status: expected a JSON object")
+    check(device_id, DEVICE_ID, "device_id")
+    check(clean(status, "status"), STATUS, "status")
     if session is None:
         with fleet.session() as s:
             return record_status(fleet, device_id, status, s)
@@ -99,11 +120,10 @@ def record_status(fleet: Fleet, device_id: str, status: dict[str, Any], session:
     if isinstance(caps, dict):
         dev.capabilities = caps
     if "active_version" in status:
-        dev.active_version = status.get("active_version") if isinstance(status.get("active_version"), int) else None
+        dev.active_version = status.get("active_version")
         dev.active_model = status.get("active_model")
-    dev.health = str(status.get("health"))[:500] if status.get("health") is not None else None
-    li = status.get("last_install")
-    dev.last_install = li if isinstance(li, dict) else None
+    dev.health = status.get("health")
+    dev.last_install = status.get("last_install")
     dev.status = {k: status.get(k) for k in ("outbox", "transport", "agent_version", "previous_version", "ts")}
 
 

@@ -4,7 +4,8 @@
     ├── NotFound                   404: no such model, version, device, rollout or artifact
     ├── Forbidden                  403: the caller's token does not cover this resource
     ├── Unauthorized               401: no or unknown token
-    └── Conflict                   409: a version that is not above the registered ones, a used token
+    ├── Conflict                   409: a version that is not above the registered ones, a used token
+    └── PayloadTooLarge            413: a body over its limit
 """
 
 from __future__ import annotations
@@ -30,3 +31,7 @@ class Unauthorized(FleetError):
 
 class Conflict(FleetError):
     status = 409
+
+
+class PayloadTooLarge(FleetError):
+    status = 413

@@ -8,8 +8,6 @@ skipped by the primary key and counted as ``telemetry_duplicates``.
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 from sqlalchemy import select
@@ -18,33 +16,35 @@ from sqlalchemy.dialects import postgresql, sqlite
 from fleet_server.core import Fleet
 from fleet_server.db import TelemetryRecord, utcnow
 from fleet_server.errors import FleetError
+from fleet_server.validation import DEVICE_ID, MAX_FEATURE_CHARS, TELEMETRY_MESSAGE, check, clean, parse_json
 
 KINDS = {"prediction", "sketch", "outcome"}
 MAX_MESSAGES = 5000
 
 
+def _trim_features(body: dict[str, Any]) -> None:
+    """Cut string feature values to ``MAX_FEATURE_CHARS``: the prediction is kept (the device was
+    told it was received), only the stored copy of an overlong raw feature is shortened."""
+    feats = body.get("features")
+    if isinstance(feats, dict):
+        for k, v in feats.items():
+            if isinstance(v, str) and len(v) > MAX_FEATURE_CHARS:
+                feats[k] = v[:MAX_FEATURE_CHARS]
+
+
 def _row(device_id: str, msg: Any, i: int) -> dict[str, Any]:
-    if not isinstance(msg, dict):
-        raise FleetError(f"messages[{i}]: expected an object")
-    mid, kind, created, body = msg.get("id"), msg.get("kind"), msg.get("created"), msg.get("body")
-    if not isinstance(mid, str) or not 0 < len(mid) <= 64:
-        raise FleetError(f"messages[{i}].id: expected a string of 1-64 characters")
-    if kind not in KINDS:
-        raise FleetError(f"messages[{i}].kind: {kind!r} is not one of {sorted(KINDS)}")
-    if not isinstance(created, (int, float)) or isinstance(created, bool) or not math.isfinite(created):
-        raise FleetError(f"messages[{i}].created: expected a finite number (unix seconds)")
-    if not isinstance(body, dict):
-        raise FleetError(f"messages[{i}].body: expected an object")
-    version = body.get("model_version")
-    score = body.get("score")
-    label = body.get("label")
+    if isinstance(msg, dict) and isinstance(msg.get("body"), dict):
+        _trim_features(msg["body"])
+    check(msg, TELEMETRY_MESSAGE, f"messages[{i}]")
+    body = msg["body"]
+    score, label, entity = body.get("score"), body.get("label"), body.get("entity_id")
     return {
-        "id": mid, "device_id": device_id, "kind": kind, "created": float(created), "received_at": utcnow(),
-        "model": str(body["model"])[:128] if body.get("model") is not None else None,
-        "model_version": version if isinstance(version, int) and not isinstance(version, bool) else None,
-        "entity_id": str(body["entity_id"])[:256] if body.get("entity_id") is not None else None,
-        "score": float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score) else None,
-        "label": str(label)[:64] if label is not None else None,
+        "id": msg["id"], "device_id": device_id, "kind": msg["kind"], "created": float(msg["created"]), "received_at": utcnow(),
+        "model": body.get("model"),
+        "model_version": body.get("model_version"),
+        "entity_id": str(entity) if entity is not None else None,
+        "score": float(score) if isinstance(score, (int, float)) else None,
+        "label": str(label) if label is not None else None,
         "body": body,
     }
 
@@ -53,12 +53,12 @@ def parse_batch(fleet: Fleet, device_id: str, raw: bytes | Any) -> list[dict[str
     if isinstance(raw, (bytes, bytearray)):
         if len(raw) > fleet.cfg.max_telemetry_bytes:
             raise FleetError(f"body: {len(raw)} bytes is over the limit of {fleet.cfg.max_telemetry_bytes}")
-        try:
-            raw = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise FleetError(f"body: not JSON ({exc})") from exc
+        raw = parse_json(raw)
+    else:
+        clean(raw)
     if not isinstance(raw, dict) or not isinstance(raw.get("messages"), list):
         raise FleetError("messages: expected {\"device_id\": ..., \"messages\": [...]}")
+    check(device_id, DEVICE_ID, "device_id")
     if raw.get("device_id") not in (None, device_id):
         raise FleetError(f"device_id: batch says {raw.get('device_id')!r} but was sent by {device_id!r}")
     msgs = raw["messages"]

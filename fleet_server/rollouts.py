@@ -34,6 +34,7 @@ from fleet_server.core import Fleet
 from fleet_server.db import Device, ModelVersion, Rollout, RolloutTarget, utcnow
 from fleet_server.errors import FleetError, NotFound
 from fleet_server.registry import get_version
+from fleet_server.validation import GATES as GATES_SCHEMA, NAME, SELECTOR, STEPS, VERSION, check
 
 SETTLED = {"installed", "failed", "incapable", "rolled_back"}
 Gate = Callable[[Fleet, Rollout, list[RolloutTarget]], "str | None"]
@@ -78,6 +79,14 @@ def _event(r: Rollout, event: str, **kw: Any) -> None:
 
 def start(fleet: Fleet, model: str, version: int, *, selector: dict[str, Any] | None = None, steps: list[float] | None = None,
           gates: dict[str, Any] | None = None, approved: bool = False) -> Rollout:
+    check(model, NAME, "model")
+    check(version, VERSION, "version")
+    if selector is not None:
+        check(selector, SELECTOR, "selector")
+    if steps is not None:
+        check(steps, STEPS, "steps")
+    if gates is not None:
+        check(gates, GATES_SCHEMA, "gates")
     mv = get_version(fleet, model, version)
     if ((mv.provenance or {}).get("approval") or {}).get("state") == "pending" and not approved:
         raise FleetError(f"version: {model} v{version} waits for approval; POST /api/v1/models/{model}/versions/{version}/approve")

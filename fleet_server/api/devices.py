@@ -9,33 +9,27 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
 from edgefleet.bundle_format import canonical_json
-from fleet_server import devices, ingest
+from fleet_server import devices, ingest, validation
 from fleet_server.api.auth import admin_required, device_required, fleet
+from fleet_server.api.body import json_body
 from fleet_server.db import Device
 from fleet_server.errors import FleetError, NotFound
 
 bp = Blueprint("devices", __name__, url_prefix="/api/v1")
 
 
-def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise FleetError("body: expected a JSON object")
-    return body
-
-
 @bp.post("/enrollment-tokens")
 @admin_required
 def new_token() -> Any:
-    body = request.get_json(silent=True) or {}
-    tok = devices.create_enrollment_token(fleet(), str(body.get("group", "default")), list(body.get("tags", [])), body.get("ttl_seconds"))
+    body = json_body(validation.ENROLLMENT_TOKEN_REQUEST, optional=True) or {}
+    tok = devices.create_enrollment_token(fleet(), body.get("group", "default"), body.get("tags", []), body.get("ttl_seconds"))
     return jsonify({"token": tok}), 201
 
 
 @bp.post("/devices/enroll")
 def enroll() -> Any:
-    body = _json_body()
-    return jsonify(devices.enroll(fleet(), str(body.get("token", "")), str(body.get("device_id", "")))), 201
+    body = json_body(validation.ENROLL_REQUEST)
+    return jsonify(devices.enroll(fleet(), body["token"], body["device_id"])), 201
 
 
 @bp.get("/devices")
@@ -75,12 +69,17 @@ def assignment(device_id: str) -> Any:
 @bp.post("/devices/<device_id>/status")
 @device_required
 def status(device_id: str) -> Any:
-    devices.record_status(fleet(), device_id, _json_body())
+    devices.record_status(fleet(), device_id, json_body(validation.STATUS))
     return Response(status=204)
 
 
 @bp.post("/devices/<device_id>/telemetry")
 @device_required
 def telemetry(device_id: str) -> Any:
+    limit = fleet().cfg.max_telemetry_bytes
+    if (request.content_length or 0) > limit:  # refuse before reading it; counted like any oversized batch
+        exc = FleetError(f"body: {request.content_length} bytes is over the limit of {limit}")
+        ingest.reject(fleet(), exc)
+        raise exc
     accepted, dup = ingest.ingest(fleet(), device_id, request.get_data(cache=False))
     return jsonify({"accepted": accepted, "duplicates": dup})

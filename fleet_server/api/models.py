@@ -40,7 +40,7 @@ def get_model(name: str) -> Any:
     return jsonify({**registry.describe(row, full=True), "provenance": provenance.view(fleet(), row)})
 
 
-@bp.get("/models/<name>/versions/<int:version>")
+@bp.get("/models/<name>/versions/<id:version>")
 @admin_required
 def get_version(name: str, version: int) -> Any:
     row = registry.get_version(fleet(), name, version)

@@ -17,7 +17,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
+from fleet_server import validation
 from fleet_server.api.auth import admin_required, fleet
+from fleet_server.api.body import json_body
 from fleet_server.errors import FleetError
 from fleet_server.monitoring import aggregate, gates, metrics, policy, service
 from fleet_server.monitoring.models import Alert
@@ -40,8 +42,8 @@ def _number_arg(name: str) -> float | None:
         value = float(raw)
     except ValueError:
         raise FleetError(f"{name}: expected a number, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise FleetError(f"{name}: expected a finite number")
+    if not math.isfinite(value) or not 0 <= value <= 1e11:
+        raise FleetError(f"{name}: expected unix seconds in [0, 1e11]")
     return value
 
 
@@ -60,7 +62,7 @@ def get_policy(name: str) -> Any:
 @admin_required
 def put_policy(name: str) -> Any:
     get_version(fleet(), name)
-    body = request.get_json(silent=True)
+    body = json_body({})  # policy.validate checks the type and names the field ("policy.<key>")
     with fleet().session() as s:
         p = policy.validate(body, policy.load(s, name))  # partial bodies update the stored policy
         policy.save(s, name, p)
@@ -73,10 +75,7 @@ def list_alerts() -> Any:
     state = request.args.get("state")
     if state not in (None, "", "firing", "cleared"):
         raise FleetError(f"state: {state!r} is not one of ['cleared', 'firing']")
-    try:
-        limit = min(int(request.args.get("limit", 500)), 5000)
-    except ValueError:
-        raise FleetError("limit: expected an integer") from None
+    limit = validation.int_arg(request.args.get("limit"), "limit", lo=1, hi=5000) or 500
     q = select(Alert).order_by(Alert.id.desc()).limit(limit)
     if request.args.get("model"):
         q = q.where(Alert.model == request.args["model"])
@@ -87,11 +86,7 @@ def list_alerts() -> Any:
 
 
 def _report(name: str, which: str) -> Any:
-    version = request.args.get("version")
-    try:
-        mv = get_version(fleet(), name, int(version) if version else None)
-    except ValueError:
-        raise FleetError(f"version: expected an integer, got {version!r}") from None
+    mv = get_version(fleet(), name, validation.int_arg(request.args.get("version"), "version"))
     with fleet().session() as s:
         p = policy.load(s, name)
         end = _number_arg("end")
@@ -119,10 +114,8 @@ def performance(name: str) -> Any:
 @bp.post("/api/v1/monitor/run")
 @admin_required
 def run_now() -> Any:
-    body = request.get_json(silent=True) or {}
-    now = body.get("now") if isinstance(body, dict) else None
-    if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now)):
-        raise FleetError("now: expected unix seconds")
+    body = json_body(validation.MONITOR_RUN_REQUEST, optional=True) or {}
+    now = body.get("now")
     return jsonify({"events": service.run_monitor(fleet(), now)})
 
 

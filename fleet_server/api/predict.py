@@ -11,8 +11,9 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from fleet_server import registry
+from fleet_server import registry, validation
 from fleet_server.api.auth import admin_required, fleet
+from fleet_server.api.body import json_body
 from fleet_server.errors import FleetError
 from runtimes.python.errors import ScoringInputError
 from runtimes.python.scorer import Scorer
@@ -47,10 +48,8 @@ def _scorer(name: str, version: int | None) -> Scorer:
 @bp.post("/models/<name>/predict")
 @admin_required
 def predict(name: str) -> Any:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise FleetError("body: expected a JSON record or a list of records")
-    version = request.args.get("version", type=int)
+    body = json_body(validation.PREDICT_REQUEST)
+    version = validation.int_arg(request.args.get("version"), "version")
     sc = _scorer(name, version)
     records = body if isinstance(body, list) else [body]
     if len(records) > MAX_RECORDS:

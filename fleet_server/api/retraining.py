@@ -12,8 +12,9 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from fleet_server import provenance
+from fleet_server import provenance, validation
 from fleet_server.api.auth import admin_required, fleet
+from fleet_server.api.body import json_body
 from fleet_server.errors import FleetError
 from fleet_server.monitoring import labeled, retrain
 from fleet_server.registry import get_version
@@ -25,12 +26,14 @@ def _arg(name: str, kind: Any = float) -> Any:
     raw = request.args.get(name)
     if raw in (None, ""):
         return None
+    if kind is int:
+        return validation.int_arg(raw, name, lo=-validation.MAX_DB_INT)
     try:
         value = kind(raw)
     except ValueError:
         raise FleetError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
-    if kind is float and not math.isfinite(value):
-        raise FleetError(f"{name}: expected a finite number")
+    if kind is float and (not math.isfinite(value) or not 0 <= value <= 1e11):
+        raise FleetError(f"{name}: expected unix seconds in [0, 1e11]")
     return value
 
 
@@ -49,12 +52,10 @@ def labeled_export(name: str) -> Any:
         return jsonify(labeled.labeled_rows(s, name, start=start, end=end, version=_arg("version", int), limit=limit))
 
 
-@bp.post("/models/<name>/versions/<int:version>/approve")
+@bp.post("/models/<name>/versions/<id:version>/approve")
 @admin_required
 def approve(name: str, version: int) -> Any:
-    body = request.get_json(silent=True)
-    if body is not None and not isinstance(body, dict):
-        raise FleetError("body: expected a JSON object (optional steps, gates, selector, by)")
+    body = json_body(validation.APPROVE_REQUEST, optional=True)
     return jsonify(provenance.approve(fleet(), name, version, body)), 201
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from fleet_server import rollouts
+from fleet_server import rollouts, validation
 from fleet_server.api.auth import admin_required, fleet
-from fleet_server.errors import FleetError
+from fleet_server.api.body import json_body
 
 bp = Blueprint("rollouts", __name__, url_prefix="/api/v1")
 
@@ -16,15 +16,13 @@ bp = Blueprint("rollouts", __name__, url_prefix="/api/v1")
 @bp.post("/rollouts")
 @admin_required
 def start() -> Any:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict) or "model" not in body:
-        raise FleetError("body: expected {\"model\": name, \"version\": n, \"steps\": [10, 50, 100], ...}")
+    body = json_body(validation.ROLLOUT_REQUEST)
     version = body.get("version")
     if version is None:
         from fleet_server.registry import get_version
 
         version = get_version(fleet(), body["model"]).version
-    r = rollouts.start(fleet(), str(body["model"]), int(version), selector=body.get("selector"), steps=body.get("steps"), gates=body.get("gates"))
+    r = rollouts.start(fleet(), body["model"], version, selector=body.get("selector"), steps=body.get("steps"), gates=body.get("gates"))
     return jsonify(rollouts.status(fleet(), r.id)), 201
 
 
@@ -34,13 +32,13 @@ def list_rollouts() -> Any:
     return jsonify({"rollouts": rollouts.list_all(fleet())})
 
 
-@bp.get("/rollouts/<int:rollout_id>")
+@bp.get("/rollouts/<id:rollout_id>")
 @admin_required
 def get(rollout_id: int) -> Any:
     return jsonify(rollouts.status(fleet(), rollout_id))
 
 
-@bp.post("/rollouts/<int:rollout_id>/<action>")
+@bp.post("/rollouts/<id:rollout_id>/<action>")
 @admin_required
 def control(rollout_id: int, action: str) -> Any:
     rollouts.control(fleet(), rollout_id, action)
