@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet import keys
-from edgefleet.bundle_format import MANIFEST, SIGNATURE, canonical_json, pack, sha256_hex
+from edgefleet.bundle_format import MANIFEST, SIGNATURE, canonical_json, pack, sha256_hex, validate_manifest
 from compiler.targets import Artifact
 
 
@@ -37,6 +37,8 @@ def artifact_entry(art: Artifact) -> dict[str, Any]:
 
 
 def bundle_files(manifest: dict[str, Any], artifacts: list[Artifact], private_key: Ed25519PrivateKey) -> dict[str, bytes]:
+    """Sign ``manifest``; a manifest that verification would refuse (bad name, version...) is never signed."""
+    validate_manifest(manifest, f"bundle {manifest.get('name')!r} v{manifest.get('version')!r}")
     manifest_bytes = canonical_json(manifest)
     signature = base64.b64encode(keys.sign(private_key, manifest_bytes)) + b"\n"
     files = {MANIFEST: manifest_bytes, SIGNATURE: signature}

@@ -6,11 +6,20 @@ A bundle is a folder (or a deterministic ``.tar`` of it)::
     signature         base64 of a detached Ed25519 signature over manifest.json's exact bytes
     artifacts/...     one file per compiled format, listed in the manifest with size and sha256
 
+Reading (``open_bundle``) trusts nothing and bounds everything before a byte of content is
+read: every tar member must be a regular file (no links, devices, fifos, sparse members) or a
+directory that is a parent of a listed file; no name may appear twice (also not in another
+letter case); each member is at most ``MAX_MEMBER_BYTES`` and all together at most
+``MAX_TOTAL_BYTES`` (or the caller's lower limit); and every file must be ``manifest.json``,
+``signature`` or a path the manifest lists, so an unlisted file is refused unread.
+
 Verification order, in the spirit of TUF's trusted-metadata rules, does no scoring and loads
 nothing: (1) the signature over the manifest bytes with the caller's public key, (2) only then
-parse the manifest and check its format version, (3) every listed artifact's size, then sha256,
-(4) no unlisted file under ``artifacts/``. Until ``verify`` returns, nothing in the bundle is
-trusted. This module is shared by the compiler, the fleet server and device runtimes, so it
+parse the manifest, check its format version and validate it against
+``schema/manifest.schema.json`` (``edgefleet.manifest_schema``, standard library only), so no
+field is used before it is known to be well formed, (3) every listed artifact's size, then
+sha256, (4) no file the signed manifest does not list. Until ``verify`` returns, nothing in the
+bundle is trusted. This module is shared by the compiler, the fleet server and device runtimes, so it
 needs only the standard library and ``cryptography``.
 """
 
@@ -22,6 +31,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -31,9 +41,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgefleet import keys
 from edgefleet.errors import BundleError, VerificationError
+from edgefleet.manifest_schema import ManifestError, check_manifest
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "Bundle", "canonical_json", "open_bundle", "pack", "slim", "verify",
+    "FORMAT_NAME", "FORMAT_VERSION", "Bundle", "canonical_json", "open_bundle", "pack", "slim", "validate_manifest", "verify",
 ]
 
 FORMAT_NAME = "edgefleet.bundle"
@@ -41,6 +52,12 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SIGNATURE = "signature"
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # a single artifact larger than this is refused unread
+MAX_TOTAL_BYTES = 1024 * 1024 * 1024  # all files of one bundle together, as declared in the tar headers
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a real manifest is tens of KiB
+MAX_SIGNATURE_BYTES = 4096  # base64 of a 64-byte Ed25519 signature is 88 characters
+MAX_MEMBERS = 256  # manifest, signature and one artifact per format, with room to spare
+_CHUNK = 1024 * 1024
+_ARTIFACT_PATH = re.compile(r"artifacts/[A-Za-z0-9._-]+", re.ASCII)  # as in the schema; no sub-folders, no ..
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -66,19 +83,26 @@ class Bundle:
 
     @property
     def manifest(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.manifest_bytes)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{self.source}: manifest.json is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise BundleError(f"{self.source}: manifest.json must hold a JSON object")
-        return data
+        return _parse_manifest(self.manifest_bytes, self.source)
 
     def artifact_bytes(self, rel_path: str) -> bytes:
         try:
             return self.files[rel_path]
         except KeyError:
             raise BundleError(f"{self.source}: artifact {rel_path} is missing from the bundle") from None
+
+
+def _parse_manifest(data: bytes, source: str) -> dict[str, Any]:
+    """The manifest as a JSON object (not yet trusted or schema-checked)."""
+    try:
+        parsed = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{source}: manifest.json is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BundleError(f"{source}: manifest.json is nested too deeply to be a bundle manifest") from None
+    if not isinstance(parsed, dict):
+        raise BundleError(f"{source}: manifest.json must hold a JSON object")
+    return parsed
 
 
 def _check_member_name(name: str, source: str) -> str:
@@ -88,43 +112,167 @@ def _check_member_name(name: str, source: str) -> str:
     return str(path)
 
 
-def _read_dir(root: Path) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
+def _listed_paths(manifest_bytes: bytes, source: str) -> set[str]:
+    """The artifact paths the (still untrusted) manifest lists: all that may be read besides it."""
+    arts = _parse_manifest(manifest_bytes, source).get("artifacts")
+    if not isinstance(arts, list):
+        raise BundleError(f"{source}: malformed manifest: artifacts: must be an array of entries, each with a path")
+    for i, a in enumerate(arts):
+        path = a.get("path") if isinstance(a, dict) else None
+        if not isinstance(path, str) or not _ARTIFACT_PATH.fullmatch(path):
+            raise BundleError(f"{source}: malformed manifest: artifacts[{i}].path: must be artifacts/<name> (letters, digits, . _ -), got {_short(path)}")
+    return {a["path"] for a in arts}
+
+
+class _Plan:
+    """Checks a bundle's file list (names, sizes) before any content is read."""
+
+    def __init__(self, source: str, max_total: int) -> None:
+        self.source, self.max_total = source, max_total
+        self.names: dict[str, str] = {}  # casefolded name -> name
+        self.total = 0
+
+    def add(self, raw_name: str, size: int) -> str:
+        name = _check_member_name(raw_name, self.source)
+        folded = name.casefold()
+        if folded in self.names:
+            raise BundleError(f"{self.source}: {raw_name!r} appears twice in the bundle (as {self.names[folded]!r}); duplicates are refused")
+        if len(self.names) >= MAX_MEMBERS:
+            raise BundleError(f"{self.source}: more than {MAX_MEMBERS} files; this is not a bundle")
+        limit = {MANIFEST: MAX_MANIFEST_BYTES, SIGNATURE: MAX_SIGNATURE_BYTES}.get(name, MAX_MEMBER_BYTES)
+        if size < 0 or size > limit:
+            raise BundleError(f"{self.source}: member {name} is {size} bytes, over the limit of {limit}")
+        self.total += size
+        if self.total > self.max_total:
+            raise BundleError(f"{self.source}: the files add up to more than {self.max_total} bytes; refused unread")
+        self.names[folded] = name
+        return name
+
+    def allowed(self, manifest_bytes: bytes) -> set[str]:
+        listed = _listed_paths(manifest_bytes, self.source)
+        unlisted = sorted(n for n in self.names.values() if n not in (MANIFEST, SIGNATURE) and n not in listed)
+        if unlisted:
+            raise VerificationError(f"{self.source}: files not listed in the signed manifest: {', '.join(unlisted)}")
+        return listed
+
+    def check_dirs(self, dirs: list[str], listed: set[str]) -> None:
+        parents = {str(p) for n in listed for p in PurePosixPath(n).parents}
+        for d in dirs:
+            if d not in parents:
+                raise VerificationError(f"{self.source}: folder {d!r} holds no file the signed manifest lists")
+
+
+def _read_exact(fh: Any, size: int, name: str, source: str) -> bytes:
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = fh.read(min(_CHUNK, size - len(buf)))
+        if not chunk:
+            raise BundleError(f"{source}: member {name} is truncated ({len(buf)} of {size} bytes)")
+        buf += chunk
+    if fh.read(1):
+        raise BundleError(f"{source}: member {name} is longer than its {size} declared bytes")
+    return bytes(buf)
+
+
+def _read_dir(root: Path, max_total: int) -> dict[str, bytes]:
+    plan = _Plan(str(root), max_total)
+    dirs: list[str] = []
+    paths: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
         if path.is_symlink():
-            raise BundleError(f"{root}: bundles may not contain links ({path.relative_to(root)})")
-        if path.is_file():
-            files[path.relative_to(root).as_posix()] = path.read_bytes()
+            raise BundleError(f"{root}: bundles may not contain links ({rel})")
+        if path.is_dir():
+            dirs.append(_check_member_name(rel, str(root)))
+        elif path.is_file():
+            paths[plan.add(rel, path.stat().st_size)] = path
+        else:
+            raise BundleError(f"{root}: bundles may hold only files and folders ({rel} is neither)")
+    files: dict[str, bytes] = {}
+    for name in (MANIFEST, SIGNATURE):
+        if name in paths:
+            with open(paths[name], "rb") as fh:
+                files[name] = _read_exact(fh, paths[name].stat().st_size, name, str(root))
+    if MANIFEST not in files:
+        return files
+    listed = plan.allowed(files[MANIFEST])
+    plan.check_dirs(dirs, listed)
+    for name, path in paths.items():
+        if name not in files:
+            with open(path, "rb") as fh:
+                files[name] = _read_exact(fh, path.stat().st_size, name, str(root))
     return files
 
 
-def _read_tar(path: Path) -> dict[str, bytes]:
+def _read_tar(path: Path, max_total: int) -> dict[str, bytes]:
+    source = str(path)
+    plan = _Plan(source, max_total)
+    archive_size = path.stat().st_size
+    members: dict[str, tarfile.TarInfo] = {}
+    dirs: list[str] = []
     files: dict[str, bytes] = {}
     try:
         with tarfile.open(path, "r:") as tar:
-            for member in tar:
+            # pass 1: headers only; nothing is read or kept before every member passes
+            for count, member in enumerate(tar):
+                if count >= MAX_MEMBERS * 2:
+                    raise BundleError(f"{source}: more than {MAX_MEMBERS * 2} archive entries; this is not a bundle")
+                if member.issparse() or any(k.startswith("GNU.sparse") for k in member.pax_headers):
+                    raise BundleError(f"{source}: sparse member {member.name!r}; bundle archives may hold only plain files")
                 if member.isdir():
+                    name = _check_member_name(member.name, source) if PurePosixPath(member.name).parts else "."
+                    if name != ".":
+                        dirs.append(name)
                     continue
-                if not member.isfile():
-                    raise BundleError(f"{path}: bundle archives may hold only files ({member.name})")
-                if member.size > MAX_MEMBER_BYTES:
-                    raise BundleError(f"{path}: member {member.name} is larger than {MAX_MEMBER_BYTES} bytes")
-                name = _check_member_name(member.name, str(path))
-                fh = tar.extractfile(member)
-                assert fh is not None
-                files[name] = fh.read()
+                if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+                    raise BundleError(f"{source}: bundle archives may hold only files ({member.name})")
+                if member.offset_data + member.size > archive_size:
+                    raise BundleError(f"{source}: member {member.name} claims {member.size} bytes, more than the archive holds")
+                members[plan.add(member.name, member.size)] = member
+            # pass 2: manifest and signature, then only what the manifest lists
+            for name in (MANIFEST, SIGNATURE):
+                if name in members:
+                    files[name] = _read_member(tar, members[name], name, source)
+            if MANIFEST not in files:
+                return files
+            listed = plan.allowed(files[MANIFEST])
+            plan.check_dirs(dirs, listed)
+            for name, member in members.items():
+                if name not in files:
+                    files[name] = _read_member(tar, member, name, source)
     except (tarfile.TarError, EOFError) as exc:
         raise BundleError(f"{path}: not a readable bundle archive: {exc}") from exc
     return files
 
 
-def open_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Read a bundle folder or ``.tar`` archive into memory, without trusting any of it."""
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, source: str) -> bytes:
+    fh = tar.extractfile(member)
+    if fh is None:
+        raise BundleError(f"{source}: member {name} has no content")
+    with fh:
+        return _read_exact(fh, member.size, name, source)
+
+
+def open_bundle(path: str | os.PathLike[str], *, max_total_bytes: int | None = None, source: str | None = None) -> Bundle:
+    """Read a bundle folder or ``.tar`` archive into memory, without trusting any of it.
+
+    ``max_total_bytes`` lowers the cap on all files together (default ``MAX_TOTAL_BYTES``);
+    ``source`` names the bundle in errors instead of its path (e.g. an upload's temp file).
+    """
+    if source is not None:
+        try:
+            bundle = open_bundle(path, max_total_bytes=max_total_bytes)
+        except BundleError as exc:
+            cls = VerificationError if isinstance(exc, VerificationError) else BundleError
+            raise cls(str(exc).replace(os.fspath(path), source, 1)) from exc.__cause__
+        bundle.source = source
+        return bundle
     p = Path(path)
     if not p.exists():
         raise BundleError(f"{p}: no such bundle (expected a bundle folder or .tar archive)")
+    cap = MAX_TOTAL_BYTES if max_total_bytes is None else min(max_total_bytes, MAX_TOTAL_BYTES)
     try:
-        files = _read_dir(p) if p.is_dir() else _read_tar(p)
+        files = _read_dir(p, cap) if p.is_dir() else _read_tar(p, cap)
     except OSError as exc:
         raise BundleError(f"{p}: cannot read bundle: {exc.strerror or exc}") from exc
     if MANIFEST not in files:
@@ -155,13 +303,14 @@ def verify(bundle: Bundle, public_key: Ed25519PublicKey, *, allow_partial: bool 
     manifest = bundle.manifest
     if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(
-            f"{bundle.source}: unsupported bundle format {manifest.get('format')!r} "
-            f"version {manifest.get('format_version')!r}; this edgefleet reads {FORMAT_NAME} v{FORMAT_VERSION}"
+            f"{bundle.source}: unsupported bundle format {_short(manifest.get('format'))} "
+            f"version {_short(manifest.get('format_version'))}; this edgefleet reads {FORMAT_NAME} v{FORMAT_VERSION}"
         )
+    validate_manifest(manifest, bundle.source)
     listed = set()
     present = 0
-    for art in manifest.get("artifacts", []):
-        rel = _check_member_name(str(art.get("path", "")), bundle.source)
+    for art in manifest["artifacts"]:
+        rel = _check_member_name(art["path"], bundle.source)
         listed.add(rel)
         if allow_partial and rel not in bundle.files:
             continue
@@ -180,16 +329,29 @@ def verify(bundle: Bundle, public_key: Ed25519PublicKey, *, allow_partial: bool 
             )
     if present == 0:
         raise BundleError(f"{bundle.source}: the bundle carries none of the artifacts its manifest lists")
-    extra = sorted(n for n in bundle.files if n.startswith("artifacts/") and n not in listed)
+    extra = sorted(n for n in bundle.files if n not in listed and n not in (MANIFEST, SIGNATURE))
     if extra:
         raise VerificationError(f"{bundle.source}: files not listed in the signed manifest: {', '.join(extra)}")
     return manifest
 
 
+def validate_manifest(manifest: Any, source: str = "manifest.json") -> dict[str, Any]:
+    """Refuse a manifest that breaks the schema, naming the field; return it unchanged."""
+    try:
+        return check_manifest(manifest)
+    except ManifestError as exc:
+        raise BundleError(f"{source}: malformed manifest: {exc}") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _claimed_key_id(manifest_bytes: bytes) -> str | None:
     try:
         value = json.loads(manifest_bytes).get("key_id")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return value if isinstance(value, str) else None
 

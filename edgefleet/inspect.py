@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgefleet.bundle_format import Bundle, sha256_hex
+from edgefleet.bundle_format import Bundle, sha256_hex, validate_manifest
 
 
 def summary(bundle: Bundle) -> dict[str, Any]:
-    m = bundle.manifest
+    """The manifest must match its schema (else a one-line BundleError); the signature is not checked."""
+    m = validate_manifest(bundle.manifest, bundle.source)
     arts = []
     for a in m.get("artifacts", []):
         data = bundle.files.get(a.get("path", ""))

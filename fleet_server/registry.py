@@ -1,7 +1,7 @@
 """Model registry: accept signed bundles, keep them content-addressed, derive slim variants.
 
-An upload is verified (signature against the trusted publisher keys, then every artifact)
-before anything is stored. Versions of a name only go up: an upload whose version is not
+An upload is verified (signature against the trusted publisher keys, the manifest against its
+schema, then every artifact; no unlisted, duplicate or sparse member) before anything is stored. Versions of a name only go up: an upload whose version is not
 above the newest registered one is a 409. The archive is kept as ``artifacts/<sha256>.tar``,
 plus one slim archive per format (same signed manifest, one artifact) so a device downloads
 only what it can run.
@@ -41,26 +41,23 @@ def register(fleet: Fleet, archive: bytes, provenance: dict[str, Any] | None = N
     with tempfile.NamedTemporaryFile(suffix=".tar", delete=False) as fh:
         fh.write(archive)
     try:
-        bundle = open_bundle(fh.name)
+        bundle = open_bundle(fh.name, max_total_bytes=fleet.cfg.max_bundle_bytes, source="upload")
         trusted = fleet.trusted_keys()
         if not trusted:
             raise FleetError("bundle: the server trusts no publisher key yet; add one with --trust-key or POST /api/v1/keys")
-        claimed = None
-        try:
-            claimed = bundle.manifest.get("key_id")
-        except BundleError:
-            pass
+        claimed = bundle.manifest.get("key_id")  # a BundleError if manifest.json is not a JSON object
         from edgefleet import keys
 
         key = next((k for k in trusted if keys.key_id(k) == claimed), None)
         if key is None:
-            raise FleetError(f"bundle: signed by key {claimed!r}, which this server does not trust")
+            shown = repr(claimed) if len(repr(claimed)) <= 40 else repr(claimed)[:37] + "..."
+            raise FleetError(f"bundle: signed by key {shown}, which this server does not trust")
         manifest = verify(bundle, key)
     except BundleError as exc:
         raise FleetError(f"bundle: {exc}") from exc
     finally:
         os.unlink(fh.name)
-    name, version = manifest["name"], int(manifest["version"])
+    name, version = manifest["name"], manifest["version"]  # schema-checked by verify: a safe name, an int in [1, 2**53)
     with fleet.session() as s:
         newest = s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == name))
         if newest is not None and version <= newest:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edgefleet import keys
 from edgefleet.bundle_format import Bundle, open_bundle, verify
 from edgefleet.encoding import RecordEncoder, encode_records
-from edgefleet.errors import InputError
+from edgefleet.errors import BundleError, InputError
 from runtimes.python.backends import load_backend
 from runtimes.python.errors import ScoringInputError
 
@@ -39,7 +39,7 @@ def trusted_key_for(bundle: Bundle, trusted: PublicKeys) -> Ed25519PublicKey:
     claimed = None
     try:
         claimed = bundle.manifest.get("key_id")
-    except Exception:  # noqa: BLE001 - an unparsable manifest fails verification below
+    except BundleError:  # an unparsable manifest fails verification below
         pass
     for k in trusted:
         if keys.key_id(k) == claimed:
