@@ -17,7 +17,9 @@ stored. Two paths feed it:
 A message that cannot be stored is that message's rejection, never the fleet's outage: a
 payload that does not parse (any exception, RecursionError and UnicodeDecodeError included) or
 fails validation is counted (``telemetry_rejected``/``telemetry_oversized``/``status_rejected``),
-noted in :attr:`IngestQueue.last_error`, and acknowledged. When a group's transaction fails the
+noted in :attr:`IngestQueue.last_error`, and acknowledged; on Mosquitto the bridge also clears
+a retained copy of it, so a restart does not replay it (an empty payload, which is how MQTT
+clears a retained message, is ignored and not counted). When a group's transaction fails the
 worker asks whether the database is down (the connection was invalidated, or a ``SELECT 1`` on
 a fresh connection fails): then the group stays queued, unacknowledged, and is retried with
 backoff; otherwise the group is stored message by message, each stored one acknowledged at once
@@ -88,6 +90,7 @@ class IngestQueue:
         self._bytes_lock = threading.Lock()
         self.last_error: str | None = None
         self.database_down = False
+        self.on_rejected: Callable[[str], Any] | None = None  # topic of a rejected message (the bridge clears it if retained)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
         self._started = False
@@ -225,6 +228,14 @@ class IngestQueue:
     def _reject(self, item: Item) -> None:
         r = route(item[0])
         self._count(f"{r[1] if r else 'mqtt'}_rejected")
+        self._rejected(item[0])
+
+    def _rejected(self, topic: str) -> None:
+        if self.on_rejected is not None:
+            try:
+                self.on_rejected(topic)
+            except Exception:  # noqa: BLE001 - clearing a retained copy is best effort
+                pass
 
     def _probe_fails(self) -> bool:
         from sqlalchemy import text
@@ -261,15 +272,19 @@ class IngestQueue:
                 if r is None:
                     continue
                 device_id, kind = r
+                if not payload:
+                    continue  # an empty payload clears a retained message; it is not a message
                 if kind == "telemetry":
                     try:
                         rows.extend(ingest.parse_batch(self.fleet, device_id, payload))
                     except FleetError as exc:
                         self.last_error = f"{topic}: {exc}"
                         ingest.reject(self.fleet, exc, s)
+                        self._rejected(topic)
                     except Exception as exc:  # noqa: BLE001 - RecursionError, UnicodeDecodeError, ...
                         self.last_error = f"{topic}: {_short(exc)}"
                         ingest.reject(self.fleet, FleetError(f"body: {_short(exc)}"), s)
+                        self._rejected(topic)
                     continue
                 try:
                     devices.record_status(self.fleet, device_id, json.loads(payload), s)
@@ -279,6 +294,7 @@ class IngestQueue:
                 except Exception as exc:  # noqa: BLE001 - FleetError, not JSON, RecursionError, ...
                     self.last_error = f"{topic}: {_short(exc)}"
                     self.fleet.bump(s, "status_rejected")
+                    self._rejected(topic)
             ingest.insert_rows(self.fleet, rows, s)
         return statuses
 
@@ -296,6 +312,10 @@ class MqttBridge:
         self._own_ingest = ingest is None
         self.ingest = ingest if ingest is not None else IngestQueue(fleet, on_status=on_status)
         self.ingest_topics = ingest_topics
+        if ingest_topics:
+            # A rejected message a device published retained would come back on every resubscribe
+            # (each server restart) and be counted again: the server clears the retained copy.
+            self.ingest.on_rejected = self._clear_retained
         self.ping_seconds, self.ping_timeout = ping_seconds, ping_timeout  # read live: tests may shorten them
         self.reconnects = 0
         self._ping_nonce: str | None = None
@@ -363,6 +383,9 @@ class MqttBridge:
             return
         self.ingest.submit(msg.topic, bytes(msg.payload), ack)  # full: not acknowledged, the broker redelivers
 
+    def _clear_retained(self, topic: str) -> None:
+        self.client.publish(topic, b"", qos=1, retain=True)
+
     def _paho_ack(self, mid: int, qos: int) -> None:
         if qos > 0:
             self.client.ack(mid, qos)
@@ -376,9 +399,11 @@ class MqttBridge:
         return self._ping_seen.wait(self.ping_timeout)
 
     def _ping_loop(self) -> None:
-        while not self._stop.wait(self.ping_seconds):
-            if not self.connected.is_set():
+        last = time.monotonic()
+        while not self._stop.wait(0.25):
+            if time.monotonic() - last < self.ping_seconds or not self.connected.is_set():
                 continue
+            last = time.monotonic()
             if self.ping_once() or self._stop.is_set() or not self.connected.is_set():
                 continue
             self.ingest.last_error = f"mqtt: own ping not received within {self.ping_timeout} s; reconnecting"
