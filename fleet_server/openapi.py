@@ -1,20 +1,177 @@
-"""The OpenAPI 3.1 document for /api/v1. A test checks it lists exactly the app's routes."""
+"""The OpenAPI 3.1 document for /api/v1. A test checks it lists exactly the app's routes.
+
+Request bodies are the schemas the server checks them against (``fleet_server.validation``),
+so the document and the checks cannot drift; path parameters are declared from each path
+template; every operation has a typed success response and the common error shape
+``{"error": "<field>: <reason>"}`` for 4XX. tests/fleet_server/test_fuzz.py validates the
+document and runs schemathesis against a real server with it.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from fleet_server import validation as v
 
 ADMIN = [{"admin": []}]
 DEVICE = [{"device": []}, {"admin": []}]
+PUBLIC: list[Any] = []
+
+S: dict[str, Any] = {"type": "string"}
+I: dict[str, Any] = {"type": "integer"}
+N: dict[str, Any] = {"type": "number"}
+OBJ: dict[str, Any] = {"type": "object"}
+ARR: dict[str, Any] = {"type": "array"}
 
 
-def _op(summary: str, security: list[Any] | None = None, body: str | None = None, ok: str = "200") -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {ok: {"description": "success"}, "4XX": {"$ref": "#/components/responses/Error"}}}
-    if security is not None:
-        op["security"] = security
-    if body:
-        op["requestBody"] = {"required": True, "content": {body: {"schema": {}}}}
+def _null(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def _obj(required: list[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "name": {"type": "string", "minLength": 1, "maxLength": v.MAX_NAME_CHARS},
+    "version": v.VERSION,
+    "device_id": v.DEVICE_ID,
+    "rollout_id": {"type": "integer", "minimum": 0, "maximum": v.MAX_DB_INT},
+    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    "action": {"type": "string", "enum": ["abort", "pause", "resume", "rollback"]},
+}
+UNIX = {"type": "number", "minimum": 0, "maximum": 1e11, "description": "unix seconds"}
+Q_VERSION = ("version", v.VERSION)
+Q_WINDOW = [("start", UNIX), ("end", UNIX)]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj(["error"], error={"type": "string", "description": "'<field or resource>: <reason>'"}),
+    "Model": _obj(["name", "version", "sha256", "size", "formats", "key_id"],
+                  name=S, version=I, sha256=S, size=I, formats={"type": "array", "items": S}, key_id=S,
+                  created_at=_null(S), uploaded_at=S, parity=ARR, metrics=OBJ, provenance=_null(OBJ),
+                  manifest=OBJ, variants=OBJ),
+    "Device": _obj(["device_id", "group", "tags", "enrolled_at"],
+                   device_id=S, group=S, tags={"type": "array", "items": S}, enrolled_at=S, last_seen=_null(S),
+                   active_model=_null(S), active_version=_null(I), health=_null(S), capabilities=_null(OBJ),
+                   last_install=_null(OBJ), status=_null(OBJ), assignment=_null(OBJ)),
+    "Rollout": _obj(["id", "model", "version", "state", "steps", "targets", "counts", "progress", "history"],
+                    id=I, model=S, version=I, state=S, reason=_null(S), step_index=I, steps={"type": "array", "items": N},
+                    selector=OBJ, gates=OBJ, targets=I, counts={"type": "object", "additionalProperties": I}, progress=N,
+                    incapable=ARR, failed=ARR, history=ARR),
+    "Prediction": _obj(["probability", "model_version"], probability=N, label={}, model_version=I),
+    "Assignment": _obj(["assignment", "key_id", "signature"], assignment=OBJ, key_id=S, signature=S),
+    "Report": {"type": "object", "properties": {"start": N, "end": _null(N)}},
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _op(summary: str, security: list[Any], ok: str = "200", out: dict[str, Any] | None = None, *, body: Any = None,
+        ctype: str = "application/json", body_required: bool = True, query: list[tuple[str, dict[str, Any]]] = (),  # type: ignore[assignment]
+        extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    success: dict[str, Any] = {"description": "success"}
+    if out is not None:
+        success["content"] = out if "schema" not in out else _json(out["schema"])
+    op: dict[str, Any] = {"summary": summary, "security": security,
+                          "responses": {ok: success, **(extra or {}), "4XX": {"$ref": "#/components/responses/Error"}}}
+    if body is not None:
+        op["requestBody"] = {"required": body_required, "content": {ctype: {"schema": v.public(body)}}}
+    if query:
+        op["parameters"] = [{"name": n, "in": "query", "required": False, "schema": s} for n, s in query]
     return op
+
+
+def _js(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"schema": schema}
+
+
+def _list(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    return _js(_obj([key], **{key: {"type": "array", "items": item}}))
+
+
+_ROLL = _js(_ref("Rollout"))
+_TAR = {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {"get": _op("liveness", PUBLIC, out=_js(_obj(["ok"], ok={"type": "boolean"})))},
+    "/api/v1/openapi.json": {"get": _op("this document", PUBLIC, out=_js(_obj(["openapi", "paths"], openapi=S, paths=OBJ)))},
+    "/api/v1/counters": {"get": _op("ingest and rejection counters", ADMIN, out=_js({"type": "object", "additionalProperties": I}))},
+    "/api/v1/models": {
+        "get": _op("list models and versions", ADMIN, out=_list("models", _obj(["name", "latest", "versions"], name=S, latest=I,
+                                                                                versions={"type": "array", "items": _ref("Model")}))),
+        "post": _op("upload a signed bundle (.tar body)", ADMIN, "201", _js(_ref("Model")),
+                    body={"type": "string", "format": "binary"}, ctype="application/x-tar")},
+    "/api/v1/models/{name}": {"get": _op("newest version with manifest", ADMIN, out=_js(_ref("Model")))},
+    "/api/v1/models/{name}/versions/{version}": {"get": _op("one version with manifest", ADMIN, out=_js(_ref("Model")))},
+    "/api/v1/models/{name}/predict": {"post": _op(
+        "score one record or a list; 422 names the bad field", ADMIN,
+        out=_js({"oneOf": [_ref("Prediction"), {"type": "array", "items": _ref("Prediction")}]}),
+        body=v.PREDICT_REQUEST, query=[Q_VERSION])},
+    "/api/v1/keys": {"post": _op("trust a publisher's Ed25519 public key (PEM body)", ADMIN, "201", _js(_obj(["key_id"], key_id=S)),
+                                 body={"type": "string"}, ctype="application/x-pem-file")},
+    "/api/v1/artifacts/{sha256}": {"get": _op(
+        "bundle archive by sha256; ETag, Range, If-Range", DEVICE, out=_TAR,
+        extra={"206": {"description": "the requested range", "content": _TAR}, "304": {"description": "not modified"}})},
+    "/api/v1/enrollment-tokens": {"post": _op("create a one-time enrollment token", ADMIN, "201", _js(_obj(["token"], token=S)),
+                                              body=v.ENROLLMENT_TOKEN_REQUEST, body_required=False)},
+    "/api/v1/devices/enroll": {"post": _op(
+        "exchange an enrollment token for a device credential", PUBLIC, "201",
+        _js(_obj(["device_id", "token", "server", "trusted_keys"], device_id=S, token=S, server=S, mqtt=_null(S),
+                 trusted_keys={"type": "array", "items": S})), body=v.ENROLL_REQUEST)},
+    "/api/v1/devices": {"get": _op("list devices", ADMIN, out=_list("devices", _ref("Device")))},
+    "/api/v1/devices/{device_id}": {"get": _op("one device with its assignment", ADMIN, out=_js(_ref("Device")))},
+    "/api/v1/devices/{device_id}/assignment": {"get": _op("signed assignment; ETag / If-None-Match", DEVICE, out=_js(_ref("Assignment")),
+                                                          extra={"304": {"description": "not modified"}})},
+    "/api/v1/devices/{device_id}/status": {"post": _op("report status", DEVICE, "204", body=v.STATUS)},
+    "/api/v1/devices/{device_id}/telemetry": {"post": _op(
+        "telemetry batch, idempotent by message id", DEVICE, out=_js(_obj(["accepted", "duplicates"], accepted=I, duplicates=I)),
+        body=v.TELEMETRY_BATCH)},
+    "/api/v1/rollouts": {"get": _op("list rollouts", ADMIN, out=_list("rollouts", _ref("Rollout"))),
+                         "post": _op("start a staged rollout", ADMIN, "201", _ROLL, body=v.ROLLOUT_REQUEST)},
+    "/api/v1/rollouts/{rollout_id}": {"get": _op("rollout status and progress", ADMIN, out=_ROLL)},
+    "/api/v1/rollouts/{rollout_id}/{action}": {"post": _op("pause, resume, abort or rollback", ADMIN, out=_ROLL)},
+    "/api/v1/models/{name}/policy": {
+        "get": _op("monitoring policy (defaults when none is stored)", ADMIN, out=_js(_obj(["model", "stored", "policy"],
+                                                                                        model=S, stored={"type": "boolean"}, policy=OBJ))),
+        "put": _op("update the monitoring policy (partial object); 400 names the field", ADMIN,
+                   out=_js(_obj(["model", "stored", "policy"], model=S, stored={"type": "boolean"}, policy=OBJ)), body=v.POLICY_REQUEST)},
+    "/api/v1/models/{name}/drift": {"get": _op("drift per window and cohort; ?version=&start=&end=", ADMIN, out=_js(_ref("Report")),
+                                               query=[Q_VERSION, *Q_WINDOW])},
+    "/api/v1/models/{name}/performance": {"get": _op("realized and CBPE-estimated AUROC/AP per window and cohort; ?version=&start=&end=",
+                                                     ADMIN, out=_js(_ref("Report")), query=[Q_VERSION, *Q_WINDOW])},
+    "/api/v1/alerts": {"get": _op("alerts, newest first; ?model=&state=firing|cleared&limit=", ADMIN, out=_list("alerts", OBJ),
+                                  query=[("model", {"type": "string", "maxLength": v.MAX_NAME_CHARS}),
+                                         ("state", {"type": "string", "enum": ["cleared", "firing"]}),
+                                         ("limit", {"type": "integer", "minimum": 1, "maximum": 5000})])},
+    "/api/v1/monitor/run": {"post": _op("run a monitor pass now; returns its fired/cleared events", ADMIN, out=_list("events", OBJ),
+                                        body=v.MONITOR_RUN_REQUEST, body_required=False)},
+    "/metrics": {"get": _op("Prometheus text exposition (admin token)", ADMIN, out={"text/plain": {"schema": S}})},
+    "/api/v1/models/{name}/labeled": {"get": _op(
+        "labeled rows (features, label, score, model_version, device_id, ts) for retraining; ?start=&end=&version=&limit=", ADMIN,
+        out=_js(OBJ), query=[*Q_WINDOW, Q_VERSION, ("limit", {"type": "integer", "minimum": 1, "maximum": v.MAX_DB_INT})])},
+    "/api/v1/models/{name}/versions/{version}/approve": {"post": _op(
+        "approve a challenger registered with approval_required: starts its rollout", ADMIN, "201", _ROLL,
+        body=v.APPROVE_REQUEST, body_required=False)},
+    "/api/v1/models/{name}/retrains": {"get": _op("retrain jobs the monitor started, skipped or reaped", ADMIN,
+                                                  out=_js(_obj(["model", "jobs"], model=S, jobs=ARR)))},
+}
+
+
+def _with_path_params(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for path, ops in paths.items():
+        names = re.findall(r"{([a-z_0-9]+)}", path)
+        params = [{"name": n, "in": "path", "required": True, "schema": PATH_PARAMS[n]} for n in names]
+        # on each operation, not the path item: a path item's keys are then exactly its methods
+        out[path] = {m: {**op, "parameters": params + op.get("parameters", [])} if params else op for m, op in ops.items()}
+    return out
 
 
 SPEC: dict[str, Any] = {
@@ -22,38 +179,8 @@ SPEC: dict[str, Any] = {
     "info": {"title": "edgefleet fleet server", "version": "1"},
     "components": {
         "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}, "device": {"type": "http", "scheme": "bearer"}},
-        "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"error": {"type": "string", "description": "'<field or resource>: <reason>'"}}}}}}},
+        "schemas": SCHEMAS,
+        "responses": {"Error": {"description": "error: '<field>: <reason>'", "content": _json(_ref("Error"))}},
     },
-    "paths": {
-        "/healthz": {"get": _op("liveness")},
-        "/api/v1/openapi.json": {"get": _op("this document")},
-        "/api/v1/counters": {"get": _op("ingest and rejection counters", ADMIN)},
-        "/api/v1/models": {"get": _op("list models and versions", ADMIN), "post": _op("upload a signed bundle (.tar body)", ADMIN, "application/x-tar", "201")},
-        "/api/v1/models/{name}": {"get": _op("newest version with manifest", ADMIN)},
-        "/api/v1/models/{name}/versions/{version}": {"get": _op("one version with manifest", ADMIN)},
-        "/api/v1/models/{name}/predict": {"post": _op("score one record or a list; 422 names the bad field", ADMIN, "application/json")},
-        "/api/v1/keys": {"post": _op("trust a publisher's Ed25519 public key (PEM body)", ADMIN, "application/x-pem-file", "201")},
-        "/api/v1/artifacts/{sha256}": {"get": _op("bundle archive by sha256; ETag, Range, If-Range", DEVICE)},
-        "/api/v1/enrollment-tokens": {"post": _op("create a one-time enrollment token", ADMIN, "application/json", "201")},
-        "/api/v1/devices/enroll": {"post": _op("exchange an enrollment token for a device credential", None, "application/json", "201")},
-        "/api/v1/devices": {"get": _op("list devices", ADMIN)},
-        "/api/v1/devices/{device_id}": {"get": _op("one device with its assignment", ADMIN)},
-        "/api/v1/devices/{device_id}/assignment": {"get": _op("signed assignment; ETag / If-None-Match", DEVICE)},
-        "/api/v1/devices/{device_id}/status": {"post": _op("report status", DEVICE, "application/json", "204")},
-        "/api/v1/devices/{device_id}/telemetry": {"post": _op("telemetry batch, idempotent by message id", DEVICE, "application/json")},
-        "/api/v1/rollouts": {"get": _op("list rollouts", ADMIN), "post": _op("start a staged rollout", ADMIN, "application/json", "201")},
-        "/api/v1/rollouts/{rollout_id}": {"get": _op("rollout status and progress", ADMIN)},
-        "/api/v1/rollouts/{rollout_id}/{action}": {"post": _op("pause, resume, abort or rollback", ADMIN)},
-        "/api/v1/models/{name}/policy": {"get": _op("monitoring policy (defaults when none is stored)", ADMIN),
-                                         "put": _op("update the monitoring policy (partial object); 400 names the field", ADMIN, "application/json")},
-        "/api/v1/models/{name}/drift": {"get": _op("drift per window and cohort; ?version=&start=&end=", ADMIN)},
-        "/api/v1/models/{name}/performance": {"get": _op("realized and CBPE-estimated AUROC/AP per window and cohort; ?version=&start=&end=", ADMIN)},
-        "/api/v1/alerts": {"get": _op("alerts, newest first; ?model=&state=firing|cleared&limit=", ADMIN)},
-        "/api/v1/monitor/run": {"post": _op("run a monitor pass now; returns its fired/cleared events", ADMIN)},
-        "/metrics": {"get": _op("Prometheus text exposition (admin token)", ADMIN)},
-        "/api/v1/models/{name}/labeled": {"get": _op("labeled rows (features, label, score, model_version, device_id, ts) for retraining; ?start=&end=&version=&limit=", ADMIN)},
-        "/api/v1/models/{name}/versions/{version}/approve": {"post": _op("approve a challenger registered with approval_required: starts its rollout", ADMIN, None, "201")},
-        "/api/v1/models/{name}/retrains": {"get": _op("retrain jobs the monitor started, skipped or reaped", ADMIN)},
-    },
+    "paths": _with_path_params(PATHS),
 }

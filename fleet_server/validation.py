@@ -69,24 +69,26 @@ def clean(value: Any, what: str = "body", max_depth: int = MAX_DEPTH) -> Any:
 
     Iterative, so it is also safe on values that did not come through ``parse_json`` (MQTT).
     """
-    stack: list[tuple[Any, str, int]] = [(value, what, 0)]
+    root = "" if what == "body" else what  # a body's fields are named bare, as ``check`` names them
+    stack: list[tuple[Any, str, int]] = [(value, root, 0)]
     while stack:
         v, path, depth = stack.pop()
+        label = path or what
         if depth > max_depth:
             raise FleetError(f"{what}: JSON nested deeper than {max_depth} levels")
         if isinstance(v, str):
-            _check_chars(v, path)
+            _check_chars(v, label)
         elif isinstance(v, float):
             if not math.isfinite(v):
-                raise FleetError(f"{path}: expected a finite number")
+                raise FleetError(f"{label}: expected a finite number")
         elif isinstance(v, dict):
             for k, item in v.items():
                 if not isinstance(k, str):
-                    raise FleetError(f"{path}: object keys must be strings")
-                _check_chars(k, path)
-                stack.append((item, f"{path}.{k}" if len(k) <= 64 else path, depth + 1))
+                    raise FleetError(f"{label}: object keys must be strings")
+                _check_chars(k, label)
+                stack.append((item, _field(path, k) if len(k) <= 64 else label, depth + 1))
         elif isinstance(v, list):
-            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(v))
+            stack.extend((item, f"{label}[{i}]", depth + 1) for i, item in enumerate(v))
     return value
 
 
@@ -161,9 +163,9 @@ def check(value: Any, schema: dict[str, Any], path: str = "body") -> Any:
             if key in props:
                 check(item, props[key], _field(path, key))
             elif extra is False:
-                raise FleetError(f"{_field(path, _short(key, 40))}: unknown field; expected one of {sorted(props)}")
+                raise FleetError(f"{_field(path, key[:40])}: unknown field; expected one of {sorted(props)}")
             elif isinstance(extra, dict):
-                check(item, extra, _field(path, _short(key, 40)))
+                check(item, extra, _field(path, key[:40]))
     if "maxBytes" in schema and len(json.dumps(value)) > schema["maxBytes"]:  # our extension, stripped from the OpenAPI
         raise FleetError(f"{label}: {len(json.dumps(value))} bytes of JSON, at most {schema['maxBytes']}")
     return value
