@@ -208,6 +208,7 @@ class Agent:
         self._next_download = 0.0
         self.last_error: str | None = None
         self.last_telemetry_error: str | None = None
+        self._report_first = bool(self.store.fallback or self.store.recovery)
         self._heal()
 
     # -- public, offline ---------------------------------------------------------------------
@@ -500,6 +501,9 @@ class Agent:
 
     def tick(self) -> None:
         now = time.monotonic()
+        if self._report_first:  # say what the store found before repairing it
+            self._report_first = False
+            self._report_status(now)
         while True:
             try:
                 payload = self._assignments.get_nowait()
@@ -525,12 +529,15 @@ class Agent:
                 self._next_flush = now + backoff_delay(self._flush_attempt, self.cfg.backoff_base, self.cfg.backoff_cap)
         self.score_inbox()
         if self._status_dirty or now >= self._next_status:
-            try:
-                self._send_status()
-                self._status_dirty = False
-                self._next_status = now + self.cfg.status_seconds
-            except TransportError:
-                self._next_status = now + backoff_delay(1, self.cfg.backoff_base, self.cfg.backoff_cap)
+            self._report_status(now)
+
+    def _report_status(self, now: float) -> None:
+        try:
+            self._send_status()
+            self._status_dirty = False
+            self._next_status = now + self.cfg.status_seconds
+        except TransportError:
+            self._next_status = now + backoff_delay(1, self.cfg.backoff_base, self.cfg.backoff_cap)
 
     def run(self, *, install_signal_handlers: bool = True) -> int:
         if install_signal_handlers:
