@@ -12,8 +12,9 @@ than being silently ignored.
 It is deliberately stricter than the standard in one way: ``integer`` means a JSON integer
 (``7.0`` and ``true`` are not integers), and ``number`` excludes booleans and non-finite values.
 
-After the schema, ``check_manifest`` adds the rules a schema cannot say: artifact paths and
-formats are unique.
+After the schema, ``check_manifest`` adds the rules a schema cannot say: artifact paths,
+artifact formats, input field names and classes are unique; a binary model's positive class is
+its second class; every canary row has one probability per class.
 
 The first violation is reported as one line naming the field: ``artifacts[0].format: is
 required``.
@@ -237,4 +238,21 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
             raise ManifestError(f"artifacts[{i}].format", f"{art['format']!r} is listed twice; a bundle carries one artifact per format")
         seen_paths.add(art["path"].casefold())
         seen_formats.add(art["format"])
+    names: set[str] = set()
+    for i, f in enumerate(manifest["input_schema"]["fields"]):
+        if f["name"] in names:
+            raise ManifestError(f"input_schema.fields[{i}].name", f"{f['name']!r} is listed twice")
+        names.add(f["name"])
+    out = manifest["output"]
+    classes = out["classes"]
+    keys = [json.dumps(c, sort_keys=True) for c in classes]
+    if len(set(keys)) != len(keys):
+        raise ManifestError("output.classes", "a class is listed twice")
+    if out["positive_class"] is not None and not any(_same(out["positive_class"], c) for c in classes):
+        raise ManifestError("output.positive_class", f"{_show(out['positive_class'])} is not one of the classes")
+    if len(classes) == 2 and out["positive_class"] is not None and not _same(out["positive_class"], classes[1]):
+        raise ManifestError("output.positive_class", "must be the second class of a binary model (its probability is column 1)")
+    for i, row in enumerate(manifest["canary"]["rows"]):
+        if len(row["probabilities"]) != len(classes):
+            raise ManifestError(f"canary.rows[{i}].probabilities", f"has {len(row['probabilities'])} values for {len(classes)} classes")
     return manifest

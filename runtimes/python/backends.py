@@ -12,7 +12,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from edgefleet.errors import BundleError
 from runtimes.python.errors import BackendUnavailableError
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, bounded: runtime errors can span many lines."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 # backend name -> (artifact format, python module that must be importable)
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -130,11 +138,16 @@ def load_backend(manifest: Mapping[str, Any], files: Mapping[str, bytes], prefer
             continue
         entry = offered[fmt]
         data = files[entry["path"]]
-        if name == "onnx":
-            return OnnxBackend(data, entry)
-        if name == "tflite":
-            return TfliteBackend(data, entry)
-        return PmmlBackend(data, entry, manifest["output"]["classes"])
+        try:
+            if name == "onnx":
+                return OnnxBackend(data, entry)
+            if name == "tflite":
+                return TfliteBackend(data, entry)
+            return PmmlBackend(data, entry, manifest["output"]["classes"])
+        except Exception as exc:  # noqa: BLE001 - each runtime raises its own types; a signed but broken artifact is a bundle defect
+            raise BundleError(
+                f"bundle {manifest['name']} v{manifest['version']}: its {fmt} artifact does not load in {module}: {one_line(exc)}"
+            ) from exc
     raise BackendUnavailableError(
         f"bundle {manifest['name']} v{manifest['version']} offers {', '.join(offered)}, "
         f"but this device can run only: {', '.join(installed) or 'nothing (install onnxruntime)'}"

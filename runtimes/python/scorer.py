@@ -24,7 +24,7 @@ from edgefleet import keys
 from edgefleet.bundle_format import Bundle, open_bundle, verify
 from edgefleet.encoding import RecordEncoder, encode_records
 from edgefleet.errors import BundleError, InputError
-from runtimes.python.backends import load_backend
+from runtimes.python.backends import load_backend, one_line
 from runtimes.python.errors import ScoringInputError
 
 PublicKeys = Ed25519PublicKey | str | os.PathLike[str] | Sequence[Ed25519PublicKey]
@@ -75,6 +75,19 @@ class Scorer:
         manifest = verify(bundle, trusted_key_for(bundle, pubkey), allow_partial=True)
         return cls(manifest, bundle.files, backend)
 
+    def _predict(self, features: np.ndarray, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The backend's probabilities; a runtime failure on a verified bundle is a bundle defect, named in one line."""
+        try:
+            proba = self.backend.predict(features, records)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime, LiteRT and pypmml each raise their own types
+            raise BundleError(f"bundle {self.name} v{self.version}: its {self.backend_name} artifact failed to score: {one_line(exc)}") from exc
+        if getattr(proba, "ndim", 0) != 2 or proba.shape[0] != len(records) or proba.shape[1] != len(self.classes):
+            raise BundleError(
+                f"bundle {self.name} v{self.version}: its {self.backend_name} artifact returned shape {getattr(proba, 'shape', None)}, "
+                f"expected ({len(records)}, {len(self.classes)}) for its {len(self.classes)} classes"
+            )
+        return proba
+
     @property
     def backend_name(self) -> str:
         return str(self.backend.name)
@@ -91,7 +104,7 @@ class Scorer:
             features = self._encoder.encode_one(record)
         except InputError as exc:
             raise ScoringInputError(exc.field, exc.reason) from None
-        p = self.backend.predict(features, (record,))[0].tolist()
+        p = self._predict(features, (record,))[0].tolist()
         if not math.isfinite(sum(p)):
             raise ScoringInputError("<record>", f"model {self.name} v{self.version} returned a non-finite probability")
         return self._prediction(p)
@@ -102,7 +115,7 @@ class Scorer:
             features = self._encoder.encode_one(record)
         except InputError as exc:
             raise ScoringInputError(exc.field, exc.reason) from None
-        p = self.backend.predict(features, (record,))[0].tolist()
+        p = self._predict(features, (record,))[0].tolist()
         if not math.isfinite(sum(p)):
             raise ScoringInputError("<record>", f"model {self.name} v{self.version} returned a non-finite probability")
         return self._prediction(p), features
@@ -119,7 +132,7 @@ class Scorer:
             features = np.concatenate(encoded) if all(e is not None for e in encoded) else encode_records(self.fields, rows)
         except InputError as exc:
             raise ScoringInputError(exc.field, exc.reason) from None
-        proba = np.asarray(self.backend.predict(features, rows), dtype=np.float64)
+        proba = np.asarray(self._predict(features, rows), dtype=np.float64)
         if not np.all(np.isfinite(proba)):
             bad = int(np.argmax(~np.isfinite(proba).all(axis=1)))
             raise ScoringInputError("<record>", f"row {bad}: model {self.name} v{self.version} returned a non-finite probability")

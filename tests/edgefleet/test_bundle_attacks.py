@@ -41,7 +41,8 @@ from tests.fleet_server.conftest import Api, make_server  # noqa: F401 - the rea
 from tests.runtimes.conftest import lr_result  # noqa: F401 - session-scoped compiled bundle
 
 MEMORY_LIMIT_KB = 200 * 1024
-SPARSE_BYTES = 3 * 1024**3  # what the sparse member expands to; its archive is a few KiB
+SPARSE_MEMBER = 500 * 1024**2  # under MAX_MEMBER_BYTES: only a total cap or the sparse check stops it
+SPARSE_BYTES = 7 * SPARSE_MEMBER  # what the sparse bomb expands to; its archive is a few KiB
 
 
 # -- building crafted bundles -------------------------------------------------------------------
@@ -87,16 +88,23 @@ def _files_entries(files: dict[str, bytes]) -> list[tuple[str, str, bytes | str]
 
 
 def _sparse_bomb(tmp: Path, files: dict[str, bytes], fmt: str) -> Path:
-    """A GNU tar ``--sparse`` archive whose listed artifact expands to SPARSE_BYTES."""
+    """A GNU tar ``--sparse`` archive of a few KiB that expands to SPARSE_BYTES.
+
+    Every member stays under the per-member cap (as in the issue's reproduction): the listed
+    artifact and six unlisted blobs of SPARSE_MEMBER bytes each.
+    """
     src = tmp / f"sparse-src-{fmt}"
     (src / "artifacts").mkdir(parents=True)
+    (src / "payload").mkdir()
     (src / "manifest.json").write_bytes(files["manifest.json"])
     (src / "signature").write_bytes(files["signature"])
-    with open(src / "artifacts" / "model.onnx", "wb") as fh:
-        fh.write(files["artifacts/model.onnx"][:4096])
-        fh.truncate(SPARSE_BYTES)
+    names = ["artifacts/model.onnx"] + [f"payload/blob-{i}" for i in range(SPARSE_BYTES // SPARSE_MEMBER - 1)]
+    for name in names:
+        with open(src / name, "wb") as fh:
+            fh.write(files["artifacts/model.onnx"][:4096])
+            fh.truncate(SPARSE_MEMBER)
     out = tmp / f"sparse-bomb-{fmt}.tar"
-    subprocess.run(["tar", "--sparse", f"--format={fmt}", "-cf", str(out), "-C", str(src), "manifest.json", "signature", "artifacts/model.onnx"],
+    subprocess.run(["tar", "--sparse", f"--format={fmt}", "-cf", str(out), "-C", str(src), "manifest.json", "signature", *names],
                    check=True, timeout=120)
     shutil.rmtree(src)
     assert out.stat().st_size < 1024 * 1024, "the bomb must be small on disk"
@@ -142,7 +150,12 @@ MALFORMED: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "threshold-out-of-range": (lambda m: m["output"].update(threshold=7), "output.threshold: must be < 1"),
     "unknown-top-field": (_edit(lambda m: m.update(evil=1)), "evil: is not a known field"),
     "format-version-2": (_edit(lambda m: m.update(format_version=2)), "unsupported bundle format"),
+    # beyond the schema (edgefleet.manifest_schema.check_manifest)
+    "field-listed-twice": (lambda m: m["input_schema"]["fields"].append(dict(m["input_schema"]["fields"][0])), "input_schema.fields[16].name: 'gender' is listed twice"),
+    "classes-three-for-binary": (lambda m: m["output"].update(classes=[0, 1, 2]), "canary.rows[0].probabilities: has 2 values for 3 classes"),
+    "positive-class-unknown": (lambda m: m["output"].update(positive_class="yes"), "output.positive_class"),
 }
+SCHEMA_BEYOND = {"artifact-listed-twice", "name-newline", "field-listed-twice", "classes-three-for-binary", "positive-class-unknown"}
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +290,7 @@ def _verify_cli(crafted: dict[str, tuple[Path, str]], cases: list[str], keypair:
         assert err.startswith("edgefleet: error: "), err
         assert rss_kb < MEMORY_LIMIT_KB, f"{case}: verify peaked at {rss_kb / 1024:.0f} MiB"
     bombs = {c: results[c][3] // 1024 for c in results if c.startswith("sparse")}
-    print(f"\nverify max RSS on the sparse bombs (MiB, each expanding to {SPARSE_BYTES >> 30} GiB): {bombs}; "
+    print(f"\nverify max RSS on the sparse bombs (MiB, each expanding to {SPARSE_BYTES / 2**30:.1f} GiB): {bombs}; "
           f"largest of {len(results)} cases {max(r[3] for r in results.values()) // 1024} MiB")
 
 
@@ -381,7 +394,7 @@ def test_builtin_validator_agrees_with_jsonschema(lr_result: Any) -> None:  # no
         edit(m)
         with pytest.raises(ManifestError):
             check_manifest(m)
-        if case not in {"artifact-listed-twice", "name-newline"}:  # rules beyond JSON Schema / Python-re `$` in jsonschema
+        if case not in SCHEMA_BEYOND:  # rules beyond JSON Schema, and `$` that Python's re (used by jsonschema) lets match before "\n"
             with pytest.raises(jsonschema.ValidationError):
                 jsonschema.validate(m, schema)
     whole = dict(real, version=7.0)  # a whole float is an integer to JSON Schema; to us, by design, it is not
@@ -402,3 +415,31 @@ def test_manifest_cli_inspect_refuses_malformed(crafted: dict[str, tuple[Path, s
     rc, out, err, _ = _cli(["inspect", str(crafted["signed-artifacts-a-string"][0])], tmp_path)
     assert rc == 1 and out == ""
     _one_line_refusal(err, "malformed manifest: artifacts", "inspect")
+
+
+def test_signed_bundle_whose_artifact_does_not_run_is_refused_in_one_line(lr_result: Any, keypair: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+    """Signature and sha256 hold, but the artifact is not a model, or the manifest names a wrong input: one line, never a traceback."""
+    import hashlib
+
+    def garbage(m: dict[str, Any]) -> None:
+        m["artifacts"][0].update(size=len(junk), sha256=hashlib.sha256(junk).hexdigest())
+
+    junk = b"not an onnx model" * 8
+    bad_model = _good_files(lr_result, keypair["private"], edit=garbage)
+    bad_model["artifacts/model.onnx"] = junk
+    wrong_input = _good_files(lr_result, keypair["private"], edit=lambda m: m["artifacts"][0]["inputs"][0].update(name="nope"))
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps(lr_result.manifest["canary"]["rows"][0]["input"]) + "\n")
+    store = ModelStore(tmp_path / "device", keypair["public"])
+    store.install(_tar(tmp_path / "v1.tar", _files_entries(_good_files(lr_result, keypair["private"], version=1))))
+    for case, files, expect in [("junk-onnx", bad_model, "its onnx artifact does not load in onnxruntime: InvalidProtobuf"),
+                                ("wrong-input-name", wrong_input, "its onnx artifact failed to score: InvalidArgument")]:
+        path = _tar(tmp_path / f"{case}.tar", _files_entries(files))
+        assert verify(open_bundle(path), keypair["public"])["version"] == 2  # the signature and hashes are right
+        rc, out, err, _ = _cli(["score", str(path), "--pubkey", str(keypair["public_path"]), "--input", str(records)], tmp_path)
+        assert rc == 1 and out == "", (case, rc, out)
+        _one_line_refusal(err, expect, case)
+        with pytest.raises(InstallError) as info:
+            store.install(path)
+        _one_line_refusal(str(info.value), expect.split(":")[0], case)
+        assert store.active_version == 1
