@@ -315,3 +315,59 @@ def test_ingest_group_with_one_poison_row_acks_every_stored_message(backend: str
         assert q.queue.empty() and q.queued_bytes == 0
     finally:
         fleet.engine.dispose()
+
+
+def test_database_down_keeps_messages_unacknowledged_then_stores_all(tmp_path: Path, keypair: dict[str, Any], fresh_pg: str) -> None:
+    """The other side of item 1: when the connection fails (PostgreSQL refuses connections and
+    the open ones are terminated) nothing is rejected or acknowledged; once it is back every
+    message is stored and acknowledged."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from fleet_server import devices
+    from fleet_server.core import Fleet
+
+    fleet = Fleet(ServerConfig(data_dir=tmp_path / "fleet", db_url=fresh_pg, trust_keys=[keypair["public_path"]], embedded_broker=False))
+    url = make_url(fresh_pg)
+    admin = create_engine(url.set(drivername="postgresql+psycopg", database="postgres"), isolation_level="AUTOCOMMIT")
+    dbname = url.database
+
+    def allow(on: bool) -> None:
+        with admin.connect() as c:
+            c.execute(text(f'ALTER DATABASE "{dbname}" WITH ALLOW_CONNECTIONS {"true" if on else "false"}'))
+            if not on:
+                c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"),
+                          {"d": dbname})
+
+    q = IngestQueue(fleet).start()
+    try:
+        dev = devices.enroll(fleet, devices.create_enrollment_token(fleet), "dev-down")["device_id"]
+        acked: list[int] = []
+        first_ids, first = batch(dev)
+        assert q.submit(device_topic(dev, "telemetry"), first, lambda: acked.append(0))
+        wait_for(lambda: acked == [0], timeout=5, what="stored while the database is up")
+        allow(False)
+        ids: list[str] = []
+        for k in range(1, 6):
+            more, payload = batch(dev)
+            ids += more
+            assert q.submit(device_topic(dev, "telemetry"), payload, lambda k=k: acked.append(k))
+        status = json.dumps({"active_model": "churn", "active_version": 1, "health": "ok"}).encode()
+        assert q.submit(device_topic(dev, "status"), status, lambda: acked.append(6))
+        wait_for(lambda: q.database_down, timeout=10, what="the outage noticed")
+        time.sleep(1.5)
+        assert acked == [0], "something was acknowledged while the database was down"
+        assert "database" in (q.last_error or "")
+        allow(True)
+        wait_for(lambda: sorted(acked) == list(range(7)), timeout=40, what="every message acknowledged after the outage")
+        with fleet.session() as s:
+            got = set(s.scalars(select(TelemetryRecord.id)))
+            counts = {c.name: c.value for c in s.scalars(select(Counter))}
+        assert got == set(first_ids) | set(ids)
+        assert not any(counts.get(n) for n in REJECTIONS), counts
+        assert not q.database_down
+    finally:
+        allow(True)
+        q.stop()
+        admin.dispose()
+        fleet.engine.dispose()
