@@ -21,6 +21,7 @@ exit status 1 (2 for bad usage); a traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -124,8 +125,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _read_records(path: str, fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """CSV (typed by the schema: numbers parsed, empty cells missing) or JSON Lines records."""
-    import csv
+    from edgefleet.errors import InputError
 
+    try:
+        return _parse_records(path, fields)
+    except UnicodeDecodeError as exc:
+        raise InputError("--input", f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except csv.Error as exc:
+        raise InputError("--input", f"{path} is not readable CSV: {exc}") from None
+
+
+def _parse_records(path: str, fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from edgefleet.errors import InputError
 
     names = {f["name"]: f for f in fields}
@@ -142,6 +152,8 @@ def _read_records(path: str, fields: list[dict[str, Any]]) -> list[dict[str, Any
                         out.append(json.loads(line))
                     except json.JSONDecodeError as exc:
                         raise InputError("--input", f"line {i + 1} is not JSON: {exc}") from exc
+                    except RecursionError:
+                        raise InputError("--input", f"line {i + 1} is nested too deeply to be a record") from None
             return out
         reader = csv.DictReader(fh)
         missing = [n for n in names if n not in (reader.fieldnames or [])]
@@ -177,10 +189,15 @@ def _number(cell: str, name: str, row: int) -> float | int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from runtimes.python import Scorer
 
+    from edgefleet.errors import InputError
+
     scorer = Scorer.from_bundle(args.bundle, args.pubkey, backend=args.backend)
     records = _read_records(args.input, scorer.fields)
     preds = scorer.score_many(records)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    except OSError as exc:
+        raise InputError("--output", f"cannot write {args.output}: {exc.strerror or exc}") from None
     try:
         for i, p in enumerate(preds):
             out.write(json.dumps({"row": i, "probability": p.probability, "label": p.label, "model_version": p.version, "backend": scorer.backend_name}) + "\n")

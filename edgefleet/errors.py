@@ -2,7 +2,8 @@
 
     EdgefleetError                  root: the CLI prints these as one clear line
     ├── BundleError                 a bundle is unreadable, malformed or fails verification
-    │   └── VerificationError       signature, size or sha256 mismatch; wrong key
+    │   ├── VerificationError       signature, size or sha256 mismatch; wrong key; an unlisted file
+    │   └── ManifestError           the manifest breaks its schema; ``field`` names the JSON path
     ├── KeyFileError                a key file is missing, unreadable or not Ed25519
     ├── InputError                  a record does not match the manifest's input schema
     └── CompileError                (compiler.errors) the compiler refuses a model or a target
@@ -24,6 +25,15 @@ class BundleError(EdgefleetError):
 
 class VerificationError(BundleError):
     """A bundle failed verification: signature, artifact size or sha256, or the key."""
+
+
+class ManifestError(BundleError):
+    """A manifest does not match the bundle manifest schema. ``field`` is the JSON path."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
 
 
 class KeyFileError(EdgefleetError):

@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edgefleet.errors import BundleError
+from edgefleet.errors import ManifestError
 
 __all__ = ["SCHEMA_PATH", "ManifestError", "check_manifest", "schema", "validate"]
 
@@ -42,15 +42,6 @@ _KNOWN = {
     "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "items", "oneOf", "if",
     "then", "else",
 }
-
-
-class ManifestError(BundleError):
-    """A manifest does not match the bundle manifest schema. ``field`` is the JSON path."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 def _check_keywords(node: Any, where: str) -> None:

@@ -443,3 +443,22 @@ def test_signed_bundle_whose_artifact_does_not_run_is_refused_in_one_line(lr_res
             store.install(path)
         _one_line_refusal(str(info.value), expect.split(":")[0], case)
         assert store.active_version == 1
+
+
+def test_score_cli_bad_input_files_are_one_line(good_bundle: Path, keypair: dict[str, Any], lr_result: Any, tmp_path: Path) -> None:  # noqa: F811
+    (tmp_path / "binary.jsonl").write_bytes(b"\xff\xfe{}\n")
+    (tmp_path / "binary.csv").write_bytes(b"gender,\xff\n")
+    (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    (tmp_path / "good.jsonl").write_text(json.dumps(lr_result.manifest["canary"]["rows"][0]["input"]) + "\n")
+    cases = [("binary.jsonl", None, "--input': binary.jsonl is not UTF-8"), ("binary.csv", None, "is not UTF-8"),
+             ("deep.jsonl", None, "line 1 is nested too deeply"), ("good.jsonl", str(tmp_path / "no" / "dir" / "out.jsonl"), "--output': cannot write")]
+
+    def run(case: tuple[str, str | None, str]) -> tuple[tuple[str, str | None, str], tuple[int, str, str, int]]:
+        name, output, _ = case
+        args = ["score", str(good_bundle), "--pubkey", str(keypair["public_path"]), "--input", str(tmp_path / name)]
+        return case, _cli(args + (["--output", output] if output else []), tmp_path)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for (name, _, expect), (rc, out, err, _) in pool.map(run, cases):
+            assert rc == 1 and out == "", (name, rc, out, err)
+            _one_line_refusal(err, expect, name)
