@@ -28,8 +28,8 @@ a lock timeout), so one message can never block a group.
 
 A dead subscription (a broker that silently dropped the server's session) is found by a
 self-ping: every ``ping_seconds`` the bridge publishes a nonce on
-``edgefleet/v1/server/ping/<nonce>`` and must receive it back within ``ping_timeout``; if not,
-it reconnects and subscribes again. On every (re)connect the bridge re-publishes each device's
+``edgefleet/v1/server/ping/<nonce>`` and must receive it back within ``ping_timeout``; if
+neither it nor any other message arrived meanwhile, it reconnects and subscribes again. On every (re)connect the bridge re-publishes each device's
 newest assignment as retained, because an embedded broker forgets retained messages when it
 restarts.
 """
@@ -320,6 +320,7 @@ class MqttBridge:
         self.reconnects = 0
         self._ping_nonce: str | None = None
         self._ping_seen = threading.Event()
+        self._last_rx = 0.0  # monotonic time of the last message received, pings included
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=SERVER_CLIENT_ID, clean_session=False, manual_ack=True)
         if username:
             self.client.username_pw_set(username, password if password is not None else fleet.secrets.mqtt_password)
@@ -371,6 +372,7 @@ class MqttBridge:
         threading.Thread(target=devices.republish_all, args=(self.fleet,), daemon=True).start()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self._last_rx = time.monotonic()
         if msg.topic.startswith(PING_PREFIX):
             if msg.qos > 0:
                 client.ack(msg.mid, msg.qos)
@@ -406,6 +408,8 @@ class MqttBridge:
             last = time.monotonic()
             if self.ping_once() or self._stop.is_set() or not self.connected.is_set():
                 continue
+            if self._last_rx > last:
+                continue  # a backlog delays the ping, but messages arrive: the subscription is alive
             self.ingest.last_error = f"mqtt: own ping not received within {self.ping_timeout} s; reconnecting"
             self.ingest._count("mqtt_ping_lost")
             self._reconnect()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ from tests.fleet_server.test_broker_acl import Probe
 pytestmark = pytest.mark.timeout(120)
 
 STORED_WITHIN = 5.0  # seconds: the issue's bound for "other devices' telemetry is still stored"
+MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "mosquitto_sub"  # `make test` installs mosquitto-clients
 REJECTIONS = ("status_rejected", "telemetry_rejected", "telemetry_oversized", "mqtt_rejected")
 
 
@@ -237,6 +240,12 @@ def test_reserved_server_client_id_and_username_are_refused_and_harmless(stack: 
     assert not p.connect()
     assert not stack.device("bad", client_id="edgefleet-server", username=SERVER_USERNAME).connect()
     assert not stack.device("bad", client_id="", username=SERVER_USERNAME).connect()
+    # The issue's reproduction, with the real Mosquitto client.
+    bad = stack.creds["bad"]
+    r = subprocess.run([MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(stack.port), "-u", bad["device_id"], "-P", bad["token"],
+                        "-i", "edgefleet-server", "-t", device_topic(bad["device_id"], "assignment"), "-C", "1", "-W", "3"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0 and "refused" in (r.stdout + r.stderr).lower(), (r.returncode, r.stdout, r.stderr)
     time.sleep(0.3)
     assert bridge.ping_once(), f"{stack.kind}: the server's subscription died after the refused logins"
     assert bridge.reconnects == reconnects, "the bridge had to reconnect: its session was disturbed"
