@@ -394,6 +394,16 @@ class _ACLBroker(Broker):
             await asyncio.wait(tasks)
 
 
+def _check_amqtt_internals() -> None:
+    """The overrides above replace amqtt 0.12.1 internals; refuse to run on an amqtt without them
+    rather than silently losing the store-before-ack and authenticate-first guarantees."""
+    for owner, name in ((Broker, "_initialize_client_session"), (Broker, "_authenticate"), (Broker, "_delete_session"),
+                        (Broker, "_publish_retained_messages_for_subscription"),
+                        (BrokerProtocolHandler, "_handle_message_flow"), (BrokerProtocolHandler, "init_from_connect")):
+        if not callable(getattr(owner, name, None)):
+            raise BrokerError(f"amqtt: {owner.__name__}.{name} is missing; the embedded broker is written for amqtt 0.12.1")
+
+
 class EmbeddedBroker:
     """amqtt on loopback in its own thread and event loop, so a sync Flask server can host it.
 
@@ -409,6 +419,7 @@ class EmbeddedBroker:
                  sink: IngestSink | None = None) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise BrokerError(f"host: the embedded broker binds loopback only, not {host!r}")
+        _check_amqtt_internals()
         if not isinstance(access, BrokerAccess):
             if not callable(access):
                 raise BrokerError("access: expected a BrokerAccess or a password_check(username, password) callable")

@@ -380,3 +380,34 @@ def test_database_down_keeps_messages_unacknowledged_then_stores_all(tmp_path: P
         q.stop()
         admin.dispose()
         fleet.engine.dispose()
+
+
+def test_embedded_refused_login_leaves_every_session_alone() -> None:
+    """amqtt 0.12.1 deleted the session a clean-session CONNECT named *before* authenticating it.
+    A refused login under another account's client id (the server's, or another device's) must
+    leave that session, and its subscriptions, working."""
+    from fleet_server.broker import BrokerAccess, EmbeddedBroker, InMemoryCredentials
+
+    tokens = {"dev-a": "token-a-0123456789", "dev-b": "token-b-0123456789"}
+    access = BrokerAccess(InMemoryCredentials(tokens))
+    embedded = EmbeddedBroker(access).start()
+    probes: list[Probe] = []
+    try:
+        b = Probe(embedded.port, "dev-b", tokens["dev-b"], "edgefleet-device-dev-b")
+        server = Probe(embedded.port, SERVER_USERNAME, access.server_password, "edgefleet-server")
+        probes += [b, server]
+        assert b.connect() and server.connect()
+        assert b.subscribe(device_topic("dev-b", "assignment")) == [1]
+        assert server.subscribe("edgefleet/v1/devices/+/telemetry") == [1]
+        for client_id in ("edgefleet-server", "edgefleet-device-dev-b"):
+            for user, password in (("dev-a", tokens["dev-a"]), ("dev-a", "wrong"), (SERVER_USERNAME, "wrong")):
+                assert not Probe(embedded.port, user, password, client_id).connect(), (client_id, user)
+        server.publish(device_topic("dev-b", "assignment"), b"for-b")
+        assert b.wait_for(device_topic("dev-b", "assignment")), "dev-b's session lost its subscription"
+        b.publish(device_topic("dev-b", "telemetry"), b"from-b")
+        assert server.wait_for(device_topic("dev-b", "telemetry")), "the server's session lost its subscription"
+        assert not b.closed and not server.closed
+    finally:
+        for p in probes:
+            p.close()
+        embedded.stop()
