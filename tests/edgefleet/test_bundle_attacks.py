@@ -450,7 +450,7 @@ def test_score_cli_bad_input_files_are_one_line(good_bundle: Path, keypair: dict
     (tmp_path / "binary.csv").write_bytes(b"gender,\xff\n")
     (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
     (tmp_path / "good.jsonl").write_text(json.dumps(lr_result.manifest["canary"]["rows"][0]["input"]) + "\n")
-    cases = [("binary.jsonl", None, "--input': binary.jsonl is not UTF-8"), ("binary.csv", None, "is not UTF-8"),
+    cases = [("binary.jsonl", None, "binary.jsonl is not UTF-8 text"), ("binary.csv", None, "is not UTF-8"),
              ("deep.jsonl", None, "line 1 is nested too deeply"), ("good.jsonl", str(tmp_path / "no" / "dir" / "out.jsonl"), "--output': cannot write")]
 
     def run(case: tuple[str, str | None, str]) -> tuple[tuple[str, str | None, str], tuple[int, str, str, int]]:
