@@ -59,7 +59,7 @@ def parse_batch(fleet: Fleet, device_id: str, raw: bytes | Any) -> list[dict[str
     if not isinstance(raw, dict) or not isinstance(raw.get("messages"), list):
         raise FleetError("messages: expected {\"device_id\": ..., \"messages\": [...]}")
     check(device_id, DEVICE_ID, "device_id")
-    if raw.get("device_id") not in (None, device_id):
+    if "device_id" in raw and raw["device_id"] != device_id:
         raise FleetError(f"device_id: batch says {raw.get('device_id')!r} but was sent by {device_id!r}")
     msgs = raw["messages"]
     if len(msgs) > MAX_MESSAGES:

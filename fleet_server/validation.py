@@ -295,10 +295,9 @@ PREDICT_REQUEST = {"type": ["object", "array"], "maxItems": 10_000, "items": {"t
 
 
 def int_arg(raw: str | None, name: str, lo: int = 1, hi: int = MAX_DB_INT) -> int | None:
-    """A query argument that must be an integer in [lo, hi]; None when absent or empty."""
-    if raw in (None, ""):
+    """A query argument that must be an integer in [lo, hi]; None when absent (``?version=`` is an error)."""
+    if raw is None:
         return None
-    assert raw is not None
     text = raw.strip()
     if not re.fullmatch(r"[+-]?[0-9]{1,30}", text):
         raise FleetError(f"{name}: expected an integer, got {_short(raw)}")

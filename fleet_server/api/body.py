@@ -25,7 +25,7 @@ def json_body(schema: dict[str, Any], *, optional: bool = False) -> Any:
     raw = request.get_data(cache=True)
     if len(raw) > MAX_JSON_BODY_BYTES:  # chunked bodies carry no Content-Length
         raise PayloadTooLarge(f"body: {len(raw)} bytes, at most {MAX_JSON_BODY_BYTES} for a JSON body")
-    if not raw.strip():
+    if not raw:  # absent; whitespace alone is not JSON and is refused by parse_json
         if optional:
             return None
         raise FleetError("body: expected a JSON body")

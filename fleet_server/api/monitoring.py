@@ -36,7 +36,7 @@ def _setup(state: Any) -> None:
 
 def _number_arg(name: str) -> float | None:
     raw = request.args.get(name)
-    if raw in (None, ""):
+    if raw is None:
         return None
     try:
         value = float(raw)
@@ -73,9 +73,11 @@ def put_policy(name: str) -> Any:
 @admin_required
 def list_alerts() -> Any:
     state = request.args.get("state")
-    if state not in (None, "", "firing", "cleared"):
+    if state not in (None, "firing", "cleared"):
         raise FleetError(f"state: {state!r} is not one of ['cleared', 'firing']")
     limit = validation.int_arg(request.args.get("limit"), "limit", lo=1, hi=5000) or 500
+    if len(request.args.get("model", "")) > validation.MAX_NAME_CHARS:
+        raise FleetError(f"model: at most {validation.MAX_NAME_CHARS} characters")
     q = select(Alert).order_by(Alert.id.desc()).limit(limit)
     if request.args.get("model"):
         q = q.where(Alert.model == request.args["model"])

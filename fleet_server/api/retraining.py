@@ -24,7 +24,7 @@ bp = Blueprint("retraining", __name__, url_prefix="/api/v1")
 
 def _arg(name: str, kind: Any = float) -> Any:
     raw = request.args.get(name)
-    if raw in (None, ""):
+    if raw is None:
         return None
     if kind is int:
         return validation.int_arg(raw, name, lo=-validation.MAX_DB_INT)

@@ -1,0 +1,129 @@
+"""Fuzz: schemathesis over the shipped OpenAPI document against a real waitress server.
+
+The document itself must be valid OpenAPI 3.1 (checked against the 3.1 meta-schema that
+schemathesis ships, and every schema in it against JSON Schema 2020-12). Then ``st run`` (the
+installed CLI, in a subprocess) generates valid and invalid requests from it, with the admin
+token and with a device token, and fails on any 5xx, on a response that breaks its declared
+schema, status code or content type, and on an invalid request the server accepted.
+
+The default run fuzzes the device-token operations and a few admin ones (about a minute); the
+full run over every operation with the admin token is marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import jsonschema
+import pytest
+
+from fleet_server.openapi import SPEC
+from tests.fleet_server.conftest import Api, enroll
+
+CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection"
+ST = Path(sys.executable).with_name("st")
+
+
+def test_openapi_document_is_valid_openapi_3_1() -> None:
+    from schemathesis.specs.openapi.definitions import OPENAPI_31
+
+    jsonschema.Draft202012Validator(OPENAPI_31).validate(SPEC)
+    schemas = [SPEC["components"]["schemas"]]
+    for ops in SPEC["paths"].values():
+        for op in ops.values():
+            schemas += [p["schema"] for p in op.get("parameters", [])]
+            schemas += [c["schema"] for c in op.get("requestBody", {}).get("content", {}).values()]
+            schemas += [c["schema"] for r in op["responses"].values() for c in r.get("content", {}).values()]
+    for schema in schemas:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    templated = {p for p in SPEC["paths"] if "{" in p}
+    for path in templated:
+        for op in SPEC["paths"][path].values():
+            declared = {p["name"] for p in op["parameters"] if p["in"] == "path"}
+            assert declared == set(re.findall(r"{([a-z_0-9]+)}", path)), path
+    bodies = [c["schema"] for ops in SPEC["paths"].values() for op in ops.values() for c in op.get("requestBody", {}).get("content", {}).values()]
+    assert len(bodies) == 11 and all(b.get("type") for b in bodies), "every request body is typed (no `schema: {}`)"
+
+
+@pytest.fixture()
+def target(make_server: Any, make_bundle: Callable[..., Path], tmp_path: Path) -> dict[str, Any]:
+    server = make_server()
+    api = Api(server)
+    assert api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())[0] == 201
+    dev = enroll(api, "fuzz-dev")
+    status = {"capabilities": {"backends": ["onnx"], "formats": ["onnx"]}, "health": "no-model"}
+    assert api("POST", "/api/v1/devices/fuzz-dev/status", status, token=dev["token"])[0] == 204
+    code, _, _ = api("POST", "/api/v1/rollouts", {"model": "churn", "steps": [100]})
+    assert code == 201
+    spec = tmp_path / "openapi.json"
+    code, doc, _ = api("GET", "/api/v1/openapi.json", token=None)
+    spec.write_text(json.dumps(doc))
+    return {"server": server, "api": api, "device_token": dev["token"], "spec": spec, "tmp": tmp_path}
+
+
+def run_schemathesis(t: dict[str, Any], token: str, *, name: str, include: list[str], max_examples: int, max_time: int,
+                     phases: str = "examples,coverage,fuzzing") -> dict[str, Any]:
+    """One bounded ``st run``; returns its figures, and the failures as text."""
+    cfg = t["tmp"] / f"{name}.toml"
+    # the device's own id, the registered model: so requests reach past auth and lookups
+    cfg.write_text('[parameters]\n"path.device_id" = "fuzz-dev"\n"path.name" = "churn"\n')
+    report = t["tmp"] / f"{name}-report"
+    cmd = [str(ST), "--config-file", str(cfg), "run", str(t["spec"]), "--url", t["server"].url,
+           "-H", f"Authorization: Bearer {token}", "--checks", CHECKS, "--phases", phases,
+           "--max-examples", str(max_examples), "--max-time", str(max_time), "--workers", "1", "--seed", "10",
+           "--generation-database", "none", "--no-shrink", "--suppress-health-check", "all", "--request-timeout", "30",
+           "--report", "har", "--report-dir", str(report), "--no-color", *include]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": ""}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max_time + 240, env=env)
+    figures = _figures(report)
+    figures["exit"] = proc.returncode
+    figures["output"] = proc.stdout[-6000:] + proc.stderr[-2000:]
+    return figures
+
+
+def _figures(report: Path) -> dict[str, Any]:
+    """Operations, requests and status codes from the run's HAR file (every request it sent)."""
+    ops: set[str] = set()
+    statuses: dict[str, int] = {}
+    for f in report.glob("har-*.json"):
+        for entry in json.loads(f.read_text()).get("log", {}).get("entries", []):
+            req, code = entry.get("request", {}), entry.get("response", {}).get("status", 0)
+            ops.add(req.get("method", "") + " " + re.sub(r"\?.*", "", req.get("url", "")))
+            statuses[str(code)] = statuses.get(str(code), 0) + 1
+    return {"requests": sum(statuses.values()), "server_errors": sum(n for c, n in statuses.items() if c.startswith("5")),
+            "statuses": dict(sorted(statuses.items())), "distinct_urls": len(ops)}
+
+
+def _assert_clean(fig: dict[str, Any]) -> None:
+    print({k: v for k, v in fig.items() if k != "output"})
+    assert fig["requests"] > 0, fig["output"]
+    assert fig["server_errors"] == 0, fig["output"]
+    assert fig["exit"] == 0, fig["output"]
+
+
+DEVICE_OPS = ["--include-path-regex", r"^/api/v1/(devices/\{device_id\}/|artifacts/)"]
+
+
+def test_fuzz_device_token_operations(target: dict[str, Any]) -> None:
+    fig = run_schemathesis(target, target["device_token"], name="device", include=DEVICE_OPS, max_examples=60, max_time=45)
+    _assert_clean(fig)
+
+
+def test_fuzz_admin_subset(target: dict[str, Any]) -> None:
+    include = ["--include-path-regex", r"^/api/v1/(enrollment-tokens|devices/enroll|rollouts$|models/\{name\}/(predict|drift)|alerts)"]
+    fig = run_schemathesis(target, target["api"].token, name="admin-subset", include=include, max_examples=40, max_time=40)
+    _assert_clean(fig)
+
+
+@pytest.mark.slow
+def test_fuzz_every_operation_with_admin_and_device_tokens(target: dict[str, Any]) -> None:
+    admin = run_schemathesis(target, target["api"].token, name="admin-full", include=[], max_examples=300, max_time=300)
+    _assert_clean(admin)
+    device = run_schemathesis(target, target["device_token"], name="device-full", include=[], max_examples=200, max_time=120)
+    _assert_clean(device)
