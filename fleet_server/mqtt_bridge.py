@@ -91,6 +91,7 @@ class IngestQueue:
         self.last_error: str | None = None
         self.database_down = False
         self.on_rejected: Callable[[str], Any] | None = None  # topic of a rejected message (the bridge clears it if retained)
+        self._pending_counts: dict[str, int] = {}
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
         self._started = False
@@ -115,8 +116,9 @@ class IngestQueue:
             else:
                 full = False
                 self.queued_bytes += len(payload)
-        if full:
-            self._count("mqtt_queue_full")
+        if full:  # counted by the worker's next transaction: no database call on a network thread
+            with self._bytes_lock:
+                self._pending_counts["mqtt_queue_full"] = self._pending_counts.get("mqtt_queue_full", 0) + 1
             return False
         self.queue.put((topic, payload, ack))
         return True
@@ -262,10 +264,23 @@ class IngestQueue:
     def _store(self, group: list[Item]) -> int:
         """Validate and store a group in one transaction; returns how many statuses it held.
         Parsing and validation failures are rejections counted here; only database errors raise."""
+        with self._bytes_lock:
+            pending, self._pending_counts = self._pending_counts, {}
+        try:
+            return self._store_group(group, pending)
+        except BaseException:
+            with self._bytes_lock:
+                for name, n in pending.items():
+                    self._pending_counts[name] = self._pending_counts.get(name, 0) + n
+            raise
+
+    def _store_group(self, group: list[Item], pending: dict[str, int]) -> int:
         from sqlalchemy.exc import SQLAlchemyError
 
         statuses = 0
         with self.fleet.session() as s:
+            for name, n in pending.items():
+                self.fleet.bump(s, name, n)
             rows: list[dict[str, Any]] = []
             for topic, payload, _ack in group:
                 r = route(topic)

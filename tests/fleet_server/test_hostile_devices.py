@@ -411,3 +411,28 @@ def test_embedded_refused_login_leaves_every_session_alone() -> None:
         for p in probes:
             p.close()
         embedded.stop()
+
+
+def test_ingest_queue_full_refuses_without_ack_and_counts(tmp_path: Path, keypair: dict[str, Any]) -> None:
+    """The byte bound: a message that does not fit is refused (the caller does not ack it, the
+    device resends later) and counted by the worker, with no database call on the caller's thread."""
+    from fleet_server import devices
+    from fleet_server.core import Fleet
+
+    fleet = Fleet(ServerConfig(data_dir=tmp_path / "fleet", trust_keys=[keypair["public_path"]], embedded_broker=False))
+    try:
+        dev = devices.enroll(fleet, devices.create_enrollment_token(fleet), "dev-full")["device_id"]
+        ids, payload = batch(dev)
+        q = IngestQueue(fleet, max_queued_bytes=len(payload) + 10)
+        acked: list[int] = []
+        assert q.submit(device_topic(dev, "telemetry"), payload, lambda: acked.append(1))
+        assert not q.submit(device_topic(dev, "telemetry"), batch(dev)[1], lambda: acked.append(2))
+        q.start()
+        wait_for(lambda: acked == [1], timeout=5, what="the queued message stored")
+        q.stop()
+        with fleet.session() as s:
+            full = s.get(Counter, "mqtt_queue_full")
+            got = set(s.scalars(select(TelemetryRecord.id)))
+        assert full is not None and full.value == 1 and got == set(ids) and q.queued_bytes == 0
+    finally:
+        fleet.engine.dispose()
