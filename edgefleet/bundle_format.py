@@ -56,7 +56,6 @@ MAX_TOTAL_BYTES = 1024 * 1024 * 1024  # all files of one bundle together, as dec
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a real manifest is tens of KiB
 MAX_SIGNATURE_BYTES = 4096  # base64 of a 64-byte Ed25519 signature is 88 characters
 MAX_MEMBERS = 256  # manifest, signature and one artifact per format, with room to spare
-_CHUNK = 1024 * 1024
 _ARTIFACT_PATH = re.compile(r"artifacts/[A-Za-z0-9._-]+", re.ASCII)  # as in the schema; no sub-folders, no ..
 
 
@@ -163,15 +162,13 @@ class _Plan:
 
 
 def _read_exact(fh: Any, size: int, name: str, source: str) -> bytes:
-    buf = bytearray()
-    while len(buf) < size:
-        chunk = fh.read(min(_CHUNK, size - len(buf)))
-        if not chunk:
-            raise BundleError(f"{source}: member {name} is truncated ({len(buf)} of {size} bytes)")
-        buf += chunk
+    """Exactly ``size`` bytes (already checked against the caps), in one allocation."""
+    data = fh.read(size)
+    if len(data) != size:
+        raise BundleError(f"{source}: member {name} is truncated ({len(data)} of {size} bytes)")
     if fh.read(1):
         raise BundleError(f"{source}: member {name} is longer than its {size} declared bytes")
-    return bytes(buf)
+    return data
 
 
 def _read_dir(root: Path, max_total: int) -> dict[str, bytes]:
