@@ -20,11 +20,12 @@ fails validation is counted (``telemetry_rejected``/``telemetry_oversized``/``st
 noted in :attr:`IngestQueue.last_error`, and acknowledged; on Mosquitto the bridge also clears
 a retained copy of it, so a restart does not replay it (an empty payload, which is how MQTT
 clears a retained message, is ignored and not counted). When a group's transaction fails the
-worker asks whether the database is down (the connection was invalidated, or a ``SELECT 1`` on
-a fresh connection fails): then the group stays queued, unacknowledged, and is retried with
-backoff; otherwise the group is stored message by message, each stored one acknowledged at once
-and each failing one rejected (after a few retries for a transient ``OperationalError`` such as
-a lock timeout), so one message can never block a group.
+worker asks whether the database is down (the connection was invalidated, or a fresh
+connection cannot run ``SELECT 1`` and a no-op write, so SQLite locked past its busy timeout
+counts as down): then the group stays queued, unacknowledged, and is retried with backoff;
+otherwise the group is stored message by message, each stored one acknowledged at once and
+each failing one rejected (after a few retries for a transient ``OperationalError`` such as a
+deadlock), so one message can never block a group.
 
 A dead subscription (a broker that silently dropped the server's session) is found by a
 self-ping: every ``ping_seconds`` the bridge publishes a nonce on
@@ -240,11 +241,15 @@ class IngestQueue:
                 pass
 
     def _probe_fails(self) -> bool:
+        """True when a fresh connection cannot run a write statement: the database is down (or,
+        on SQLite, locked past its busy timeout), which is no single message's fault."""
         from sqlalchemy import text
 
         try:
             with self.fleet.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
+                conn.execute(text("UPDATE counters SET value = value WHERE name = ''"))  # needs the write lock; 0 rows
+                conn.rollback()
             return False
         except Exception:  # noqa: BLE001 - any failure to run SELECT 1 is an outage
             return True
