@@ -90,6 +90,13 @@ class ServerProcess:
             db.close()
         return len(ids), set(ids)
 
+    def counters(self) -> dict[str, int]:
+        db = sqlite3.connect(f"file:{self.data_dir / 'fleet.sqlite'}?mode=ro", uri=True, timeout=30)
+        try:
+            return {n: int(v) for n, v in db.execute("SELECT name, value FROM counters")}
+        finally:
+            db.close()
+
     def stored_count(self) -> int:
         db = sqlite3.connect(f"file:{self.data_dir / 'fleet.sqlite'}?mode=ro", uri=True, timeout=30)
         try:
@@ -170,6 +177,8 @@ def _run(tmp_path: Path, keypair: dict[str, Any], devices: int, records: int, ba
         assert left == 0, f"{left} records still in the outboxes"
         assert not lost, f"{len(lost)} of {total} acknowledged records lost across {kills} SIGKILL(s) (last kill at {at_kill} stored)"
         assert stored == sent and rows == len(stored), f"{rows} rows for {len(stored)} ids: duplicates"
+        counters = server.counters()
+        assert not any(counters.get(n) for n in ("telemetry_rejected", "telemetry_oversized", "mqtt_queue_full")), counters
         print(f"\nSIGKILL x{kills}: {devices} devices, sent {len(sent)}, stored {len(stored)}, rows {rows}, lost 0, "
               f"publishes {sum(d.published for d in threads)}, failed/retried {sum(d.failed for d in threads)}")
     finally:
