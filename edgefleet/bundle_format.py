@@ -182,7 +182,10 @@ def _read_dir(root: Path, max_total: int) -> dict[str, bytes]:
         if path.is_dir():
             dirs.append(_check_member_name(rel, str(root)))
         elif path.is_file():
-            paths[plan.add(rel, path.stat().st_size)] = path
+            st = path.stat()
+            if st.st_nlink > 1:  # as in an archive: a hard link could alias a file outside the bundle
+                raise BundleError(f"{root}: bundles may not contain links ({rel} is a hard link)")
+            paths[plan.add(rel, st.st_size)] = path
         else:
             raise BundleError(f"{root}: bundles may hold only files and folders ({rel} is neither)")
     files: dict[str, bytes] = {}

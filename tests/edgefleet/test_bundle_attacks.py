@@ -376,6 +376,10 @@ def test_folder_bundles_refuse_unlisted_files_and_special_files(lr_result: Any, 
     os.mkfifo(fifo / "artifacts" / "pipe")
     with pytest.raises(BundleError, match=r"only files and folders \(artifacts/pipe"):
         open_bundle(fifo)
+    hard = folder("hard")
+    os.link(hard / "manifest.json", tmp_path / "outside.json")
+    with pytest.raises(BundleError, match=r"manifest.json is a hard link"):
+        open_bundle(hard)
     empty_dir = folder("emptydir")
     (empty_dir / "payload").mkdir()
     with pytest.raises(BundleError, match="folder 'payload' holds no file"):
