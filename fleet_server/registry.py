@@ -1,8 +1,9 @@
 """Model registry: accept signed bundles, keep them content-addressed, derive slim variants.
 
-An upload is verified (signature against the trusted publisher keys, the manifest against its
-schema, then every artifact; no unlisted, duplicate or sparse member) before anything is stored. Versions of a name only go up: an upload whose version is not
-above the newest registered one is a 409. The archive is kept as ``artifacts/<sha256>.tar``,
+An upload is verified (no unlisted, duplicate or sparse member; the signature against the
+trusted publisher keys; the manifest against its schema; then every artifact) before anything
+is stored. Versions of a name only go up: an upload whose version is not above the newest
+registered one is a 409. The archive is kept as ``artifacts/<sha256>.tar``,
 plus one slim archive per format (same signed manifest, one artifact) so a device downloads
 only what it can run.
 """
