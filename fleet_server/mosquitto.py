@@ -6,7 +6,11 @@ file (``$7$`` PBKDF2-SHA512) and ACL file, written atomically and reloaded by SI
 ``stop_process`` are the one way this project starts and stops a Mosquitto (the dynamic-security
 broker and the test fixtures use them too). Mosquitto 2.0.11's ``acl_file`` does not check
 SUBSCRIBE (it grants even ``#``) but checks ``read`` on every delivery, retained ones included;
-for a refused SUBSCRIBE use :mod:`fleet_server.mosquitto_dynsec`.
+for a refused SUBSCRIBE use :mod:`fleet_server.mosquitto_dynsec`. Password files cannot bind a
+client id to an account either, so :class:`MosquittoBroker` sets ``use_username_as_clientid``:
+a device connecting as client id ``edgefleet-server`` (or another device's id) gets its own
+username as client id and cannot take over the server's or anyone's session (dynsec binds the
+ids per account instead).
 """
 
 from __future__ import annotations
@@ -179,7 +183,7 @@ class MosquittoBroker:
         self.conf.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous false\n"
             f"password_file {self.files.password_file}\nacl_file {self.files.acl_file}\n"
-            f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\n{self.extra_conf}"
+            f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\nuse_username_as_clientid true\n{self.extra_conf}"
         )
         self.proc = launch_mosquitto(self.conf, self.log, self.host, self.port, timeout)
         return self

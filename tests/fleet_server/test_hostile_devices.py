@@ -436,3 +436,37 @@ def test_ingest_queue_full_refuses_without_ack_and_counts(tmp_path: Path, keypai
         assert full is not None and full.value == 1 and got == set(ids) and q.queued_bytes == 0
     finally:
         fleet.engine.dispose()
+
+
+def test_password_file_mosquitto_device_cannot_take_the_servers_client_id(tmp_path: Path) -> None:
+    """Mosquitto with password/ACL files cannot bind client ids to accounts, so it forces each
+    client id to the username (``use_username_as_clientid``): a device saying ``-i
+    edgefleet-server`` gets its own id and cannot kick the server off its session."""
+    from fleet_server.broker import BrokerAccess, InMemoryCredentials
+    from fleet_server.mosquitto import MosquittoAccess, MosquittoBroker
+
+    tokens = {"dev-a": "token-a-0123456789"}
+    access = BrokerAccess(InMemoryCredentials(tokens))
+    mosq = MosquittoBroker(MosquittoAccess(tmp_path / "mosquitto", access)).start()
+    probes: list[Probe] = []
+    try:
+        server = Probe(mosq.port, SERVER_USERNAME, access.server_password, "edgefleet-server")
+        probes.append(server)
+        assert server.connect()
+        assert server.subscribe("edgefleet/v1/devices/+/telemetry") == [1]
+        for clean in (True, False):
+            a = Probe(mosq.port, "dev-a", tokens["dev-a"], "edgefleet-server")
+            a.client._clean_session = clean
+            probes.append(a)
+            a.connect()
+            server.settle(0.5)
+            assert not server.closed, "a device's login under client id edgefleet-server disconnected the server"
+            if not a.closed:
+                a.publish(device_topic("dev-a", "telemetry"), b"from-a")
+                assert server.wait_for(device_topic("dev-a", "telemetry")), "the server stopped receiving"
+                server.messages.clear()
+            a.close()
+    finally:
+        for p in probes:
+            p.close()
+        mosq.stop()
