@@ -74,9 +74,12 @@ def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
                     raise FleetError(f"broker: could not create the device's MQTT account ({exc}); enrollment not done, retry") from exc
     except IntegrityError:  # the same device id enrolled concurrently with another token
         raise Conflict(f"device_id: {device_id} is already enrolled") from None
+    pems = fleet.device_trust_pems()  # the server's assignment key first, then the publisher keys
     return {
         "device_id": device_id, "token": credential, "server": fleet.cfg.public_url,
-        "mqtt": fleet.mqtt_url_for_devices, "trusted_keys": fleet.device_trust_pems(),
+        "mqtt": fleet.mqtt_url_for_devices, "trusted_keys": pems,  # legacy: both roles in one list
+        # the roles apart: a device takes assignments only from the first, bundles only from the second
+        "assignment_keys": pems[:1], "publisher_keys": [p for p in pems[1:] if p != pems[0]],
     }
 
 

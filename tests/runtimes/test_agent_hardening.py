@@ -14,6 +14,7 @@ from edgefleet import keys
 from runtimes.python.agent import Agent, AgentConfig
 from runtimes.python.errors import DeviceError
 from tests.runtimes.test_agent import DEVICE, assignment, make_agent, server, start, wait_for  # noqa: F401 - server is a fixture
+from tests.fleet_server.conftest import make_server  # noqa: F401 - a fixture
 from tests.support.protocol_server import ProtocolServer
 
 
@@ -224,3 +225,34 @@ def test_credential_key_roles(tmp_path: Path, keypair: dict[str, Any], server_ke
         load(publisher_keys=[pub_pem], assignment_keys=[])
     legacy = load(trusted_keys=[pub_pem])
     assert legacy.assignment_keys is None and len(legacy.trusted_keys) == 1
+
+
+def test_enrolled_credential_keeps_the_server_key_out_of_bundle_trust(tmp_path: Path, make_server: Any, keypair: dict[str, Any],
+                                                                       make_bundle: Callable[..., Path]) -> None:
+    """The real server's credential: its assignment key signs assignments, never bundles."""
+    from compiler.bundle import bundle_files
+    from edgefleet.bundle_format import open_bundle, pack
+    from runtimes.python.errors import InstallError
+    from tests.fleet_server.conftest import Api, enroll
+
+    server = make_server()
+    cred = enroll(Api(server), "gw-roles")
+    skey = server.fleet.secrets.signing_key
+    server_id = keys.key_id(skey.public_key())
+    path = tmp_path / "cred.json"
+    path.write_text(json.dumps(cred))
+    cfg = AgentConfig.from_credential(path, data_dir=tmp_path / "device")
+    assert [keys.key_id(k) for k in cfg.assignment_keys or []] == [server_id]
+    assert server_id not in {keys.key_id(k) for k in cfg.trusted_keys} and keys.key_id(keypair["public"]) in {keys.key_id(k) for k in cfg.trusted_keys}
+    agent = Agent(cfg)
+    b = open_bundle(make_bundle(1))
+    manifest = json.loads(b.manifest_bytes)
+    manifest["key_id"] = server_id
+    files = bundle_files(manifest, [], skey)
+    files.update({k: v for k, v in b.files.items() if k.startswith("artifacts/")})
+    evil = tmp_path / "server-signed.tar"
+    evil.write_bytes(pack(files))
+    with pytest.raises(InstallError):
+        agent.store.install(evil)
+    assert agent.store.install(make_bundle(1)).version == 1
+    agent.outbox.close()
