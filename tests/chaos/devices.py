@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -138,7 +139,7 @@ class Device:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
-        except (OSError, ValueError) as e:  # connection refused/reset, timeouts: the server is down
+        except (OSError, ValueError, http.client.HTTPException) as e:  # refused, reset, cut mid-body: the server is down
             return -1, str(e).encode()
 
     async def http(self, *a: Any, **k: Any) -> tuple[int, bytes]:

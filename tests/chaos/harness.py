@@ -211,8 +211,9 @@ class ChaosResult:
         ]
         if self.lost:
             w = self.lost_window or (0.0, 0.0)
-            lines.append(f"  lost ids were accepted by devices between +{w[0]:.2f}s and +{w[1]:.2f}s; by device: "
-                         f"{dict(sorted(self.lost_by_device.items()))}; sample {self.lost_sample[:3]}")
+            worst = dict(sorted(self.lost_by_device.items(), key=lambda kv: -kv[1])[:8])
+            lines.append(f"  lost ids were accepted by devices between +{w[0]:.2f}s and +{w[1]:.2f}s; "
+                         f"{len(self.lost_by_device)} devices lost some, most: {worst}; sample {self.lost_sample[:2]}")
         if self.server_errors:
             lines.append(f"  server log errors: {self.server_errors}")
         if self.device_errors:
@@ -404,6 +405,14 @@ class Chaos:
         finally:
             engine.dispose()
 
+    def keep_logs(self, dest: Path) -> None:
+        """Copy the server, broker and device-process logs out of pytest's rotating tmp dirs."""
+        import shutil
+
+        dest.mkdir(parents=True, exist_ok=True)
+        for p in [*self.workdir.glob("*.log"), *self.workdir.glob("mosquitto/*.log")]:
+            shutil.copy(p, dest / p.name)
+
     def close(self) -> None:
         self.exit_file.touch()
         deadline = time.monotonic() + 10
@@ -449,7 +458,7 @@ def run_chaos(chaos: Chaos, version: int = 2, steps: list[float] | None = None, 
     try:
         wait_until(converged, converge_timeout, f"every device to converge on v{version}")
     except AssertionError as exc:
-        res.device_errors.append(str(exc)[:300])
+        res.device_errors.append(str(exc)[-1200:])
     res.seconds["converge"] = time.monotonic() - t0
 
     t = time.monotonic()
