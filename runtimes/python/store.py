@@ -115,6 +115,8 @@ class ModelStore:
             elif state["active_version"] < floor_file and not (state.get("fallback") or state.get("rolled_back")):
                 problem = f"state.json: active v{state['active_version']} is below the floor v{floor_file} with no fallback or ordered rollback recorded"
             else:
+                if floor_state > floor_file:  # floor.json lost or behind: restore the second copy
+                    atomic_write(self.floor_path, json.dumps({"floor": floor_state}).encode())
                 self._collect(keep={state.get("active"), state.get("previous")})  # slots orphaned by a crash
         if problem is not None or (not state.get("active") and (any(self.slots.iterdir()) or self._floor_file() > 0)):
             self._rebuild(problem or ("state.json is missing" if not state else "state.json names no active slot"))

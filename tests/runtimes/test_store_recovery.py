@@ -117,6 +117,18 @@ def test_an_edited_floor_file_cannot_lower_the_floor(store: ModelStore, make_bun
     assert reopened.floor == 2 and reopened.load_active().version == 2  # type: ignore[union-attr]
 
 
+def test_a_lost_floor_file_is_restored_from_the_state(store: ModelStore) -> None:
+    store.floor_path.unlink()
+    reopened = ModelStore(store.root, store.trusted_keys)
+    assert json.loads(store.floor_path.read_text()) == {"floor": 2} and reopened.recovery is None
+    import shutil
+
+    store.state_path.write_text("{")  # now losing the state and the v2 slot as well still keeps the floor
+    shutil.rmtree(store.slots / next(n for n in _slots(store) if "-v2-" in n))
+    again = ModelStore(store.root, store.trusted_keys)
+    assert again.floor == 2 and again.active_version == 1
+
+
 def test_a_damaged_slot_is_dropped_by_the_rebuild_and_the_other_kept(store: ModelStore, make_bundle: Callable[..., Path]) -> None:
     v1 = _v1_slot(store)
     model = store.slots / v1 / "artifacts" / "model.onnx"
