@@ -22,7 +22,7 @@ from tests.chaos.harness import Chaos, run_chaos
 SEED = int(os.environ.get("CHAOS_SEED", "10"))
 
 SMALL = dict(n_devices=20, n_procs=5, produce_every=0.25, produce_n=5, kill_window=(0.1, 2.5), budget=150)
-FULL = dict(n_devices=200, n_procs=10, produce_every=1.0, produce_n=5, kill_window=(0.5, 10.0), budget=600)
+FULL = dict(n_devices=200, n_procs=10, produce_every=1.0, produce_n=5, kill_window=(0.3, 4.0), budget=600)
 
 
 def _run(tmp_path: Path, stack: str, make_bundle: Callable[..., Path], keypair: dict[str, Any], pg_url: str | None,
