@@ -256,3 +256,39 @@ def test_enrolled_credential_keeps_the_server_key_out_of_bundle_trust(tmp_path: 
         agent.store.install(evil)
     assert agent.store.install(make_bundle(1)).version == 1
     agent.outbox.close()
+
+
+def test_flipped_artifact_on_a_real_fleet_converges_back(tmp_path: Path, make_server: Any, make_bundle: Callable[..., Path]) -> None:
+    """Real server + real Mosquitto rollout v1 -> v2; a bit flips in v2 on the device: the server
+    is told the device fell back to v1, and the device is back on v2 without a new rollout."""
+    from tests.fleet_server.conftest import Api, enroll, start_agent
+    from tests.fleet_server.conftest import wait_for as fwait
+    from tests.support.mqtt_broker import Mosquitto
+
+    broker = Mosquitto(tmp_path).start()
+    try:
+        server = make_server(mqtt_url=broker.url)
+        api = Api(server)
+        for v in (1, 2):
+            assert api("POST", "/api/v1/models", raw=make_bundle(v).read_bytes())[0] == 201
+        cred = enroll(api, "gw-flip")
+        agent, t = start_agent(tmp_path, cred, status_seconds=0.5)
+        fwait(lambda: api("GET", "/api/v1/devices/gw-flip")[1].get("capabilities"), what="capabilities")
+        code, r, _ = api("POST", "/api/v1/rollouts", {"model": "churn", "version": 2, "steps": [100]})
+        assert code == 201, r
+        fwait(lambda: agent.scorer and agent.scorer.version == 2, what="v2 via the rollout")
+        fwait(lambda: api("GET", f"/api/v1/rollouts/{r['id']}")[1]["state"] == "completed", what="rollout completed")
+        _stop(agent, t)
+        models = tmp_path / "devices" / "gw-flip" / "models"
+        active = models / "slots" / json.loads((models / "state.json").read_text())["active"] / "artifacts" / "model.onnx"
+        data = bytearray(active.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        active.write_bytes(bytes(data))
+        agent, t = start_agent(tmp_path, cred, status_seconds=0.5)
+        try:
+            fwait(lambda: agent.scorer and agent.scorer.version == 2 and agent.store.fallback is None, what="v2 re-installed")
+            fwait(lambda: api("GET", "/api/v1/devices/gw-flip")[1]["active_version"] == 2, what="the server sees v2 again")
+        finally:
+            _stop(agent, t)
+    finally:
+        broker.stop()
