@@ -38,9 +38,10 @@ def _ref(name: str) -> dict[str, Any]:
 
 
 PATH_PARAMS: dict[str, dict[str, Any]] = {
-    "name": {"type": "string", "minLength": 1, "maxLength": v.MAX_NAME_CHARS},
+    # looked up, not created, by these routes: any other string is a 404 (or 403 for another device)
+    "name": {"type": "string", "description": f"a registered model name (at most {v.MAX_NAME_CHARS} characters)"},
     "version": v.VERSION,
-    "device_id": v.DEVICE_ID,
+    "device_id": {"type": "string", "description": f"an enrolled device id ({v.DEVICE_ID_PATTERN})"},
     "rollout_id": {"type": "integer", "minimum": 0, "maximum": v.MAX_DB_INT},
     "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
     "action": {"type": "string", "enum": ["abort", "pause", "resume", "rollback"]},

@@ -28,7 +28,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from edgefleet.bundle_format import Bundle, open_bundle
-from fleet_server import ingest, registry
+from fleet_server import ingest, registry, validation
 from fleet_server.api.auth import fleet
 from fleet_server.api.static import ROOT, node_modules, send_static, serve_page_dir
 from fleet_server.db import ModelVersion
@@ -100,7 +100,7 @@ def _bundle(name: str, version: int) -> Bundle:
         return _bundles[row.sha256]
 
 
-@bp.get("/bundle/<name>/<int:version>/<path:member>")
+@bp.get("/bundle/<name>/<id:version>/<path:member>")
 def bundle_file(name: str, version: int, member: str) -> Any:
     bundle = _bundle(name, version)
     if member not in ("manifest.json", "signature") and not member.startswith("artifacts/"):
@@ -127,11 +127,15 @@ def _sink() -> _Sink:
 
 @bp.post("/telemetry")
 def telemetry_in() -> Any:
-    body = request.get_json(silent=True)
-    device_id = str(body.get("device_id") or "web-demo") if isinstance(body, dict) else "web-demo"
-    if isinstance(body, dict) and len(device_id) > 128:
-        raise FleetError("device_id: at most 128 characters")
-    rows = ingest.parse_batch(fleet(), device_id, request.get_data(cache=False))
+    raw = request.get_data(cache=False)
+    limit = fleet().cfg.max_telemetry_bytes
+    if len(raw) > limit:
+        raise FleetError(f"body: {len(raw)} bytes is over the limit of {limit}")
+    body = validation.parse_json(raw)  # bounded depth, no NaN or lone surrogates (request.get_json has neither guard)
+    device_id = (body.get("device_id") or "web-demo") if isinstance(body, dict) else "web-demo"
+    if not isinstance(device_id, str):
+        raise FleetError("device_id: expected a string")
+    rows = ingest.parse_batch(fleet(), device_id, body)
     sink = _sink()
     with sink.lock:
         if len(sink.ids) > 100_000:  # a demo, not storage: forget old ids rather than grow

@@ -27,7 +27,7 @@ def _arg(name: str, kind: Any = float) -> Any:
     if raw is None:
         return None
     if kind is int:
-        return validation.int_arg(raw, name, lo=-validation.MAX_DB_INT)
+        return validation.int_arg(raw, name)
     try:
         value = kind(raw)
     except ValueError:
