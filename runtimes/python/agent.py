@@ -33,11 +33,9 @@ import base64
 import json
 import os
 import queue
-import shutil
 import signal
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -49,6 +47,7 @@ from edgefleet.errors import EdgefleetError, VerificationError
 from edgefleet.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
 from runtimes.python.backends import available_backends
 from runtimes.python.errors import DeviceError, DownloadError, InstallError
+from runtimes.python.inbox import score_folder
 from runtimes.python.outbox import Message, Outbox
 from runtimes.python.scorer import Prediction, Scorer
 from runtimes.python.store import ModelStore, atomic_write
@@ -166,12 +165,6 @@ def verify_assignment(envelope: Mapping[str, Any], trusted: list[Any], device_id
 
 
 PAYLOAD_REFUSED = {400, 409, 413, 415, 422}  # the server refuses this payload: retrying the same bytes cannot help
-MAX_INPUT_BYTES = 64 * 1024 * 1024          # a drop-folder file larger than this is rejected unread
-
-
-class _RejectedInput(Exception):
-    """A drop-folder file that cannot be read as records; the message is the reason."""
-
 
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
@@ -221,78 +214,14 @@ class Agent:
         return pred
 
     def score_inbox(self) -> int:
-        """MiNiFi-style: score every ``*.jsonl`` dropped in ``input_dir``; results go to ``scored/``.
-
-        A record may carry ``"_entity_id"`` (kept out of the features, used to join outcomes).
-        A bad record gets an ``error`` line naming the field; the rest of the file still scores.
-        A file that cannot be read as records at all (not UTF-8, not a regular file, over
-        ``MAX_INPUT_BYTES``, or no line is a JSON object) is moved to ``rejected/`` next to a
-        ``<name>.reason`` file, so it neither stops the agent nor comes back on restart.
-        """
-        inbox = self.cfg.input_dir
-        if inbox is None or self.scorer is None:
+        """MiNiFi-style: score every ``*.jsonl`` dropped in ``input_dir`` (see inbox.py)."""
+        if self.cfg.input_dir is None or self.scorer is None:
             return 0
-        done, scored = inbox / "done", inbox / "scored"
-        done.mkdir(parents=True, exist_ok=True)
-        scored.mkdir(parents=True, exist_ok=True)
-        n = 0
-        for path in sorted(inbox.glob("*.jsonl")):
-            try:
-                text = self._read_input(path)
-            except _RejectedInput as exc:
-                self._reject_input(path, str(exc))
-                continue
-            except FileNotFoundError:
-                continue  # taken away between listing and reading
-            lines, parsed = [], 0
-            for i, line in enumerate(text.splitlines()):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except (ValueError, RecursionError) as exc:
-                    lines.append({"line": i + 1, "error": f"record: not JSON ({str(exc)[:200]})"})
-                    continue
-                if not isinstance(rec, dict):
-                    lines.append({"line": i + 1, "error": f"record: expected a JSON object, got {type(rec).__name__}"})
-                    continue
-                parsed += 1
-                try:
-                    entity = rec.pop("_entity_id", None)
-                    p = self.score(rec, entity)
-                    lines.append({"line": i + 1, "entity_id": entity, "probability": p.probability, "label": p.label, "model_version": p.version})
-                    n += 1
-                except (ValueError, TypeError, EdgefleetError) as exc:
-                    lines.append({"line": i + 1, "error": str(exc)[:500]})
-            if lines and not parsed:
-                self._reject_input(path, f"no line of {path.name} is a JSON object (first: {lines[0]['error']})")
-                continue
-            atomic_write(scored / path.name, "".join(json.dumps(x) + "\n" for x in lines).encode())
-            os.replace(path, done / path.name)
-        return n
-
-    def _read_input(self, path: Path) -> str:
-        if path.is_symlink() or not path.is_file():
-            raise _RejectedInput(f"{path.name} is not a regular file")
-        size = path.stat().st_size
-        if size > MAX_INPUT_BYTES:
-            raise _RejectedInput(f"{path.name} is {size} bytes, over the limit of {MAX_INPUT_BYTES}")
-        data = path.read_bytes()
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _RejectedInput(f"{path.name} is not UTF-8: byte {exc.start} is {data[exc.start:exc.start + 1]!r} ({exc.reason})") from exc
-
-    def _reject_input(self, path: Path, reason: str) -> None:
-        rejected = path.parent / "rejected"
-        rejected.mkdir(parents=True, exist_ok=True)
-        atomic_write(rejected / f"{path.name}.reason", (reason + "\n").encode())
-        try:
-            os.replace(path, rejected / path.name)
-        except OSError:  # e.g. a directory named *.jsonl; move what can be moved, never loop on it
-            shutil.move(str(path), str(rejected / f"{path.name}.{uuid.uuid4().hex[:8]}"))
-        self.inputs_rejected += 1
-        self.last_error = f"input {path.name} rejected: {reason}"
+        scored, rejected = score_folder(self.cfg.input_dir, self.score)
+        for name, reason in rejected:
+            self.inputs_rejected += 1
+            self.last_error = f"input {name} rejected: {reason}"[:500]
+        return scored
 
     def record_outcome(self, entity_id: str, label: Any, observed_at: str | None = None) -> str:
         return self.telemetry.record_outcome(entity_id, label, observed_at)
