@@ -49,7 +49,7 @@ def main() -> int:
             pg = PostgresServer(work / "pg").start() if stack == "mosquitto" else None
             chaos = Chaos(work, stack, n_devices=args.devices, n_procs=args.procs, seed=args.seed, bundles=paths,
                           trust_key=bundles.public_path, pg_url=pg.url if pg else None, produce_every=args.produce_every,
-                          produce_n=args.produce_n, kill_window=(0.3, 4.0), budget=600)
+                          produce_n=args.produce_n, kill_window=(0.0, 60.0), budget=600)
             try:
                 res = run_chaos(chaos, converge_timeout=240)
             finally:

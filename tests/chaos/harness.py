@@ -170,9 +170,10 @@ class DeviceProc:
 @dataclass
 class Kill:
     component: str          # "server", "broker", "devices[3]"
-    at: float               # seconds after the rollout started
+    at: float               # seconds after the rollout started (before it fires: the fallback moment)
     down: float             # seconds before the restart
     context: str = ""       # what the rollout was doing just before
+    after: int = 0          # fires once this many devices run the target version
 
 
 @dataclass
@@ -316,34 +317,41 @@ class Chaos:
 
     # -- chaos ---------------------------------------------------------------------------------
     def schedule(self) -> list[Kill]:
-        lo, hi = self.kill_window
-        kills = [Kill("server", self.rng.uniform(lo, hi), self.rng.uniform(0.5, 2.0))]
-        # The embedded broker lives in the server's process: its "broker kill" is a second server kill.
-        kills.append(Kill("broker" if self.stack == "mosquitto" else "server", self.rng.uniform(lo, hi), self.rng.uniform(0.5, 2.0)))
-        n_kill = max(1, round(0.2 * self.n_procs))
-        for k in self.rng.sample(range(self.n_procs), n_kill):
-            kills.append(Kill(f"devices[{k}]", self.rng.uniform(lo, hi), self.rng.uniform(0.5, 2.0)))
-        return sorted(kills, key=lambda k: k.at)
+        """Each kill fires once a seeded random number of devices (1 .. N-2) runs the target, so
+        it lands inside the rollout; ``kill_window[1]`` seconds is the fallback if it never does."""
+        hi = self.kill_window[1]
 
-    def _context(self, rid: int) -> str:
+        def kill(component: str) -> Kill:
+            return Kill(component, hi, self.rng.uniform(0.5, 2.0), after=self.rng.randint(1, max(1, self.n - 2)))
+        kills = [kill("server")]
+        # The embedded broker lives in the server's process: its "broker kill" is a second server kill.
+        kills.append(kill("broker" if self.stack == "mosquitto" else "server"))
+        n_kill = max(1, round(0.2 * self.n_procs))
+        kills += [kill(f"devices[{k}]") for k in self.rng.sample(range(self.n_procs), n_kill)]
+        return sorted(kills, key=lambda k: k.after)
+
+    def _context(self, rid: int, on_target: int) -> str:
+        view = f"{on_target}/{self.n} devices on target"
         try:
             st = self.rollout_state(rid)
         except (OSError, ValueError):
-            return "server down"
-        return f"rollout {st['state']} step {st['step_index'] + 1}/{len(st['steps'])}, {st['counts'].get('installed', 0)}/{st['targets']} installed"
+            return f"server down, {view}"
+        return f"rollout {st['state']} step {st['step_index'] + 1}/{len(st['steps'])}, {view}"
 
-    def run_kills(self, rid: int, t0: float) -> None:
+    def run_kills(self, rid: int, t0: float, version: int) -> None:
         assert self.server is not None
         kills = self.schedule()
-        actions: list[tuple[float, str, Kill]] = []
-        for k in kills:
-            actions += [(k.at, "kill", k), (k.at + k.down, "restart", k)]
-        actions.sort(key=lambda a: a[0])
+        pending = list(kills)
+        restarts: list[tuple[float, Kill]] = []
         server_down = 0  # overlapping server kills: restart only when the last one's pause is over
-        for at, what, k in actions:
-            time.sleep(max(0.0, t0 + at - time.monotonic()))
-            if what == "kill":
-                k.context = self._context(rid) if not server_down else "server down"
+        while pending or restarts:
+            now = time.monotonic()
+            if time.time() > self.deadline:
+                raise AssertionError("chaos schedule did not finish before the run's budget")
+            on_target = sum(s.get("active_version") == version for s in self.device_states().values())
+            for k in [k for k in pending if on_target >= k.after or now - t0 >= k.at]:
+                pending.remove(k)
+                k.context = self._context(rid, on_target) if not server_down else f"server down, {on_target}/{self.n} devices on target"
                 k.at = time.monotonic() - t0
                 if k.component == "server":
                     server_down += 1
@@ -353,7 +361,9 @@ class Chaos:
                     self.broker.kill()
                 else:
                     self.procs[int(k.component[8:-1])].kill()
-            else:
+                restarts.append((time.monotonic() + k.down, k))
+            for due, k in [r for r in restarts if r[0] <= time.monotonic()]:
+                restarts.remove((due, k))
                 if k.component == "server":
                     server_down -= 1
                     if not server_down:
@@ -363,6 +373,7 @@ class Chaos:
                     self.broker.start()
                 else:
                     self.procs[int(k.component[8:-1])].start()
+            time.sleep(0.05)
         self.result.kills = kills
         self.server.wait_ready()
 
@@ -445,7 +456,7 @@ def run_chaos(chaos: Chaos, version: int = 2, steps: list[float] | None = None, 
     t0 = time.monotonic()
     res.t0_wall = time.time()
     r = chaos.rollout(version, steps, converge_timeout)
-    chaos.run_kills(r["id"], t0)
+    chaos.run_kills(r["id"], t0, version)
     res.seconds["kills"] = time.monotonic() - t0
 
     def converged() -> bool:
