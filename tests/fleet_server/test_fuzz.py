@@ -53,7 +53,15 @@ def test_openapi_document_is_valid_openapi_3_1() -> None:
 
 @pytest.fixture()
 def target(make_server: Any, make_bundle: Callable[..., Path], tmp_path: Path) -> dict[str, Any]:
-    server = make_server()
+    return _start(make_server(), make_bundle, tmp_path)
+
+
+@pytest.fixture()
+def target_pg(make_server: Any, make_bundle: Callable[..., Path], tmp_path: Path, fresh_pg: str) -> dict[str, Any]:
+    return _start(make_server(db_url=fresh_pg), make_bundle, tmp_path)
+
+
+def _start(server: Any, make_bundle: Callable[..., Path], tmp_path: Path) -> dict[str, Any]:
     api = Api(server)
     assert api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())[0] == 201
     dev = enroll(api, "fuzz-dev")
@@ -132,4 +140,13 @@ def test_fuzz_every_operation_with_admin_and_device_tokens(target: dict[str, Any
     admin = run_schemathesis(target, target["api"].token, name="admin-full", include=[], max_examples=300, max_time=300)
     _assert_clean(admin)
     device = run_schemathesis(target, target["device_token"], name="device-full", include=[], max_examples=200, max_time=120)
+    _assert_clean(device)
+
+
+@pytest.mark.slow
+def test_fuzz_every_operation_on_postgresql(target_pg: dict[str, Any]) -> None:
+    """PostgreSQL refuses what SQLite stores (NUL, lone surrogates, 64-bit ints in INTEGER columns)."""
+    admin = run_schemathesis(target_pg, target_pg["api"].token, name="pg-admin", include=[], max_examples=150, max_time=150)
+    _assert_clean(admin)
+    device = run_schemathesis(target_pg, target_pg["device_token"], name="pg-device", include=DEVICE_OPS, max_examples=100, max_time=60)
     _assert_clean(device)
