@@ -513,6 +513,9 @@ def run_chaos(chaos: Chaos, version: int = 2, steps: list[float] | None = None, 
     for log in sorted(chaos.workdir.glob("devices-*.events.log")):
         res.device_errors += [ln for ln in log.read_text().splitlines() if "refused" in ln][:3]
     log = chaos.server.log.read_text(errors="replace").splitlines()
-    res.server_errors = sorted({ln.strip()[:200] for ln in log if "Error" in ln and not ln.startswith(" ")})[:8]
+    import re
+
+    errs = [re.sub(r"Task-\d+", "Task-N", ln.strip())[:160] for ln in log if "Error" in ln and not ln.startswith(" ")]
+    res.server_errors = [f"{n} x {e}" for e, n in sorted(((e, errs.count(e)) for e in set(errs)), key=lambda x: -x[1])][:5]
     res.seconds["total"] = time.monotonic() - t_all
     return res
