@@ -3,7 +3,8 @@
 One policy (:class:`BrokerAccess`, the rules of ``docs/protocol.md``), two brokers:
 
 - a device logs in as username = device id, password = token; it may SUBSCRIBE to and receive
-  only ``edgefleet/v1/devices/<id>/assignment`` and PUBLISH only its own ``telemetry``/``status``;
+  only its own ``edgefleet/v1/devices/<id>/assignment`` and ``.../ack`` (the server's telemetry
+  acknowledgement) and PUBLISH only its own ``telemetry``/``status``;
 - the server logs in as :data:`SERVER_USERNAME` with a generated password and may use all of
   ``edgefleet/v1/#``; anyone else, anonymous clients included, is refused.
 
@@ -14,7 +15,7 @@ Mosquitto lives in :mod:`fleet_server.mosquitto` (password + ACL files) and
 :mod:`fleet_server.mosquitto_dynsec` (dynamic-security plugin). Everything raised here on purpose
 is a :class:`BrokerError`.
 
-Two amqtt 0.12.1 behaviours are changed (:class:`_ACLBroker`):
+Three amqtt 0.12.1 behaviours are changed (:class:`_ACLBroker`):
 
 - amqtt looks up, and with a clean-session CONNECT *deletes*, the session of the client id a
   CONNECT names before it authenticates the login. A device logging in as client id
@@ -30,7 +31,12 @@ Two amqtt 0.12.1 behaviours are changed (:class:`_ACLBroker`):
   back after the database commit; the device keeps the batch in its outbox until then, so
   nothing the device saw acknowledged can be lost. A full sink, or no commit within
   :data:`STORE_TIMEOUT` seconds (database down), closes the connection without an ack: the
-  device reconnects and sends again, and ids make the redelivery idempotent.
+  device reconnects and sends again, and ids make the redelivery idempotent. The server also
+  publishes its application ack on the device's ``ack`` topic, as on Mosquitto, so the device
+  speaks one protocol on both brokers.
+- amqtt's broadcast loop iterated the subscription table while awaiting the ACL check; a
+  SUBSCRIBE at that moment raised ``dictionary changed size during iteration`` and the message
+  reached nobody. Here it iterates a snapshot.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import INCOMING, ApplicationMessage, Session
@@ -78,8 +85,8 @@ def validate_device_id(device_id: str) -> str:
     return device_id
 
 
-def device_topic(device_id: str, leaf: Literal["assignment", "telemetry", "status"]) -> str:
-    """``edgefleet/v1/devices/<id>/<leaf>``: assignment is server → device, the others device → server."""
+def device_topic(device_id: str, leaf: Literal["assignment", "ack", "telemetry", "status"]) -> str:
+    """``edgefleet/v1/devices/<id>/<leaf>``: assignment and ack are server → device, the others device → server."""
     return f"{TOPIC_ROOT}/devices/{device_id}/{leaf}"
 
 
@@ -183,7 +190,7 @@ class BrokerAccess:
         if not topic or not _DEVICE_ID.fullmatch(username or ""):
             return False
         if op in (Op.SUBSCRIBE, Op.RECEIVE):
-            return topic == device_topic(username, "assignment")
+            return topic in (device_topic(username, "assignment"), device_topic(username, "ack"))
         return topic in (device_topic(username, "telemetry"), device_topic(username, "status"))
 
     @staticmethod
@@ -378,6 +385,30 @@ class _ACLBroker(Broker):
             client_session.keep_alive += delay
         return handler, client_session
 
+    async def _run_broadcast(self, running_tasks: Any) -> None:
+        """amqtt 0.12.1's method over a snapshot of the subscriptions: the original iterates
+        ``self._subscriptions`` while awaiting the ACL check, so a concurrent SUBSCRIBE raised
+        ``RuntimeError: dictionary changed size during iteration`` and the message reached no
+        subscriber although its publisher had been acknowledged."""
+        broadcast = await self._broadcast_queue.get()
+        for k_filter, subscriptions in list(self._subscriptions.items()):
+            if not self._matches(broadcast["topic"], k_filter):
+                continue
+            for target_session, sub_qos in list(subscriptions):
+                qos = broadcast.get("qos", sub_qos)
+                if not await self._topic_filtering(target_session, topic=broadcast["topic"], action=Action.RECEIVE):
+                    continue
+                if (target_session.transitions.state != "connected" and not target_session.clean_session
+                        and qos in (QOS_1, QOS_2) and not target_session.is_anonymous):
+                    await self._retain_broadcast_message(broadcast, qos, target_session)
+                    continue
+                if target_session.transitions.state != "connected":
+                    continue
+                handler = self._get_handler(target_session)
+                if handler:
+                    running_tasks.append(asyncio.ensure_future(
+                        handler.mqtt_publish(broadcast["topic"], broadcast["data"], qos, retain=False)))
+
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
         topic_filter, qos = subscription
         if not any(s is session for s, _ in self._subscriptions.get(topic_filter, [])):
@@ -398,7 +429,8 @@ def _check_amqtt_internals() -> None:
     """The overrides above replace amqtt 0.12.1 internals; refuse to run on an amqtt without them
     rather than silently losing the store-before-ack and authenticate-first guarantees."""
     for owner, name in ((Broker, "_initialize_client_session"), (Broker, "_authenticate"), (Broker, "_delete_session"),
-                        (Broker, "_publish_retained_messages_for_subscription"),
+                        (Broker, "_publish_retained_messages_for_subscription"), (Broker, "_run_broadcast"),
+                        (Broker, "_retain_broadcast_message"), (Broker, "_get_handler"),
                         (BrokerProtocolHandler, "_handle_message_flow"), (BrokerProtocolHandler, "init_from_connect")):
         if not callable(getattr(owner, name, None)):
             raise BrokerError(f"amqtt: {owner.__name__}.{name} is missing; the embedded broker is written for amqtt 0.12.1")

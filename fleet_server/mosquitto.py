@@ -81,6 +81,7 @@ class MosquittoAccess:
             f"user {SERVER_USERNAME}\n"
             f"topic readwrite {TOPIC_ROOT}/#\n\n"
             f"pattern read {device_topic('%u', 'assignment')}\n"
+            f"pattern read {device_topic('%u', 'ack')}\n"
             f"pattern write {device_topic('%u', 'telemetry')}\n"
             f"pattern write {device_topic('%u', 'status')}\n"
         )

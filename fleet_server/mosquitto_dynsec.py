@@ -23,7 +23,7 @@ device needs no file rewrite and no restart.
   manages its own Mosquitto); against an external Mosquitto only :class:`DynsecAdmin` is needed.
 
 Device ``d`` gets role ``edgefleet-device-d``: ``subscribeLiteral`` + ``publishClientReceive`` on
-its ``assignment`` and ``publishClientSend`` on its ``telemetry`` and ``status``; its client id is
+its ``assignment`` and its ``ack`` (the server's telemetry acknowledgement), and ``publishClientSend`` on its ``telemetry`` and ``status``; its client id is
 bound to ``edgefleet-device-d`` so no one else can take over (or kick) its session.
 """
 
@@ -93,12 +93,14 @@ def server_acls(root: str = TOPIC_ROOT) -> list[Acl]:
 
 
 def device_acls(device_id: str) -> list[Acl]:
-    """A device: its own assignment in (exact filter only), its own telemetry and status out."""
+    """A device: its own assignment and ack in (exact filters only), its own telemetry and status out."""
     device_id = validate_device_id(device_id)
-    assignment = device_topic(device_id, "assignment")
+    assignment, ack = device_topic(device_id, "assignment"), device_topic(device_id, "ack")
     return [
         Acl("subscribeLiteral", assignment),
         Acl("publishClientReceive", assignment),
+        Acl("subscribeLiteral", ack),
+        Acl("publishClientReceive", ack),
         Acl("publishClientSend", device_topic(device_id, "telemetry")),
         Acl("publishClientSend", device_topic(device_id, "status")),
     ]

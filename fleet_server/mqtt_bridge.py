@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import json
 import queue
+import re
 import secrets
 import threading
 import time
@@ -60,6 +61,35 @@ INGEST_TOPICS = ("edgefleet/v1/devices/+/telemetry", "edgefleet/v1/devices/+/sta
 
 Ack = Callable[[], None]
 Item = tuple[str, bytes, Ack]
+ServerAck = tuple[str, dict[str, Any]]  # (device id, ack payload)
+_BATCH_ID = re.compile(rb'^\s*\{\s*"batch_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
+
+
+def ack_topic(device_id: str) -> str:
+    return f"edgefleet/v1/devices/{device_id}/ack"
+
+
+def _batch_id(payload: bytes) -> str | None:
+    """The batch's ``batch_id`` when it leads the JSON (as the agents send it), cheaply."""
+    m = _BATCH_ID.match(payload[:120])
+    return m.group(1).decode() if m else None
+
+
+def rejection_ack(payload: bytes, reason: str) -> dict[str, Any]:
+    """The ack telling a device its batch was refused for good: its batch id and message ids
+    when the payload names them (best effort: a payload that does not parse names none)."""
+    bid, ids = _batch_id(payload), []
+    try:
+        doc = json.loads(payload)
+        if isinstance(doc, dict):
+            if isinstance(doc.get("batch_id"), str):
+                bid = doc["batch_id"][:64]
+            msgs = doc.get("messages")
+            if isinstance(msgs, list):
+                ids = [m["id"] for m in msgs[:5000] if isinstance(m, dict) and isinstance(m.get("id"), str) and len(m["id"]) <= 64]
+    except Exception:  # noqa: BLE001 - not JSON, too deep, not UTF-8: the ack names what it can
+        pass
+    return {"batch_id": bid, "result": "rejected", "reason": reason[:300], "ids": ids}
 
 
 def route(topic: str) -> tuple[str, str] | None:
@@ -92,6 +122,10 @@ class IngestQueue:
         self.last_error: str | None = None
         self.database_down = False
         self.on_rejected: Callable[[str], Any] | None = None  # topic of a rejected message (the bridge clears it if retained)
+        # The server's application ack: called with [(device id, ack)] after each commit, from
+        # the worker thread; the bridge publishes them on the devices' ack topics.
+        self.on_acks: Callable[[list[ServerAck]], Any] | None = None
+        self.acks_sent = 0
         self._pending_counts: dict[str, int] = {}
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
@@ -171,7 +205,7 @@ class IngestQueue:
                 continue
             group = self._drain(first)
             try:
-                statuses = self._store(group)
+                statuses, acks = self._store(group)
             except Exception as exc:  # noqa: BLE001 - classified below: outage or one bad message
                 if self._classify(exc) == "down":
                     if self._outage(group, exc, pause):
@@ -179,7 +213,8 @@ class IngestQueue:
                     pause = min(pause * 2, 30.0)
                     continue
                 self.last_error = f"group of {len(group)}: {_short(exc)}"
-                statuses, left = self._store_each(group)
+                statuses, left, acks = self._store_each(group)
+                self._send_acks(acks)
                 if left:
                     if self._outage(left, None, pause):
                         return
@@ -188,6 +223,7 @@ class IngestQueue:
             else:
                 self._release(group)
                 self._ack(group)
+                self._send_acks(acks)
             pause = 0.5
             self.database_down = False
             if statuses and self.on_status:
@@ -203,30 +239,44 @@ class IngestQueue:
             return False
         return self._probe_fails()  # stopping: drain what can be stored, leave the rest unacknowledged
 
-    def _store_each(self, group: list[Item]) -> tuple[int, list[Item]]:
+    def _send_acks(self, acks: list[ServerAck]) -> None:
+        if acks and self.on_acks is not None:
+            try:
+                self.on_acks(acks)
+                self.acks_sent += len(acks)
+            except Exception as exc:  # noqa: BLE001 - an unsent ack only means the device resends; ids dedupe
+                self.last_error = f"ack: {_short(exc)}"
+
+    def _store_each(self, group: list[Item]) -> tuple[int, list[Item], list[ServerAck]]:
         """Store one by one: ack each stored message, reject (count + ack) each one that cannot
         be stored. Returns (statuses stored, the items left unacknowledged because the database
-        went down on the way)."""
+        went down on the way, the server acks of what was stored or rejected)."""
         statuses = 0
+        acks: list[ServerAck] = []
         for i, item in enumerate(group):
             for attempt in range(self.TRANSIENT_RETRIES + 1):
                 try:
-                    statuses += self._store([item])
+                    n, item_acks = self._store([item])
+                    statuses += n
+                    acks += item_acks
                     break
                 except Exception as exc:  # noqa: BLE001 - classified: outage, transient, or this message's fault
                     verdict = self._classify(exc)
                     if verdict == "down":
                         self.last_error = f"database: {_short(exc)}"
-                        return statuses, group[i:]
+                        return statuses, group[i:], acks
                     if verdict == "transient" and attempt < self.TRANSIENT_RETRIES:
                         time.sleep(0.2 * (attempt + 1))
                         continue
                     self.last_error = f"{item[0]}: {_short(exc)}"
                     self._reject(item)
+                    r = route(item[0])
+                    if r is not None and r[1] == "telemetry" and item[1]:
+                        acks.append((r[0], rejection_ack(item[1], f"not storable: {_short(exc)}")))
                     break
             self._release([item])
             self._ack([item])
-        return statuses, []
+        return statuses, [], acks
 
     def _reject(self, item: Item) -> None:
         r = route(item[0])
@@ -266,8 +316,9 @@ class IngestQueue:
             return "down"
         return "transient" if isinstance(exc, OperationalError) else "bad"
 
-    def _store(self, group: list[Item]) -> int:
-        """Validate and store a group in one transaction; returns how many statuses it held.
+    def _store(self, group: list[Item]) -> tuple[int, list[ServerAck]]:
+        """Validate and store a group in one transaction; returns how many statuses it held and
+        the server acks to publish once the commit is done.
         Parsing and validation failures are rejections counted here; only database errors raise."""
         with self._bytes_lock:
             pending, self._pending_counts = self._pending_counts, {}
@@ -279,10 +330,11 @@ class IngestQueue:
                     self._pending_counts[name] = self._pending_counts.get(name, 0) + n
             raise
 
-    def _store_group(self, group: list[Item], pending: dict[str, int]) -> int:
+    def _store_group(self, group: list[Item], pending: dict[str, int]) -> tuple[int, list[ServerAck]]:
         from sqlalchemy.exc import SQLAlchemyError
 
         statuses = 0
+        acks: list[ServerAck] = []
         with self.fleet.session() as s:
             for name, n in pending.items():
                 self.fleet.bump(s, name, n)
@@ -296,15 +348,20 @@ class IngestQueue:
                     continue  # an empty payload clears a retained message; it is not a message
                 if kind == "telemetry":
                     try:
-                        rows.extend(ingest.parse_batch(self.fleet, device_id, payload))
+                        parsed = ingest.parse_batch(self.fleet, device_id, payload)
+                        rows.extend(parsed)
+                        acks.append((device_id, {"batch_id": _batch_id(payload), "result": "stored",
+                                                 "ids": [r["id"] for r in parsed]}))
                     except FleetError as exc:
                         self.last_error = f"{topic}: {exc}"
                         ingest.reject(self.fleet, exc, s)
                         self._rejected(topic)
+                        acks.append((device_id, rejection_ack(payload, str(exc))))
                     except Exception as exc:  # noqa: BLE001 - RecursionError, UnicodeDecodeError, ...
                         self.last_error = f"{topic}: {_short(exc)}"
                         ingest.reject(self.fleet, FleetError(f"body: {_short(exc)}"), s)
                         self._rejected(topic)
+                        acks.append((device_id, rejection_ack(payload, f"body: {_short(exc)}")))
                     continue
                 try:
                     devices.record_status(self.fleet, device_id, json.loads(payload), s)
@@ -316,7 +373,7 @@ class IngestQueue:
                     self.fleet.bump(s, "status_rejected")
                     self._rejected(topic)
             ingest.insert_rows(self.fleet, rows, s)
-        return statuses
+        return statuses, acks
 
 
 class MqttBridge:
@@ -332,6 +389,7 @@ class MqttBridge:
         self._own_ingest = ingest is None
         self.ingest = ingest if ingest is not None else IngestQueue(fleet, on_status=on_status)
         self.ingest_topics = ingest_topics
+        self.ingest.on_acks = self._publish_acks  # on both brokers: one device protocol
         if ingest_topics:
             # A rejected message a device published retained would come back on every resubscribe
             # (each server restart) and be counted again: the server clears the retained copy.
@@ -404,6 +462,12 @@ class MqttBridge:
             ack()  # not ours to store (the ACL lets only edgefleet/v1/... through): acknowledge, drop
             return
         self.ingest.submit(msg.topic, bytes(msg.payload), ack)  # full: not acknowledged, the broker redelivers
+
+    def _publish_acks(self, acks: list[ServerAck]) -> None:
+        """The server acks of one commit, QoS 1, not retained, each on its device's own topic.
+        paho queues them while disconnected; a lost one only means the device resends."""
+        for device_id, body in acks:
+            self.client.publish(ack_topic(device_id), json.dumps(body, separators=(",", ":")), qos=1, retain=False)
 
     def _clear_retained(self, topic: str) -> None:
         self.client.publish(topic, b"", qos=1, retain=True)

@@ -17,6 +17,12 @@ halved until the refused message is alone; only that one is dropped and counted
 (``dropped_rejected``); everything else is delivered. Network errors, 5xx, 401/403/404, 408
 and 429 are retried with backoff, never dropped.
 
+Over MQTT a PUBACK is only the broker's receipt (Mosquitto acknowledges on receipt and forgets
+when it is killed), so a PUBACKed batch goes *in flight* and leaves the outbox only on the
+server's ack on ``edgefleet/v1/devices/<id>/ack`` (after its commit; a rejection there is final
+and counted as ``dropped_rejected``). A batch with no server ack within ``ack_timeout``, or
+still in flight when the connection is replaced, is sent again; the server dedups by id.
+
 Two key roles are kept apart: ``assignment_keys`` (the fleet server's) sign assignments only,
 ``trusted_keys`` (publishers') sign bundles only. A key may hold one role, never both.
 
@@ -36,6 +42,7 @@ import queue
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -79,6 +86,8 @@ class AgentConfig:
     window_seconds: float = 3600.0      # sketch window
     outbox_max_messages: int = 200_000
     tick_seconds: float = 0.2
+    ack_timeout: float = 10.0           # MQTT: seconds a PUBACKed batch waits for the server's ack before it is resent
+    max_inflight_batches: int = 4       # MQTT: batches published and awaiting the server's ack
     input_dir: Path | None = None       # MiNiFi-style drop folder of *.jsonl records to score
 
     @classmethod
@@ -202,6 +211,7 @@ class Agent:
         self.last_error: str | None = None
         self.last_telemetry_error: str | None = None
         self._report_first = bool(self.store.fallback or self.store.recovery)
+        self._mqtt_epoch = 0
         self._heal()
 
     # -- public, offline ---------------------------------------------------------------------
@@ -349,9 +359,33 @@ class Agent:
                                  "ts": _iso(time.time())}
 
     # -- telemetry ---------------------------------------------------------------------------
+    def _on_server_ack(self, payload: bytes) -> None:
+        """The server's ack (paho's thread): stored ids leave the outbox, rejected ones are dropped."""
+        try:
+            ack = json.loads(payload)
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(ack, dict):
+            return
+        self.outbox.server_ack(ack)
+        if ack.get("result") == "rejected":
+            self.last_telemetry_error = f"batch {ack.get('batch_id')} refused by the server: {ack.get('reason')}"[:300]
+        self._next_flush = 0.0
+
     def flush_once(self) -> int:
-        """Send one batch; returns how many messages left the outbox (acknowledged or dropped)."""
-        msgs = self.outbox.peek(self.cfg.batch_size)
+        """Send one batch; returns how many messages left the outbox (acknowledged or dropped)
+        or, over MQTT, went in flight."""
+        mqtt_up = self.mqtt is not None and self.mqtt.connected.is_set()
+        if mqtt_up:
+            if self.mqtt.epoch != self._mqtt_epoch:  # a new connection: what was in flight is resent
+                self._mqtt_epoch = self.mqtt.epoch
+                self.outbox.requeue_all()
+            self.outbox.expire(self.cfg.ack_timeout)
+            if self.outbox.inflight() >= self.cfg.max_inflight_batches:
+                return 0
+        else:
+            self.outbox.requeue_all()  # over HTTP the 2xx is the server's ack
+        msgs = self.outbox.pending(self.cfg.batch_size)
         if not msgs:
             return 0
         batch, oversized = self._fit(msgs)
@@ -360,11 +394,11 @@ class Agent:
             self.last_telemetry_error = f"{len(oversized)} message(s) over the {self.cfg.batch_bytes}-byte batch limit dropped"
         if not batch:
             return gone
-        ok = False
         if self.mqtt is not None and self.mqtt.connected.is_set():
-            ok = self.mqtt.publish("telemetry", self._batch(batch))
-            if ok:
-                return gone + self.outbox.ack(m.id for m in batch)
+            bid = self.outbox.send(batch)  # in flight before the publish, so no ack can come first
+            if self.mqtt.publish("telemetry", self._batch(batch, bid)):
+                return gone + len(batch)
+            self.outbox.unsend(bid)
         if self.mqtt is None or not self.mqtt.connected.is_set():
             try:
                 return gone + self._post(batch)
@@ -372,8 +406,10 @@ class Agent:
                 self.last_telemetry_error = str(exc)[:300]
         return gone
 
-    def _batch(self, msgs: list[Message]) -> dict[str, Any]:
-        return {"device_id": self.cfg.device_id, "sent_at": _iso(time.time()), "messages": [m.to_wire() for m in msgs]}
+    def _batch(self, msgs: list[Message], batch_id: str | None = None) -> dict[str, Any]:
+        """The wire batch; ``batch_id`` leads it (the server's ack names it)."""
+        return {"batch_id": batch_id or uuid.uuid4().hex, "device_id": self.cfg.device_id, "sent_at": _iso(time.time()),
+                "messages": [m.to_wire() for m in msgs]}
 
     def _fit(self, msgs: list[Message]) -> tuple[list[Message], list[Message]]:
         """The longest prefix of ``msgs`` whose batch is within ``batch_bytes``, and the
@@ -453,6 +489,8 @@ class Agent:
             if self.flush_once():
                 self._flush_attempt = 0
                 self._next_flush = now  # keep draining
+            elif self.outbox.inflight() and self.mqtt is not None and self.mqtt.connected.is_set():
+                self._next_flush = now + min(self.cfg.tick_seconds, 0.2)  # waiting for the server's acks, not failing
             else:
                 self._flush_attempt += 1
                 self._next_flush = now + backoff_delay(self._flush_attempt, self.cfg.backoff_base, self.cfg.backoff_cap)
@@ -474,7 +512,7 @@ class Agent:
             signal.signal(signal.SIGINT, lambda *_: self.stop())
         if self.cfg.mqtt:
             self.mqtt = MqttLink(self.cfg.mqtt, self.cfg.device_id, self.cfg.token, on_assignment=self._on_mqtt_assignment,
-                                 reconnect_max=self.cfg.mqtt_reconnect_max)
+                                 on_ack=self._on_server_ack, reconnect_max=self.cfg.mqtt_reconnect_max)
             self.mqtt.start()
         try:
             while not self._stop.is_set():

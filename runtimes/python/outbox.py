@@ -2,7 +2,15 @@
 
 Every message gets an idempotent id (uuid4) when it is accepted; the server deduplicates by
 it, so redelivery after a lost acknowledgement is harmless. A message leaves the outbox only
-when ``ack`` is called with its id, after the broker's PUBACK or the server's 2xx.
+when ``ack`` is called with its id, after the server's acknowledgement: the 2xx of an HTTP POST,
+or over MQTT the server's ack on the device's ``ack`` topic, published after the commit.
+
+A broker's PUBACK is not that ack (Mosquitto PUBACKs on receipt and forgets what it held when
+it is killed), so over MQTT a published batch only moves to *in flight* (:meth:`send`): it
+stays in the outbox, is not handed out again by :meth:`pending`, and goes back to pending when
+no server ack came within the ack timeout (:meth:`expire`) or the connection was replaced
+(:meth:`requeue_all`). The in-flight state lives in memory: after a restart everything in the
+outbox is pending again, which is the same rule (resend; the server deduplicates by id).
 
 The outbox is bounded by message count and bytes. When full, the oldest ``prediction``
 messages go first (they are samples; sketches and outcomes are not), then the oldest of any
@@ -62,9 +70,81 @@ class Outbox:
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         self._count, self._bytes = int(row[0]), int(row[1])
 
+        self._inflight: dict[str, tuple[float, list[str]]] = {}  # batch id -> (monotonic send time, message ids)
+        self._inflight_ids: dict[str, str] = {}                  # message id -> batch id
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- in flight (MQTT) --------------------------------------------------------------------
+    def pending(self, limit: int = 500) -> list[Message]:
+        """The oldest ``limit`` messages that are not in flight."""
+        with self._lock:
+            skip = len(self._inflight_ids)
+            rows = self._db.execute("SELECT id, kind, created, body FROM outbox ORDER BY seq LIMIT ?", (limit + skip,)).fetchall()
+            rows = [r for r in rows if r[0] not in self._inflight_ids][:limit]
+        return [Message(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def send(self, msgs: Iterable[Message], batch_id: str | None = None) -> str:
+        """Mark ``msgs`` in flight as one batch (before publishing it); returns its batch id."""
+        batch_id = batch_id or uuid.uuid4().hex
+        ids = [m.id for m in msgs]
+        with self._lock:
+            self._inflight[batch_id] = (time.monotonic(), ids)
+            for i in ids:
+                self._inflight_ids[i] = batch_id
+        return batch_id
+
+    def unsend(self, batch_id: str) -> None:
+        """The batch was not published after all: its messages are pending again."""
+        with self._lock:
+            self._unsend_locked(batch_id)
+
+    def _unsend_locked(self, batch_id: str) -> list[str]:
+        _, ids = self._inflight.pop(batch_id, (0.0, []))
+        for i in ids:
+            if self._inflight_ids.get(i) == batch_id:
+                del self._inflight_ids[i]
+        return ids
+
+    def expire(self, timeout: float) -> int:
+        """Batches in flight for ``timeout`` seconds without a server ack go back to pending;
+        returns how many messages did."""
+        cutoff = time.monotonic() - timeout
+        with self._lock:
+            old = [b for b, (t, _) in self._inflight.items() if t <= cutoff]
+            return sum(len(self._unsend_locked(b)) for b in old)
+
+    def requeue_all(self) -> int:
+        """Every batch in flight goes back to pending (the connection it was sent on is gone)."""
+        with self._lock:
+            return sum(len(self._unsend_locked(b)) for b in list(self._inflight))
+
+    def inflight(self) -> int:
+        """How many batches are in flight."""
+        return len(self._inflight)
+
+    def server_ack(self, ack: Mapping[str, Any]) -> int:
+        """Apply the server's ack ``{"batch_id", "result": "stored"|"rejected", "ids", "reason"}``:
+        stored ids leave the outbox; a rejection is final, so its ids are dropped and counted
+        (``dropped_rejected``), never resent. Returns how many messages left."""
+        ids = [i for i in ack.get("ids") or [] if isinstance(i, str)]
+        bid = ack.get("batch_id")
+        with self._lock:
+            if isinstance(bid, str) and bid in self._inflight:
+                if ack.get("result") == "rejected" and not ids:
+                    ids = list(self._inflight[bid][1])  # a payload the server could not read names no ids
+                self._unsend_locked(bid)
+            named = set(ids)
+            for b in {self._inflight_ids[i] for i in named if i in self._inflight_ids}:
+                if named.issuperset(self._inflight[b][1]):
+                    self._unsend_locked(b)  # a batch sent without a batch id, or sent twice
+            for i in named:
+                self._inflight_ids.pop(i, None)
+        if ack.get("result") == "rejected":
+            return self.drop(ids, "rejected")
+        return self.ack(ids)
 
     # -- writing ---------------------------------------------------------------------------
     def put(self, kind: str, body: Mapping[str, Any]) -> str:

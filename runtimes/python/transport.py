@@ -132,11 +132,16 @@ class Http:
 class MqttLink:
     """A paho-mqtt 2.x client on its own network thread, with auto-reconnect.
 
-    ``on_assignment`` is called with the raw payload of the retained assignment topic.
-    ``publish`` returns True only once the broker acknowledged (PUBACK) within ``timeout``.
+    ``on_assignment`` is called with the raw payload of the retained assignment topic, ``on_ack``
+    with the raw payload of each server ack on ``edgefleet/v1/devices/<id>/ack`` (both on paho's
+    thread). The session is clean, so both topics are subscribed again on every connect;
+    :attr:`epoch` counts the connects, so the caller can tell its connection was replaced (what
+    was in flight on the old one is resent). ``publish`` returns True only once the broker
+    acknowledged (PUBACK) within ``timeout``; that is the broker's receipt, not the server's ack.
     """
 
     def __init__(self, url: str, device_id: str, token: str | None, *, on_assignment: Callable[[bytes], None],
+                 on_ack: Callable[[bytes], None] | None = None,
                  reconnect_min: float = 1.0, reconnect_max: float = 60.0) -> None:
         import paho.mqtt.client as mqtt
 
@@ -147,6 +152,8 @@ class MqttLink:
         self.device_id = device_id
         self.topic_prefix = f"edgefleet/v1/devices/{device_id}"
         self._on_assignment = on_assignment
+        self._on_ack = on_ack
+        self.epoch = 0
         self.connected = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgefleet-device-{device_id}", clean_session=True)
         if token:
@@ -155,6 +162,7 @@ class MqttLink:
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
         self.client.on_message = self._message
+        self.client.on_subscribe = self._subscribed
         self.client.max_queued_messages_set(0)
 
     def start(self) -> None:
@@ -167,8 +175,12 @@ class MqttLink:
 
     def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if not getattr(reason, "is_failure", False):
-            client.subscribe(f"{self.topic_prefix}/assignment", qos=1)
-            self.connected.set()
+            topics = [(f"{self.topic_prefix}/assignment", 1)] + ([(f"{self.topic_prefix}/ack", 1)] if self._on_ack else [])
+            client.subscribe(topics)  # connected once SUBACKed, so no ack can precede the subscription
+
+    def _subscribed(self, client: Any, userdata: Any, mid: Any, reasons: Any = None, properties: Any = None) -> None:
+        self.epoch += 1
+        self.connected.set()
 
     def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         self.connected.clear()
@@ -176,6 +188,8 @@ class MqttLink:
     def _message(self, client: Any, userdata: Any, msg: Any) -> None:
         if msg.topic.endswith("/assignment") and msg.payload:
             self._on_assignment(bytes(msg.payload))
+        elif msg.topic.endswith("/ack") and msg.payload and self._on_ack is not None:
+            self._on_ack(bytes(msg.payload))
 
     def publish(self, suffix: str, payload: Any, *, retain: bool = False, timeout: float = 10.0) -> bool:
         if not self.connected.is_set():

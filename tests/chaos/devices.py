@@ -10,7 +10,10 @@ asyncio task. Each device speaks the real device protocol (docs/protocol.md), no
   token, checks size and sha256, verifies the bundle signature with its trusted keys
   (``edgefleet.bundle_format``), persists its state atomically and publishes a retained status;
 - produces prediction telemetry into the real durable outbox (``runtimes.python.outbox``) and
-  flushes it in batches over MQTT QoS 1, acknowledging the outbox only after the PUBACK.
+  flushes it in batches over MQTT QoS 1 with the agent's rules: a PUBACKed batch is only in
+  flight; it leaves the outbox on the server's ack on ``edgefleet/v1/devices/<id>/ack`` (after
+  the commit; a rejection is dropped and counted) and is resent when that ack does not come
+  within ``ACK_TIMEOUT`` or the connection is replaced.
 
 Every id accepted by the outbox is also appended to ``sent.log`` in the device's folder. The
 append follows the outbox commit with no await in between, so a SIGKILL can only leave an id in
@@ -43,6 +46,8 @@ from typing import Any
 
 BATCH = 100                     # messages per telemetry batch (well under 256 KiB)
 PUBLISH_TIMEOUT = 10.0          # seconds to wait for a PUBACK before reconnecting
+ACK_TIMEOUT = 5.0               # seconds a PUBACKed batch waits for the server's ack before it is resent
+MAX_INFLIGHT = 4                # batches awaiting the server's ack
 STATUS_EVERY = 3.0              # seconds between retained status reports
 CONNECT_BACKOFF = (0.2, 2.0)    # seconds: first and largest pause between connect attempts
 
@@ -261,7 +266,8 @@ class Device:
                 try:
                     pause = CONNECT_BACKOFF[0]
                     self.client = client
-                    await client.subscribe(f"{base}/assignment", qos=1, timeout=10)
+                    self.outbox.requeue_all()  # a new connection: what was in flight on the old one is resent
+                    await client.subscribe([(f"{base}/assignment", 1), (f"{base}/ack", 1)], timeout=10)
                     await client.publish(f"{base}/status", self.status_payload(), qos=1, retain=True, timeout=PUBLISH_TIMEOUT)
                     tasks = [asyncio.create_task(self.receive(client)), asyncio.create_task(self.flusher(client, base)),
                              asyncio.create_task(self.reporter(client, base))]
@@ -286,7 +292,21 @@ class Device:
 
     async def receive(self, client: Any) -> None:
         async for msg in client.messages:
-            self.on_assignment(bytes(msg.payload))
+            if str(msg.topic).endswith("/ack"):
+                self.on_ack(bytes(msg.payload))
+            elif msg.payload:
+                self.on_assignment(bytes(msg.payload))
+
+    def on_ack(self, payload: bytes) -> None:
+        try:
+            ack = json.loads(payload)
+        except ValueError:
+            return
+        if isinstance(ack, dict):
+            if ack.get("result") == "rejected":
+                self.p.count("batches_rejected")
+                self.p.log(f"{self.id}: batch {ack.get('batch_id')} rejected: {ack.get('reason')}")
+            self.outbox.server_ack(ack)
 
     async def reporter(self, client: Any, base: str) -> None:
         while True:
@@ -296,14 +316,22 @@ class Device:
             await client.publish(f"{base}/status", self.status_payload(), qos=1, retain=True, timeout=PUBLISH_TIMEOUT)
 
     async def flusher(self, client: Any, base: str) -> None:
+        ack_timeout = float(self.p.cfg.get("ack_timeout", ACK_TIMEOUT))
         while True:
-            msgs = self.outbox.peek(BATCH)
+            if self.outbox.expire(ack_timeout):
+                self.p.count("ack_timeouts")
+            msgs = self.outbox.pending(BATCH) if self.outbox.inflight() < MAX_INFLIGHT else []
             if not msgs:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.1)
                 continue
-            batch = {"device_id": self.id, "sent_at": iso(time.time()), "messages": [m.to_wire() for m in msgs]}
-            await client.publish(f"{base}/telemetry", json.dumps(batch).encode(), qos=1, timeout=PUBLISH_TIMEOUT)
-            self.outbox.ack(m.id for m in msgs)  # only after the broker's PUBACK
+            bid = self.outbox.send(msgs)  # in flight before the publish, so the ack cannot come first
+            batch = {"batch_id": bid, "device_id": self.id, "sent_at": iso(time.time()), "messages": [m.to_wire() for m in msgs]}
+            try:
+                await client.publish(f"{base}/telemetry", json.dumps(batch).encode(), qos=1, timeout=PUBLISH_TIMEOUT)
+            except BaseException:
+                self.outbox.unsend(bid)
+                raise
+            # PUBACKed: in flight until the server's ack (on_ack) or ACK_TIMEOUT
 
     async def producer(self) -> None:
         every = self.p.cfg["produce_every"]

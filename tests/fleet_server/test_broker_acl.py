@@ -152,6 +152,10 @@ def test_policy_table() -> None:
     assert not allowed(A, Op.PUBLISH, device_topic(B, "telemetry")) and not allowed(A, Op.PUBLISH, device_topic(A, "assignment"))
     assert allowed(SERVER_USERNAME, Op.SUBSCRIBE, "edgefleet/v1/#")
     assert not allowed(SERVER_USERNAME, Op.SUBSCRIBE, "#") and not allowed(None, Op.SUBSCRIBE, device_topic(A, "assignment"))
+    assert allowed(A, Op.SUBSCRIBE, device_topic(A, "ack")) and allowed(A, Op.RECEIVE, device_topic(A, "ack"))
+    assert not allowed(A, Op.SUBSCRIBE, device_topic(B, "ack")) and not allowed(A, Op.RECEIVE, device_topic(B, "ack"))
+    assert not allowed(A, Op.SUBSCRIBE, "edgefleet/v1/devices/+/ack") and not allowed(A, Op.PUBLISH, device_topic(A, "ack"))
+    assert allowed(SERVER_USERNAME, Op.PUBLISH, device_topic(B, "ack"))
 
 
 def test_wrong_password_and_anonymous_are_refused(broker: Harness) -> None:
@@ -275,6 +279,30 @@ def test_embedded_refuses_session_takeover_by_client_id() -> None:
         assert not login(SERVER_USERNAME, access.server_password, f"{DEVICE_CLIENT_PREFIX}{B}")
     finally:
         embedded.stop()
+
+
+def test_device_gets_only_its_own_server_ack(broker: Harness) -> None:
+    """The server's telemetry acks (edgefleet/v1/devices/<id>/ack): the server may publish any
+    device's; A may subscribe to its own, never to B's (SUBACK 0x80 on amqtt; on the password-file
+    Mosquitto, whose acl_file does not check SUBSCRIBE, A receives nothing of B's)."""
+    server = broker.server()
+    a = broker.device(A)
+    codes = a.subscribe(device_topic(B, "ack"))
+    if broker.kind == "amqtt":
+        assert codes == [0x80], f"amqtt: SUBACK for B's ack topic was {codes}"
+    else:
+        assert codes is None or codes in ([0x80], [1]), f"mosquitto: SUBACK for B's ack topic was {codes}"
+    if codes is None:
+        a = broker.device(A)
+    assert a.subscribe("edgefleet/v1/devices/+/ack") is not None
+    assert a.subscribe(device_topic(A, "ack")) == [1], f"{broker.kind}: A may not subscribe to its own ack topic"
+    server.publish(device_topic(B, "ack"), b'{"for": "b"}')
+    server.publish(device_topic(A, "ack"), b'{"for": "a"}')
+    assert a.pump(lambda: device_topic(A, "ack") in a.topics()), f"{broker.kind}: A never got its own ack"
+    a.settle()
+    assert device_topic(B, "ack") not in a.topics(), f"{broker.kind}: A received B's ack"
+    a.close()
+    server.close()
 
 
 def test_embedded_with_only_a_password_check_callback() -> None:

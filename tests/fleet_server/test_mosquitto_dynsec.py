@@ -124,6 +124,22 @@ def test_device_subscribing_to_another_devices_assignment_gets_suback_failure(dy
     server.close()
 
 
+def test_device_subscribing_to_another_devices_ack_gets_suback_failure(dynsec: Dynsec) -> None:
+    """The server's telemetry ack topic: A subscribes to its own only; the server publishes any."""
+    server = dynsec.server()
+    a = dynsec.device(A)
+    assert a.subscribe(device_topic(B, "ack")) == [SUBACK_FAILURE]
+    assert a.subscribe("edgefleet/v1/devices/+/ack") == [SUBACK_FAILURE]
+    assert a.subscribe(device_topic(A, "ack")) == [1]
+    server.publish(device_topic(B, "ack"), b'{"for": "b"}')
+    server.publish(device_topic(A, "ack"), b'{"for": "a"}')
+    assert a.pump(lambda: device_topic(A, "ack") in a.topics()), "A never got its own ack"
+    a.settle()
+    assert a.topics() == [device_topic(A, "ack")] and a.messages[0].payload == b'{"for": "a"}'
+    a.close()
+    server.close()
+
+
 def test_device_publishing_on_another_devices_topics_is_not_delivered(dynsec: Dynsec) -> None:
     server = dynsec.server()
     for topic in ("edgefleet/v1/devices/+/telemetry", "edgefleet/v1/devices/+/status"):  # as mqtt_bridge.py subscribes

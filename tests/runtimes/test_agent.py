@@ -73,6 +73,9 @@ class Watcher:
                 for m in body["messages"]:
                     self.telemetry_ids[m["id"]] = self.telemetry_ids.get(m["id"], 0) + 1
                     self.kinds[m["kind"]] = self.kinds.get(m["kind"], 0) + 1
+        if msg.topic.endswith("/telemetry"):  # play the server: its ack is what empties the outbox
+            ack = {"batch_id": body.get("batch_id"), "result": "stored", "ids": [m["id"] for m in body["messages"]]}
+            client.publish(msg.topic.rsplit("/", 1)[0] + "/ack", json.dumps(ack), qos=1)
 
     def assign(self, envelope: dict[str, Any]) -> None:
         self.client.publish(f"{TOPIC}/assignment", json.dumps(envelope), qos=1, retain=True).wait_for_publish(5)
