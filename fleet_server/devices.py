@@ -127,7 +127,7 @@ def record_status(fleet: Fleet, device_id: str, status: dict[str, Any], session:
         dev.active_model = status.get("active_model")
     dev.health = status.get("health")
     dev.last_install = status.get("last_install")
-    dev.status = {k: status.get(k) for k in ("outbox", "transport", "agent_version", "previous_version", "ts")}
+    dev.status = {k: status.get(k) for k in ("outbox", "transport", "agent_version", "previous_version", "ts", "fallback", "store")}
 
 
 def issue_assignment(fleet: Fleet, device_id: str, model: ModelVersion, fmt: str, *, rollback: bool = False,

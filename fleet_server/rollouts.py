@@ -9,7 +9,8 @@ in a stable pseudo-random order (sha256 of rollout id and device id), and walks 
    device reported it can run; a device that cannot run any is marked ``incapable`` with the
    reason, which the rollout status reports;
 3. reads reported state: ``installed`` when the device runs the version and is healthy,
-   ``failed`` when its install or health check was refused for this version;
+   ``failed`` when its install or health check was refused for this version; an ``installed``
+   device that reports it fell back from this version gets it again (bounded redeliveries);
 4. when every target of the step has settled (or ``step_timeout`` passed), evaluates the gates.
    The built-in gate bounds the install- and health-failure ratio; ``GATES`` can take more
    (the monitoring issue adds ML gates). A failing gate halts the rollout and rolls the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+import re
 from typing import Any, Callable
 
 from sqlalchemy import select
@@ -122,7 +124,13 @@ def _sync_targets(s: Any, r: Rollout) -> list[RolloutTarget]:
     return targets
 
 
+MAX_REDELIVERIES = 3
+
+
 def _observe(t: RolloutTarget, dev: Device, version: int) -> None:
+    if t.state == "installed":
+        _check_fallback(t, dev, version)
+        return
     if t.state != "assigned":
         return
     li = dev.last_install or {}
@@ -130,6 +138,22 @@ def _observe(t: RolloutTarget, dev: Device, version: int) -> None:
         t.state, t.done_at = "installed", utcnow()
     elif li.get("version") == version and str(li.get("result", "")).startswith("refused"):
         t.state, t.reason, t.done_at = "failed", str(li.get("result"))[:500], utcnow()
+
+
+def _check_fallback(t: RolloutTarget, dev: Device, version: int) -> None:
+    """An installed device that reports it fell back from this version (its active artifact
+    failed verification on load) is delivered the version again, at most ``MAX_REDELIVERIES``
+    times; after that the target is ``failed`` with the device's reason, so the gates see it."""
+    fb = (dev.status or {}).get("fallback") or {}
+    if dev.active_version == version or fb.get("from_version") != version:
+        return
+    m = re.match(r"redelivery (\d+)/", t.reason or "")
+    n = (int(m.group(1)) if m else 0) + 1
+    why = str(fb.get("reason") or "no reason given")
+    if n > MAX_REDELIVERIES:
+        t.state, t.reason, t.done_at = "failed", f"fell back from v{version} after {n - 1} redeliveries: {why}"[:500], utcnow()
+    else:
+        t.state, t.reason = "pending", f"redelivery {n}/{MAX_REDELIVERIES}: fell back to v{fb.get('to_version')}: {why}"[:500]
 
 
 def _rollback_targets(fleet: Fleet, s: Any, r: Rollout, targets: list[RolloutTarget], states: set[str]) -> int:

@@ -226,6 +226,10 @@ CAPABILITIES = {"type": "object", "maxProperties": 32, "maxBytes": MAX_JSON_FIEL
                                "backends": {"type": "array", "maxItems": 32, "items": _str(32)}}}
 LAST_INSTALL = {"type": ["object", "null"], "maxProperties": 32, "maxBytes": MAX_JSON_FIELD_BYTES,
                 "properties": {"version": _int(0, nullable=True), "result": _str(1000, type=["string", "null"])}}
+FALLBACK = {"type": ["object", "null"], "maxProperties": 8, "maxBytes": MAX_JSON_FIELD_BYTES,
+            "description": "set when the active model failed on load and an older verified one runs",
+            "properties": {"from_version": _int(0, nullable=True), "to_version": _int(0, nullable=True),
+                           "reason": _str(1000, type=["string", "null"])}}
 STATUS = {
     "type": "object", "maxProperties": 64,
     "description": "a device's reported state; unknown fields are ignored",
@@ -241,6 +245,8 @@ STATUS = {
         "outbox": {**FREE_OBJECT, "type": ["object", "null"]},
         "transport": {**_str(32), "type": ["string", "null"]},
         "agent_version": {**_str(64), "type": ["string", "null"]},
+        "fallback": FALLBACK,
+        "store": {**FREE_OBJECT, "type": ["object", "null"]},
     },
 }
 _FEATURE_VALUE = {"type": ["string", "number", "boolean", "null"], "maxLength": MAX_FEATURE_CHARS}

@@ -206,3 +206,45 @@ def test_late_joiner_gets_only_the_newest_completed_target(api: Api, make_bundle
     api("POST", "/api/v1/devices/late/status", {"capabilities": caps, "health": "no-model"}, token=b["token"])
     env = wait_for(lambda: (lambda r: r[1] if r[0] == 200 else None)(api("GET", "/api/v1/devices/late/assignment", token=b["token"])), what="late joiner assigned")
     assert env["assignment"]["version"] == 2 and env["assignment"]["serial"] == 1, "one assignment, the newest"
+
+
+def test_a_device_that_falls_back_is_delivered_the_version_again(api: Api, make_bundle: Callable[..., Path]) -> None:
+    from tests.fleet_server.conftest import wait_for
+
+    caps = {"backends": ["onnx"], "formats": ["onnx"]}
+    for v in (1, 2):
+        assert api("POST", "/api/v1/models", raw=make_bundle(v).read_bytes())[0] == 201
+    dev = enroll(api, "flaky")
+    tok = dev["token"]
+
+    def status(active: int | None, fallback: dict[str, Any] | None = None) -> None:
+        body = {"capabilities": caps, "health": "ok", "active_model": "churn", "active_version": active, "fallback": fallback}
+        code, resp, _ = api("POST", "/api/v1/devices/flaky/status", body, token=tok)
+        assert code in (200, 202, 204), resp
+
+    def serial() -> int:
+        return int(api("GET", "/api/v1/devices/flaky/assignment", token=tok)[1]["assignment"]["serial"])
+
+    status(1)
+    rid = api("POST", "/api/v1/rollouts", {"model": "churn", "version": 2, "steps": [100]})[1]["id"]
+    wait_for(lambda: api("GET", "/api/v1/devices/flaky/assignment", token=tok)[0] == 200, what="v2 assigned")
+    first = serial()
+    status(2)
+    wait_for(lambda: api("GET", f"/api/v1/rollouts/{rid}")[1]["counts"] == {"installed": 1}, what="v2 installed")
+    fb = {"from_version": 2, "to_version": 1, "reason": "sha256 of model.onnx does not match the manifest"}
+    for n in (1, 2, 3):  # each fallback report brings a fresh signed assignment of v2 ...
+        status(1, fb)
+        wait_for(lambda: serial() == first + n, what=f"redelivery {n}")
+        env = api("GET", "/api/v1/devices/flaky/assignment", token=tok)[1]["assignment"]
+        assert env["version"] == 2 and not env["rollback"]
+        st = api("GET", f"/api/v1/rollouts/{rid}")[1]
+        assert st["counts"] == {"assigned": 1}, st
+        status(2)
+        wait_for(lambda: api("GET", f"/api/v1/rollouts/{rid}")[1]["counts"] == {"installed": 1}, what="v2 installed again")
+    status(1, fb)  # ... but not forever: the fourth makes the target failed, with the device's reason
+    st = wait_for(lambda: (lambda s: s if s["counts"] == {"failed": 1} else None)(api("GET", f"/api/v1/rollouts/{rid}")[1]), what="target failed")
+    assert serial() == first + 3
+    dev_row = [d for d in api("GET", "/api/v1/devices")[1]["devices"] if d["device_id"] == "flaky"][0]
+    assert dev_row["active_version"] == 1
+    code, body, _ = api("POST", "/api/v1/devices/flaky/status", {"fallback": {"from_version": "2"}}, token=tok)
+    assert code == 400 and body["error"].startswith("fallback.from_version:"), body
