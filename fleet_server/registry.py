@@ -58,7 +58,7 @@ def register(fleet: Fleet, archive: bytes, provenance: dict[str, Any] | None = N
         raise FleetError(f"bundle: {exc}") from exc
     finally:
         os.unlink(fh.name)
-    name, version = manifest["name"], manifest["version"]  # schema-checked by verify: a safe name, an int in [1, 2**53)
+    name, version = manifest["name"], manifest["version"]  # schema-checked by verify: a safe name, an int in [1, 2**31): INTEGER columns on PostgreSQL
     with fleet.session() as s:
         newest = s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == name))
         if newest is not None and version <= newest:

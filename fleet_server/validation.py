@@ -23,12 +23,12 @@ import math
 import re
 from typing import Any
 
+from edgefleet.protocol import MAX_FEATURE_CHARS  # shared with the device: a feature value kept in telemetry
 from fleet_server.errors import FleetError
 
 MAX_DEPTH = 32                 # nesting levels of any JSON payload
 MAX_DB_INT = 2**31 - 1         # versions, ids and serials are INTEGER (32 bit) columns on PostgreSQL
 MAX_SAFE_INT = 2**53 - 1       # beyond this a JSON number is not an exact integer in JS clients
-MAX_FEATURE_CHARS = 256        # a feature value kept in telemetry
 MAX_NAME_CHARS = 128           # group, tag and model names (the columns are String(128))
 MAX_HEALTH_CHARS = 500
 MAX_JSON_FIELD_BYTES = 16_384  # a free-form object stored per status (capabilities, last_install, ...)

@@ -349,7 +349,7 @@ class ModelStore:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-_MAX_VERSION = 2 ** 53
+_MAX_VERSION = 2 ** 31  # the manifest schema's bound
 
 
 def _is_version(v: Any) -> bool:
