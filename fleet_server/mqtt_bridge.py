@@ -14,6 +14,15 @@ stored. Two paths feed it:
   (:mod:`fleet_server.broker`). The device keeps the batch in its outbox until then; the bridge
   does not subscribe to the device topics on this path (``ingest_topics=False``).
 
+A broker's PUBACK is not what the device waits for: Mosquitto PUBACKs on receipt and loses
+what it held when it is SIGKILLed. After each commit the worker therefore publishes the
+**server ack** of every telemetry batch of the group (:attr:`IngestQueue.on_acks`, QoS 1, not
+retained) on the sender's own ``edgefleet/v1/devices/<id>/ack``: ``{"batch_id", "result":
+"stored", "ids"}``, or ``"rejected"`` with the reason for a batch that can never be stored (that
+is final, so the device drops and counts it instead of resending). The device deletes a batch
+from its outbox only on that ack and resends one that got none (docs/protocol.md). Acks are
+published on both brokers, so the device protocol is one.
+
 A message that cannot be stored is that message's rejection, never the fleet's outage: a
 payload that does not parse (any exception, RecursionError and UnicodeDecodeError included) or
 fails validation is counted (``telemetry_rejected``/``telemetry_oversized``/``status_rejected``),

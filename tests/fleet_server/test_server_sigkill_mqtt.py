@@ -3,8 +3,9 @@
 The server runs as its own OS process (``tests/fleet_server/server_process.py``, the same
 ``serve_forever`` as ``edgefleet server``) with SQLite and the embedded broker. Ten devices in
 this process use the device runtime's real durable outbox (``runtimes.python.outbox``) and MQTT
-link (``runtimes.python.transport.MqttLink``, QoS 1) and flush exactly as the agent does: a
-batch leaves the outbox only after its PUBACK. Once part of the records are stored the server
+link (``runtimes.python.transport.MqttLink``, QoS 1) and delete a batch on its PUBACK alone,
+ignoring the server's ack that the agent now waits for (docs/protocol.md): this shows that the
+embedded broker's PUBACK itself comes only after the commit. Once part of the records are stored the server
 is SIGKILLed (broker and all) and started again on the same ports; the devices reconnect and
 finish. Then ids accepted by the outboxes == ids stored: 0 lost, 0 duplicate rows, outboxes
 empty. Before the fix amqtt PUBACKed on receipt, so batches in the broker's or the bridge's
