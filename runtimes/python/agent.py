@@ -42,7 +42,6 @@ import queue
 import signal
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -54,8 +53,9 @@ from edgefleet.errors import EdgefleetError, VerificationError
 from edgefleet.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
 from runtimes.python.backends import available_backends
 from runtimes.python.errors import DeviceError, DownloadError, InstallError
+from runtimes.python.flushing import PAYLOAD_REFUSED, TelemetryFlush  # noqa: F401 - PAYLOAD_REFUSED kept importable here
 from runtimes.python.inbox import score_folder
-from runtimes.python.outbox import Message, Outbox
+from runtimes.python.outbox import Outbox
 from runtimes.python.scorer import Prediction, Scorer
 from runtimes.python.store import ModelStore, atomic_write
 from runtimes.python.telemetry import Telemetry, _iso
@@ -173,9 +173,7 @@ def verify_assignment(envelope: Mapping[str, Any], trusted: list[Any], device_id
     return dict(body)
 
 
-PAYLOAD_REFUSED = {400, 409, 413, 415, 422}  # the server refuses this payload: retrying the same bytes cannot help
-
-class Agent:
+class Agent(TelemetryFlush):
     def __init__(self, config: AgentConfig) -> None:
         self.cfg = config
         root = Path(config.data_dir)
@@ -357,102 +355,6 @@ class Agent:
             self.last_install = {"version": done["version"], "result": "re-installing: the device lost this version "
                                  f"({(self.store.fallback or {}).get('reason') or (self.store.recovery or {}).get('reason') or 'no model'})"[:500],
                                  "ts": _iso(time.time())}
-
-    # -- telemetry ---------------------------------------------------------------------------
-    def _on_server_ack(self, payload: bytes) -> None:
-        """The server's ack (paho's thread): stored ids leave the outbox, rejected ones are dropped."""
-        try:
-            ack = json.loads(payload)
-        except (ValueError, RecursionError):
-            return
-        if not isinstance(ack, dict):
-            return
-        self.outbox.server_ack(ack)
-        if ack.get("result") == "rejected":
-            self.last_telemetry_error = f"batch {ack.get('batch_id')} refused by the server: {ack.get('reason')}"[:300]
-        self._next_flush = 0.0
-
-    def flush_once(self) -> int:
-        """Send one batch; returns how many messages left the outbox (acknowledged or dropped)
-        or, over MQTT, went in flight."""
-        mqtt_up = self.mqtt is not None and self.mqtt.connected.is_set()
-        if mqtt_up:
-            if self.mqtt.epoch != self._mqtt_epoch:  # a new connection: what was in flight is resent
-                self._mqtt_epoch = self.mqtt.epoch
-                self.outbox.requeue_all()
-            self.outbox.expire(self.cfg.ack_timeout)
-            if self.outbox.inflight() >= self.cfg.max_inflight_batches:
-                return 0
-        else:
-            self.outbox.requeue_all()  # over HTTP the 2xx is the server's ack
-        msgs = self.outbox.pending(self.cfg.batch_size)
-        if not msgs:
-            return 0
-        batch, oversized = self._fit(msgs)
-        gone = self.outbox.drop([m.id for m in oversized], "oversized") if oversized else 0
-        if oversized:
-            self.last_telemetry_error = f"{len(oversized)} message(s) over the {self.cfg.batch_bytes}-byte batch limit dropped"
-        if not batch:
-            return gone
-        if self.mqtt is not None and self.mqtt.connected.is_set():
-            bid = self.outbox.send(batch)  # in flight before the publish, so no ack can come first
-            if self.mqtt.publish("telemetry", self._batch(batch, bid)):
-                return gone + len(batch)
-            self.outbox.unsend(bid)
-        if self.mqtt is None or not self.mqtt.connected.is_set():
-            try:
-                return gone + self._post(batch)
-            except TransportError as exc:
-                self.last_telemetry_error = str(exc)[:300]
-        return gone
-
-    def _batch(self, msgs: list[Message], batch_id: str | None = None) -> dict[str, Any]:
-        """The wire batch; ``batch_id`` leads it (the server's ack names it)."""
-        return {"batch_id": batch_id or uuid.uuid4().hex, "device_id": self.cfg.device_id, "sent_at": _iso(time.time()),
-                "messages": [m.to_wire() for m in msgs]}
-
-    def _fit(self, msgs: list[Message]) -> tuple[list[Message], list[Message]]:
-        """The longest prefix of ``msgs`` whose batch is within ``batch_bytes``, and the
-        messages of that prefix's span that could never fit any batch on their own."""
-        budget = self.cfg.batch_bytes - len(json.dumps(self._batch([]), separators=(",", ":"))) - 8
-        batch: list[Message] = []
-        oversized: list[Message] = []
-        used = 0
-        for m in msgs:
-            size = len(json.dumps(m.to_wire(), separators=(",", ":"))) + 1  # as the transports encode it, plus a comma
-            if size > budget:
-                oversized.append(m)
-                continue
-            if used + size > budget:
-                break
-            batch.append(m)
-            used += size
-        return batch, oversized
-
-    def _post(self, msgs: list[Message]) -> int:
-        """POST a batch; when the server refuses its payload, halve it until the refused
-        message is alone, and drop only that one (counted). Retryable errors propagate once
-        nothing was delivered, so the caller backs off."""
-        url = f"/api/v1/devices/{self.cfg.device_id}/telemetry"
-        stack, done = [msgs], 0
-        while stack:  # at most 2n-1 requests for n messages
-            part = stack.pop()
-            try:
-                self.http.json("POST", url, self._batch(part))
-                done += self.outbox.ack(m.id for m in part)
-            except TransportError as exc:
-                if exc.status not in PAYLOAD_REFUSED:
-                    if done:
-                        self.last_telemetry_error = str(exc)[:300]
-                        return done
-                    raise
-                if len(part) == 1:
-                    done += self.outbox.drop([part[0].id], "rejected")
-                    self.last_telemetry_error = f"message {part[0].id} ({part[0].kind}) refused by the server: {exc}"[:300]
-                else:
-                    mid = len(part) // 2
-                    stack += [part[mid:], part[:mid]]
-        return done
 
     def _send_status(self) -> None:
         status = self.status()
