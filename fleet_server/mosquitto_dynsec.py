@@ -394,6 +394,26 @@ class DynsecAdmin:
             self.run({"command": "deleteClient", "username": device_id}, ok_errors={"Client not found"})
         self.run({"command": "deleteRole", "rolename": role}, ok_errors={"Role not found"})
 
+    def upgrade_device_roles(self) -> int:
+        """Bring every device role to :func:`device_acls` (a broker whose devices enrolled before
+        the ``ack`` topic existed would leave them unable to receive the server's acks). One
+        ``listRoles`` round trip, then one per role that differs. Returns how many were fixed."""
+        resp = self.run({"command": "listRoles", "verbose": True})[0]
+        fixed = 0
+        for role in resp.get("data", {}).get("roles", []):
+            name = role.get("rolename", "")
+            if not name.startswith(DEVICE_ROLE_PREFIX):
+                continue
+            try:
+                want = device_acls(name[len(DEVICE_ROLE_PREFIX):])
+            except BrokerError:
+                continue
+            have = {(a.get("acltype"), a.get("topic")) for a in role.get("acls", [])}
+            if not {(a.acltype, a.topic) for a in want} <= have:
+                self.ensure_role(name, want)
+                fixed += 1
+        return fixed
+
     def device_ids(self) -> set[str]:
         """Usernames of the device accounts in the broker, to reconcile against the database."""
         resp = self.run({"command": "listClients", "verbose": True})[0]

@@ -74,6 +74,7 @@ class FleetServer:
             user, password = self.cfg.mqtt_admin
             self.dynsec = DynsecAdmin(self.cfg.mqtt_url, user, password).connect()
             self.dynsec.ensure_server_account(SERVER_USER, self.fleet.secrets.mqtt_password)  # idempotent
+            self.dynsec.upgrade_device_roles()  # devices enrolled before the ack topic get it
             self.fleet.broker_access = self.dynsec  # devices.enroll() -> add_device(device_id, credential)
         if mqtt_url:
             self.bridge = MqttBridge(self.fleet, mqtt_url, on_status=self.reconciler.wake.set, ingest=self.ingest,

@@ -19,8 +19,8 @@ and 429 are retried with backoff, never dropped.
 
 Over MQTT a PUBACK is only the broker's receipt (Mosquitto acknowledges on receipt and forgets
 when it is killed), so a PUBACKed batch goes *in flight* and leaves the outbox only on the
-server's ack on ``edgefleet/v1/devices/<id>/ack`` (after its commit; a rejection there is final
-and counted as ``dropped_rejected``). A batch with no server ack within ``ack_timeout``, or
+server's ack on ``edgefleet/v1/devices/<id>/ack`` (after its commit; a rejected batch is resent
+in halves and a message rejected alone is dropped, counted as ``dropped_rejected``). A batch with no server ack within ``ack_timeout``, or
 still in flight when the connection is replaced, is sent again; the server dedups by id.
 
 Two key roles are kept apart: ``assignment_keys`` (the fleet server's) sign assignments only,

@@ -2,7 +2,8 @@
 
 One batch per call, cut by count and bytes. Over MQTT a PUBACKed batch is only *in flight*
 (:meth:`runtimes.python.outbox.Outbox.send`); it leaves the outbox on the server's ack on
-``edgefleet/v1/devices/<id>/ack`` (stored, or rejected for good: dropped and counted) and is
+``edgefleet/v1/devices/<id>/ack`` (stored; or rejected: resent in halves, and a message rejected
+alone is dropped and counted) and is
 resent when that ack does not come within ``ack_timeout`` or the connection was replaced. Over
 HTTP the 2xx is the server's ack; a payload refusal halves the batch until the refused message
 is alone, and only that one is dropped (docs/protocol.md).

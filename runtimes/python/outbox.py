@@ -72,6 +72,7 @@ class Outbox:
 
         self._inflight: dict[str, tuple[float, list[str]]] = {}  # batch id -> (monotonic send time, message ids)
         self._inflight_ids: dict[str, str] = {}                  # message id -> batch id
+        self._cap: dict[str, int] = {}  # message id -> largest batch it may go in (halved on each rejection)
 
     def close(self) -> None:
         with self._lock:
@@ -79,12 +80,20 @@ class Outbox:
 
     # -- in flight (MQTT) --------------------------------------------------------------------
     def pending(self, limit: int = 500) -> list[Message]:
-        """The oldest ``limit`` messages that are not in flight."""
+        """The oldest messages not in flight, at most ``limit``, and no more than the smallest
+        cap of those taken (a message of a rejected batch goes in a batch half that size)."""
         with self._lock:
             skip = len(self._inflight_ids)
             rows = self._db.execute("SELECT id, kind, created, body FROM outbox ORDER BY seq LIMIT ?", (limit + skip,)).fetchall()
-            rows = [r for r in rows if r[0] not in self._inflight_ids][:limit]
-        return [Message(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+            out = []
+            for r in rows:
+                if r[0] in self._inflight_ids:
+                    continue
+                limit = min(limit, self._cap.get(r[0], limit))
+                if len(out) >= limit:
+                    break
+                out.append(r)
+        return [Message(r[0], r[1], r[2], json.loads(r[3])) for r in out]
 
     def send(self, msgs: Iterable[Message], batch_id: str | None = None) -> str:
         """Mark ``msgs`` in flight as one batch (before publishing it); returns its batch id."""
@@ -127,22 +136,32 @@ class Outbox:
 
     def server_ack(self, ack: Mapping[str, Any]) -> int:
         """Apply the server's ack ``{"batch_id", "result": "stored"|"rejected", "ids", "reason"}``:
-        stored ids leave the outbox; a rejection is final, so its ids are dropped and counted
-        (``dropped_rejected``), never resent. Returns how many messages left."""
+        stored ids leave the outbox. A rejection is final for the batch: a batch of several
+        messages is resent in halves (as the HTTP path does), and a message rejected alone is
+        dropped and counted (``dropped_rejected``), never resent. Returns how many messages left."""
         ids = [i for i in ack.get("ids") or [] if isinstance(i, str)]
         bid = ack.get("batch_id")
+        rejected = ack.get("result") == "rejected"
         with self._lock:
             if isinstance(bid, str) and bid in self._inflight:
-                if ack.get("result") == "rejected" and not ids:
-                    ids = list(self._inflight[bid][1])  # a payload the server could not read names no ids
+                if rejected:
+                    ids = list(dict.fromkeys(self._inflight[bid][1] + ids))  # a payload the server could not read names no ids
                 self._unsend_locked(bid)
+            if rejected and len(ids) > 1:
+                cap = len(ids) // 2
+                for i in ids:
+                    self._cap[i] = min(self._cap.get(i, cap), cap)
+                    b = self._inflight_ids.get(i)
+                    if b is not None:
+                        self._unsend_locked(b)
+                return 0
             named = set(ids)
             for b in {self._inflight_ids[i] for i in named if i in self._inflight_ids}:
                 if named.issuperset(self._inflight[b][1]):
                     self._unsend_locked(b)  # a batch sent without a batch id, or sent twice
             for i in named:
                 self._inflight_ids.pop(i, None)
-        if ack.get("result") == "rejected":
+        if rejected:
             return self.drop(ids, "rejected")
         return self.ack(ids)
 
@@ -246,6 +265,8 @@ class Outbox:
             self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
             self._bytes -= int(sizes[0])
             self._count -= int(sizes[1])
+            for i in chunk:
+                self._cap.pop(i, None)
             removed += int(sizes[1])
         return removed
 

@@ -140,6 +140,25 @@ def test_device_subscribing_to_another_devices_ack_gets_suback_failure(dynsec: D
     server.close()
 
 
+def test_server_start_gives_old_device_roles_the_ack_topic(dynsec: Dynsec) -> None:
+    """A device enrolled before the ack topic existed has a role without it; the server's start
+    (``upgrade_device_roles``) adds it, and then the device may subscribe to its own ack only."""
+    from fleet_server.mosquitto_dynsec import device_acls, device_role
+
+    old = [a for a in device_acls(B) if not a.topic.endswith("/ack")]
+    assert len(old) == len(device_acls(B)) - 2
+    dynsec.admin.ensure_role(device_role(B), old)
+    b = dynsec.device(B)
+    assert b.subscribe(device_topic(B, "ack")) == [SUBACK_FAILURE], "the old role already had the ack topic"
+    b.close()
+    assert dynsec.admin.upgrade_device_roles() >= 1
+    assert dynsec.admin.upgrade_device_roles() == 0, "a second pass found more to fix"
+    b = dynsec.device(B)
+    assert b.subscribe(device_topic(B, "ack")) == [1]
+    assert b.subscribe(device_topic(A, "ack")) == [SUBACK_FAILURE]
+    b.close()
+
+
 def test_device_publishing_on_another_devices_topics_is_not_delivered(dynsec: Dynsec) -> None:
     server = dynsec.server()
     for topic in ("edgefleet/v1/devices/+/telemetry", "edgefleet/v1/devices/+/status"):  # as mqtt_bridge.py subscribes

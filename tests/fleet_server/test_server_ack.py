@@ -134,12 +134,21 @@ def test_outbox_in_flight_rules(tmp_path: Path) -> None:
     second = ob.send(ob.pending(3))
     assert ob.server_ack({"batch_id": bid, "result": "stored", "ids": ids[:4]}) == 4
     assert ob.depth() == 6 and ob.inflight() == 1
-    assert ob.server_ack({"batch_id": second, "result": "rejected", "reason": "x", "ids": ids[4:7]}) == 3
-    assert ob.depth() == 3 and ob.inflight() == 0 and ob.stats()["dropped_rejected"] == 3
-    third = ob.send(ob.pending(3))
-    assert ob.server_ack({"batch_id": third, "result": "rejected", "reason": "unreadable", "ids": []}) == 3, \
-        "a rejection naming no ids drops the in-flight batch it names"
-    assert ob.depth() == 0 and ob.stats()["dropped_rejected"] == 6
+    # a rejected batch of 3 is resent in halves; only a message rejected alone is dropped (counted)
+    assert ob.server_ack({"batch_id": second, "result": "rejected", "reason": "x", "ids": ids[4:7]}) == 0
+    assert ob.depth() == 6 and ob.inflight() == 0 and [m.id for m in ob.pending(100)] == [ids[4]]
+    one = ob.send(ob.pending(100))
+    assert ob.server_ack({"batch_id": one, "result": "stored", "ids": [ids[4]]}) == 1
+    assert [m.id for m in ob.pending(100)] == [ids[5]]
+    one = ob.send(ob.pending(100))
+    assert ob.server_ack({"batch_id": one, "result": "rejected", "reason": "x", "ids": []}) == 1, \
+        "a rejection naming no ids applies to the in-flight batch it names"
+    assert ob.depth() == 4 and ob.stats()["dropped_rejected"] == 1
+    assert [m.id for m in ob.pending(100)] == [ids[6]], "still capped to 1 after its batch was rejected"
+    ob.server_ack({"batch_id": ob.send(ob.pending(100)), "result": "stored", "ids": [ids[6]]})
+    assert [m.id for m in ob.pending(100)] == ids[7:], "uncapped messages go in full batches again"
+    ob.server_ack({"batch_id": ob.send(ob.pending(100)), "result": "stored", "ids": ids[7:]})
+    assert ob.depth() == 0 and ob.stats()["dropped_rejected"] == 1
     ids = ob.put_many("prediction", [{"i": i} for i in range(3)])
     ob.send(ob.pending(3))
     assert ob.server_ack({"batch_id": None, "result": "stored", "ids": ids}) == 3 and ob.inflight() == 0, "acked by ids alone"
@@ -196,3 +205,40 @@ def test_mosquitto_sigkill_mid_flush_loses_nothing_acknowledged(tmp_path: Path, 
         for a, t in agents:
             t.join(10)
         broker.stop()
+
+
+def _agent(tmp_path: Path, cred: dict[str, Any], **kw: Any) -> tuple[Agent, threading.Thread]:
+    path = tmp_path / f"cred-{cred['device_id']}.json"
+    path.write_text(json.dumps(cred))
+    cfg = AgentConfig.from_credential(path, data_dir=tmp_path / "devices" / cred["device_id"], poll_seconds=0.5, status_seconds=2.0,
+                                      tick_seconds=0.02, backoff_base=0.05, backoff_cap=0.5, mqtt_reconnect_max=1, **kw)
+    agent = Agent(cfg)
+    return agent, threading.Thread(target=agent.run, kwargs={"install_signal_handlers": False}, daemon=True)
+
+
+@pytest.mark.parametrize("kind", ["mosquitto", "embedded"])
+def test_agent_rejected_batch_is_halved_until_the_bad_message_is_alone(tmp_path: Path, make_server: Any, kind: str) -> None:
+    """A batch the server refuses over MQTT is not resent forever and does not take its good
+    messages down with it: the agent resends it in halves, and drops only the message the server
+    rejects alone (counted as dropped_rejected), as over HTTP."""
+    broker = Mosquitto(tmp_path).start() if kind == "mosquitto" else None
+    server = make_server(mqtt_url=broker.url) if broker else make_server(embedded_broker=True, embedded_mqtt_port=0)
+    cred = enroll(Api(server), f"rej-{kind}")
+    agent, t = _agent(tmp_path, cred, ack_timeout=5.0)
+    body = {"device_id": cred["device_id"], "model": "churn", "model_version": 1, "label": 1}
+    good = agent.outbox.put_many("prediction", [dict(body, score=0.5, entity_id=f"g{i}") for i in range(20)])
+    bad = agent.outbox.put("prediction", dict(body, score="high"))
+    good += agent.outbox.put_many("prediction", [dict(body, score=0.5, entity_id=f"h{i}") for i in range(20)])
+    t.start()
+    try:
+        wait_for(lambda: agent.outbox.depth() == 0, timeout=30, what="the outbox drained")
+        with server.fleet.session() as s:
+            stored = set(s.scalars(select(TelemetryRecord.id).where(TelemetryRecord.device_id == cred["device_id"])))
+        assert stored == set(good) and bad not in stored
+        assert agent.outbox.stats().get("dropped_rejected") == 1, agent.outbox.stats()
+        assert "score" in (agent.last_telemetry_error or ""), agent.last_telemetry_error
+    finally:
+        agent.stop()
+        t.join(10)
+        if broker:
+            broker.stop()
