@@ -73,6 +73,7 @@ class Outbox:
         self._inflight: dict[str, tuple[float, list[str]]] = {}  # batch id -> (monotonic send time, message ids)
         self._inflight_ids: dict[str, str] = {}                  # message id -> batch id
         self._cap: dict[str, int] = {}  # message id -> largest batch it may go in (halved on each rejection)
+        self._slow_rounds = 0  # expiries since the last server ack: the ack timeout doubles with each (at most 8x)
 
     def close(self) -> None:
         with self._lock:
@@ -119,10 +120,13 @@ class Outbox:
 
     def expire(self, timeout: float) -> int:
         """Batches in flight for ``timeout`` seconds without a server ack go back to pending;
-        returns how many messages did."""
-        cutoff = time.monotonic() - timeout
+        returns how many messages did. While no ack arrives the timeout doubles with each expiry
+        (up to 8x), so a slow server is not buried under resends; any server ack resets it."""
         with self._lock:
+            cutoff = time.monotonic() - timeout * (2 ** min(self._slow_rounds, 3))
             old = [b for b, (t, _) in self._inflight.items() if t <= cutoff]
+            if old:
+                self._slow_rounds += 1
             return sum(len(self._unsend_locked(b)) for b in old)
 
     def requeue_all(self) -> int:
@@ -143,6 +147,7 @@ class Outbox:
         bid = ack.get("batch_id")
         rejected = ack.get("result") == "rejected"
         with self._lock:
+            self._slow_rounds = 0
             if isinstance(bid, str) and bid in self._inflight:
                 if rejected:
                     ids = list(dict.fromkeys(self._inflight[bid][1] + ids))  # a payload the server could not read names no ids

@@ -152,6 +152,22 @@ def test_outbox_in_flight_rules(tmp_path: Path) -> None:
     ids = ob.put_many("prediction", [{"i": i} for i in range(3)])
     ob.send(ob.pending(3))
     assert ob.server_ack({"batch_id": None, "result": "stored", "ids": ids}) == 3 and ob.inflight() == 0, "acked by ids alone"
+    # no ack at all: each expiry doubles the wait (a slow server is not buried under resends); an ack resets it
+    ids = ob.put_many("prediction", [{"i": i} for i in range(3)])
+    ob.send(ob.pending(3))
+    time.sleep(0.6)
+    assert ob.expire(0.5) == 3
+    ob.send(ob.pending(3))
+    time.sleep(0.6)
+    assert ob.expire(0.5) == 0, "the second wait is 1.0 s, not 0.5 s"
+    time.sleep(0.5)
+    assert ob.expire(0.5) == 3
+    bid = ob.send(ob.pending(3))
+    assert ob.server_ack({"batch_id": bid, "result": "stored", "ids": ids}) == 3
+    ids = ob.put_many("prediction", [{"i": 0}])
+    ob.send(ob.pending(3))
+    time.sleep(0.6)
+    assert ob.expire(0.5) == 1, "an ack reset the wait to 0.5 s"
     ob.close()
 
 
