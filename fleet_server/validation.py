@@ -275,7 +275,9 @@ TELEMETRY_MESSAGE = {
 }
 TELEMETRY_BATCH = {
     "type": "object", "required": ["messages"],
-    "properties": {"device_id": DEVICE_ID, "messages": {"type": "array", "maxItems": 5000, "items": TELEMETRY_MESSAGE}},
+    "properties": {"device_id": DEVICE_ID,
+                   "batch_id": {**_str(64, minLength=1), "description": "echoed in the server ack on MQTT (docs/protocol.md)"},
+                   "messages": {"type": "array", "maxItems": 5000, "items": TELEMETRY_MESSAGE}},
 }
 SELECTOR = {"type": "object", "additionalProperties": False,
             "properties": {"groups": NAMES, "tags": NAMES}}
