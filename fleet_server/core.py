@@ -19,9 +19,22 @@ from sqlalchemy.orm import Session
 
 from edgefleet import keys
 from edgefleet.errors import KeyFileError
-from fleet_server.db import init_db, make_engine, session_factory
+from fleet_server.db import bump_counter, init_db, make_engine, session_factory
 from fleet_server.errors import FleetError
 from fleet_server.secrets import ServerSecrets
+
+
+class ConfigError(FleetError):
+    """A server setting that cannot be used; ``field`` names the :class:`ServerConfig` field."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        super().__init__(f"{field}: cannot use {value!r}: {reason}")
+        self.field, self.value, self.reason = field, value, reason
+
+
+def _check_port(field: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(field, value, "a port must be an integer 0..65535 (0 picks a free one)")
 
 
 @dataclass
@@ -46,6 +59,20 @@ class ServerConfig:
     # (user, password) of the Mosquitto dynamic-security admin for mqtt_url; the server then
     # creates a device account with per-device ACLs at enrollment. None: accounts are managed elsewhere.
     mqtt_admin: tuple[str, str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_port("port", self.port)
+        _check_port("embedded_mqtt_port", self.embedded_mqtt_port)
+        if not isinstance(self.host, str) or not self.host:
+            raise ConfigError("host", self.host, "empty")
+        if self.db_url is not None and (not isinstance(self.db_url, str) or not self.db_url.strip()):
+            raise ConfigError("db_url", self.db_url, "empty")
+        if self.mqtt_admin is not None:
+            user, password = self.mqtt_admin
+            if not user:
+                raise ConfigError("mqtt_admin", user, "empty user name")
+            if not password:
+                raise ConfigError("mqtt_admin", user, "empty password")
 
 
 class Fleet:
@@ -119,10 +146,4 @@ class Fleet:
         return pems
 
     def bump(self, session: Session, name: str, n: int = 1) -> None:
-        from fleet_server.db import Counter
-
-        row = session.get(Counter, name)
-        if row is None:
-            session.add(Counter(name=name, value=n))
-        else:
-            row.value += n
+        bump_counter(session, name, n)  # applied atomically at commit, dropped on rollback

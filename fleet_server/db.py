@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, create_engine, event,
 )
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -183,4 +184,33 @@ def init_db(engine: Engine) -> None:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Any]:
-    return sessionmaker(engine, expire_on_commit=False, future=True)
+    factory = sessionmaker(engine, expire_on_commit=False, future=True)
+    event.listen(factory, "before_commit", _flush_counters)
+    event.listen(factory, "after_rollback", lambda s: s.info.pop("counters", None))
+    return factory
+
+
+def bump_counter(session: Any, name: str, n: int = 1) -> None:
+    """Count ``n`` more of ``name`` when this transaction commits (and never if it rolls back).
+
+    The increments are applied at commit as one upsert per counter, in name order: an atomic
+    ``INSERT ... ON CONFLICT DO UPDATE SET value = value + n`` loses no concurrent increment (a
+    read-modify-write did, and raced on a counter's first insert), and one lock order for every
+    transaction cannot deadlock on PostgreSQL.
+    """
+    pending = session.info.setdefault("counters", {})
+    pending[name] = pending.get(name, 0) + n
+
+
+def _flush_counters(session: Any) -> None:
+    pending = session.info.pop("counters", None)
+    if not pending:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = Counter.__table__
+    for name in sorted(pending):
+        stmt = insert(table).values(name=name, value=pending[name])
+        session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": table.c.value + stmt.excluded.value}))

@@ -37,6 +37,9 @@ def create_enrollment_token(fleet: Fleet, group: str = "default", tags: list[str
     return token
 
 
+RESERVED_IDS = {"edgefleet", "admin"}
+
+
 def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
     """Exchange a one-time token for a device credential.
 
@@ -46,6 +49,9 @@ def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
     one token exactly one succeeds, whatever the isolation level.
     """
     check({"token": token, "device_id": device_id}, ENROLL_REQUEST, "")
+    if device_id.lower() in RESERVED_IDS or device_id.lower().startswith("edgefleet-"):
+        # the server's and the broker admin's MQTT accounts: a device account of that name could never log in
+        raise FleetError(f"device_id: {device_id!r} is reserved for the server's own broker accounts")
     h = token_hash(token)
     try:
         with fleet.session() as s:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from fleet_server.core import Fleet
@@ -82,13 +81,12 @@ def insert_rows(fleet: Fleet, rows: list[dict[str, Any]], session: Any = None) -
     unique = list({r["id"]: r for r in rows}.values())
     insert = postgresql.insert if fleet.engine.dialect.name == "postgresql" else sqlite.insert
     accepted = 0
+    table = TelemetryRecord.__table__
+    stmt = insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
     for i in range(0, len(unique), 1000):
-        chunk = unique[i:i + 1000]
-        before = set(s.scalars(select(TelemetryRecord.id).where(TelemetryRecord.id.in_([r["id"] for r in chunk]))))
-        fresh = [r for r in chunk if r["id"] not in before]
-        if fresh:
-            s.execute(insert(TelemetryRecord.__table__).on_conflict_do_nothing(index_elements=["id"]), fresh)
-        accepted += len(fresh)
+        # RETURNING names the rows this statement inserted, so two requests racing on one id
+        # cannot both count it as accepted (a SELECT before the INSERT could)
+        accepted += len(s.execute(stmt, unique[i:i + 1000]).all())
     dup = len(rows) - accepted
     if dup:
         fleet.bump(s, "telemetry_duplicates", dup)

@@ -25,7 +25,8 @@ def bearer() -> str | None:
 
 def is_admin() -> bool:
     tok = bearer()
-    return tok is not None and hmac.compare_digest(tok, fleet().secrets.admin_token)
+    # bytes, not str: compare_digest refuses non-ASCII str, and a header is the caller's to choose
+    return tok is not None and hmac.compare_digest(tok.encode("utf-8", "surrogateescape"), fleet().secrets.admin_token.encode())
 
 
 def admin_required(fn: Callable[..., Any]) -> Callable[..., Any]:
