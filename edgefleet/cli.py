@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from edgefleet.cli_types import OneLineParser, number, positive_int
 from edgefleet.errors import EdgefleetError
 
 
@@ -224,7 +225,7 @@ def _cmd_device_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgefleet", description="Compile, sign, verify and ship ML models to offline edge devices.")
+    parser = OneLineParser(prog="edgefleet", description="Compile, sign, verify and ship ML models to offline edge devices.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     k = sub.add_parser("keys", help="manage signing keys")
@@ -241,14 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sample", required=True, help="CSV/JSONL/Parquet of data the model was not trained on (schema, statistics, parity)")
     c.add_argument("--label", help="label column in the sample (enables AUROC / AP in the reference metrics)")
     c.add_argument("--name", required=True, help="model name, e.g. churn")
-    c.add_argument("--version", required=True, type=int, help="monotonically increasing integer version")
+    c.add_argument("--version", required=True, type=positive_int, help="monotonically increasing integer version")
     c.add_argument("--targets", default="onnx", help="comma-separated: onnx,pmml,tflite,tfjs,coreml (default onnx)")
     c.add_argument("--key", required=True, help="Ed25519 private key (from `edgefleet keys generate`)")
     c.add_argument("--out", required=True, help="bundle folder to write; OUT.tar is written beside it")
-    c.add_argument("--tolerance", type=float, default=1e-5, help="max |probability difference| per row (default 1e-5)")
-    c.add_argument("--parity-rows", type=int, default=5000, help="sample rows scored for parity (default 5000)")
+    c.add_argument("--tolerance", type=number(0), default=1e-5, help="max |probability difference| per row (default 1e-5)")
+    c.add_argument("--parity-rows", type=positive_int, default=5000, help="sample rows scored for parity (default 5000)")
     c.add_argument("--quantize", choices=["float16", "int8"], help="quantize the tflite artifact (Keras, LogisticRegression, MLPClassifier); deltas vs unquantized go in the manifest")
-    c.add_argument("--quantized-tolerance", type=float, help="parity tolerance of a quantized artifact (default 1e-2 float16, 5e-2 int8)")
+    c.add_argument("--quantized-tolerance", type=number(0), help="parity tolerance of a quantized artifact (default 1e-2 float16, 5e-2 int8)")
     c.add_argument("--allow-parity-failure", action="store_true", help="write the bundle even if parity fails (recorded in the manifest)")
     c.add_argument("--quiet", action="store_true", help="no progress display")
     c.set_defaults(func=_cmd_compile)
@@ -279,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--credential", required=True, help="credential JSON from enrollment (token, trusted keys)")
     dr.add_argument("--data-dir", required=True, help="where models, the outbox and state live")
     dr.add_argument("--mqtt", help="mqtt://host:port (default: from the credential file; HTTP polling without)")
-    dr.add_argument("--poll-seconds", type=float, default=30.0, help="HTTP assignment poll period while MQTT is down")
-    dr.add_argument("--sample-rate", type=float, default=1.0, help="fraction of predictions sent as telemetry")
+    dr.add_argument("--poll-seconds", type=number(0, 86400, lo_open=True), default=30.0, help="HTTP assignment poll period while MQTT is down")
+    dr.add_argument("--sample-rate", type=number(0, 1), default=1.0, help="fraction of predictions sent as telemetry")
     dr.add_argument("--no-features", action="store_true", help="privacy switch: never send raw features")
     dr.add_argument("--input-dir", help="score *.jsonl files dropped here (MiNiFi-style); results in INPUT_DIR/scored")
     dr.set_defaults(func=_cmd_device_run)
@@ -302,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except EdgefleetError as exc:
-        print(f"edgefleet: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"{getattr(exc, 'prog', 'edgefleet')}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("edgefleet: interrupted", file=sys.stderr)

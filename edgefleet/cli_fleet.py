@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from edgefleet import cli_types
 from edgefleet.errors import EdgefleetError
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -24,6 +25,18 @@ DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 class ServerError(EdgefleetError):
     pass
+
+
+class ServerStartError(ServerError):
+    """``edgefleet server`` cannot start with an option; printed as ``edgefleet server: error: --OPT: ...``."""
+
+    prog = "edgefleet server"
+
+
+# ServerConfig field -> the `edgefleet server` option that sets it
+SERVER_OPTIONS = {"data_dir": "--data-dir", "db_url": "--db", "mqtt_url": "--mqtt", "embedded_mqtt_port": "--mqtt-port",
+                  "host": "--host", "port": "--port", "public_url": "--public-url", "trust_keys": "--trust-key",
+                  "mqtt_admin": "--mqtt-admin"}
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -73,20 +86,31 @@ def call(args: argparse.Namespace, method: str, path: str, body: Any = None, raw
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from fleet_server.core import ServerConfig
+    from fleet_server.core import ConfigError, ServerConfig
     from fleet_server.serve import serve_forever
 
     public = args.public_url or f"http://{args.host}:{args.port}"
     admin = None
     if args.mqtt_admin:
+        if not args.mqtt:
+            raise ServerStartError(f"--mqtt-admin: cannot use {args.mqtt_admin!r}: it administers an external broker; give --mqtt too")
         if not args.mqtt_admin_password_file:
-            raise ServerError("--mqtt-admin needs --mqtt-admin-password-file")
-        admin = (args.mqtt_admin, Path(args.mqtt_admin_password_file).read_text().strip())
-    cfg = ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, mqtt_url=args.mqtt, embedded_broker=not args.no_broker,
-                       embedded_mqtt_port=args.mqtt_port,
-                       host=args.host, port=args.port, public_url=public, trust_keys=[Path(p) for p in args.trust_key or []],
-                       mqtt_admin=admin)
-    return serve_forever(cfg)
+            raise ServerStartError(f"--mqtt-admin: cannot use {args.mqtt_admin!r}: give the admin's password in --mqtt-admin-password-file")
+        try:
+            password = Path(args.mqtt_admin_password_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ServerStartError(f"--mqtt-admin-password-file: cannot read {args.mqtt_admin_password_file!r}: {reason}") from None
+        admin = (args.mqtt_admin, password)
+    try:
+        cfg = ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, mqtt_url=args.mqtt, embedded_broker=not args.no_broker,
+                           embedded_mqtt_port=args.mqtt_port,
+                           host=args.host, port=args.port, public_url=public, trust_keys=[Path(p) for p in args.trust_key or []],
+                           mqtt_admin=admin)
+        return serve_forever(cfg)
+    except ConfigError as exc:
+        option = SERVER_OPTIONS.get(exc.field, exc.field)
+        raise ServerStartError(f"{option}: cannot use {exc.value!r}: {exc.reason}") from None
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -114,8 +138,10 @@ def _print_rollout(r: dict[str, Any]) -> None:
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     if args.action == "start":
-        body: dict[str, Any] = {"model": args.model, "steps": [float(x) for x in args.steps.split(",")],
-                                "selector": {"groups": args.groups.split(",") if args.groups else [], "tags": args.tags.split(",") if args.tags else []},
+        if not args.model:
+            raise ServerError("rollout start: --model: give the model name")
+        body: dict[str, Any] = {"model": args.model, "steps": args.steps,
+                                "selector": {"groups": args.groups or [], "tags": args.tags or []},
                                 "gates": {"max_failure_ratio": args.max_failure_ratio}}
         if args.version:
             body["version"] = args.version
@@ -170,7 +196,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
             print(f"{d['device_id']:24} {d['group']:12} v{d['active_version'] or '-':<4} {str(d['health'] or '-'):10} last seen {d['last_seen'] or 'never'}")
         return 0
     if args.action == "token":
-        out = call(args, "POST", "/api/v1/enrollment-tokens", {"group": args.group, "tags": args.tags.split(",") if args.tags else []})
+        out = call(args, "POST", "/api/v1/enrollment-tokens", {"group": args.group, "tags": args.tags or []})
         print(out["token"])
         return 0
     if not args.device_id:
@@ -201,9 +227,9 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--no-broker", action="store_true", help="no MQTT at all: devices poll over HTTP")
     s.add_argument("--mqtt-admin", metavar="USER", help="dynamic-security admin of the --mqtt Mosquitto; the server then manages device accounts and ACLs")
     s.add_argument("--mqtt-admin-password-file", metavar="FILE", help="file holding that admin's password")
-    s.add_argument("--mqtt-port", type=int, default=1883, help="port of the embedded broker on 127.0.0.1 (default 1883)")
+    s.add_argument("--mqtt-port", type=cli_types.port, default=1883, help="port of the embedded broker on 127.0.0.1 (default 1883)")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--port", type=cli_types.port, default=8080, help="HTTP port, 0..65535 (0 picks a free one; default 8080)")
     s.add_argument("--public-url", help="URL devices use to reach this server (default http://HOST:PORT)")
     s.add_argument("--trust-key", action="append", help="publisher public key (PEM) whose bundles are accepted; repeatable")
     s.set_defaults(func=cmd_server)
@@ -217,11 +243,11 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("action", choices=["start", "status", "pause", "resume", "abort", "rollback"])
     r.add_argument("id", nargs="?", help="rollout id (status without it lists all)")
     r.add_argument("--model", help="start: model name")
-    r.add_argument("--version", type=int, help="start: version (default newest)")
-    r.add_argument("--steps", default="10,50,100", help="start: percentages, e.g. 5,25,100")
-    r.add_argument("--groups", help="start: comma-separated device groups")
-    r.add_argument("--tags", help="start: comma-separated device tags")
-    r.add_argument("--max-failure-ratio", type=float, default=0.0, help="start: install/health failure ratio that halts the rollout")
+    r.add_argument("--version", type=cli_types.positive_int, help="start: version (default newest)")
+    r.add_argument("--steps", type=cli_types.percentages, default=[10.0, 50.0, 100.0], help="start: rising percentages ending at 100, e.g. 5,25,100")
+    r.add_argument("--groups", type=cli_types.names, help="start: comma-separated device groups")
+    r.add_argument("--tags", type=cli_types.names, help="start: comma-separated device tags")
+    r.add_argument("--max-failure-ratio", type=cli_types.number(0, 1), default=0.0, help="start: install/health failure ratio that halts the rollout")
     r.add_argument("--watch", action="store_true", help="status: refresh until it settles")
     server_opts(r)
     r.set_defaults(func=cmd_rollout)
@@ -229,7 +255,7 @@ def add_parsers(sub: Any) -> None:
     m = sub.add_parser("models", help="list registered models, or show one with its parity and provenance")
     m.add_argument("action", choices=["list", "show"])
     m.add_argument("name", nargs="?")
-    m.add_argument("--version", type=int, help="show: a version (default newest)")
+    m.add_argument("--version", type=cli_types.positive_int, help="show: a version (default newest)")
     server_opts(m)
     m.set_defaults(func=cmd_models)
 
@@ -237,7 +263,7 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("action", choices=["list", "show", "token"])
     d.add_argument("device_id", nargs="?")
     d.add_argument("--group", default="default", help="token: group of the device that enrolls with it")
-    d.add_argument("--tags", help="token: comma-separated tags")
+    d.add_argument("--tags", type=cli_types.names, help="token: comma-separated tags")
     server_opts(d)
     d.set_defaults(func=cmd_devices)
 

@@ -7,12 +7,16 @@ waitress serves HTTP (artifacts at ~1 GB/s here, twice werkzeug's dev server).
 
 from __future__ import annotations
 
+import logging
 import signal
+import socket
 import threading
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
 from fleet_server.app import create_app
-from fleet_server.core import Fleet, ServerConfig
+from fleet_server.core import ConfigError, Fleet, ServerConfig
 from fleet_server.monitoring.service import Monitor
 
 
@@ -36,12 +40,56 @@ class Reconciler(threading.Thread):
             self.wake.clear()
 
 
+def _reason(exc: BaseException) -> str:
+    """One line from a startup exception: the driver's message for SQLAlchemy, strerror for OSError."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        orig = getattr(exc, "orig", None)  # sqlalchemy DBAPIError wraps the driver's error
+        text = str(orig if orig is not None else exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _safe_db_url(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - unparseable: show it as given (it has no password to hide)
+        return url
+
+
+@contextmanager
+def _setting(field: str, value: Any, *errors: type[BaseException]) -> Iterator[None]:
+    """Turn ``errors`` raised while a setting is put to use into a :class:`ConfigError` naming it."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except errors as exc:
+        raise ConfigError(field, value, _reason(exc)) from exc
+
+
+@contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """Silence libraries that log a failure's traceback themselves while we report it as one error."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 class FleetServer:
     """All the server's parts, startable in-process (tests, benches) or from the CLI."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.cfg = config
-        self.fleet = Fleet(config)
+        self.fleet = self._open_fleet(config)
         self.broker: Any = None
         self.ingest: Any = None  # the embedded broker's store-then-ack queue (None with --mqtt)
         self.bridge: Any = None
@@ -50,9 +98,45 @@ class FleetServer:
         self.monitor = Monitor(self.fleet, config.monitor_seconds)
         self.dynsec: Any = None
 
+    @staticmethod
+    def _open_fleet(config: ServerConfig) -> Fleet:
+        """The Fleet, with a bad data dir, database URL or trusted key reported as a ConfigError."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from edgefleet import keys
+        from edgefleet.errors import EdgefleetError
+
+        data_dir = Path(config.data_dir)
+        if data_dir.exists() and not data_dir.is_dir():
+            raise ConfigError("data_dir", str(data_dir), "exists and is not a directory")
+        for path in config.trust_keys:
+            with _setting("trust_keys", str(path), EdgefleetError):
+                keys.load_public_key(path)
+        db_field, db_value = ("db_url", _safe_db_url(config.db_url)) if config.db_url else ("data_dir", str(data_dir))
+        try:
+            from alembic.util.exc import CommandError
+        except ImportError:  # pragma: no cover - alembic is a dependency
+            CommandError = SQLAlchemyError  # type: ignore[misc,assignment]  # noqa: N806
+        with _setting(db_field, db_value, SQLAlchemyError, CommandError, ImportError, ValueError):
+            with _setting("data_dir", str(data_dir), OSError):
+                return Fleet(config)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def start(self) -> "FleetServer":
+        """Start every part; if one cannot start, stop the started ones and raise (ConfigError for a bad setting)."""
+        try:
+            return self._start()
+        except BaseException:
+            try:
+                self.stop()
+            except Exception:  # noqa: BLE001 - report the startup error, not a follow-on one
+                pass
+            raise
+
+    def _start(self) -> "FleetServer":
         from waitress.server import create_server
 
+        from fleet_server.broker import BrokerError
         from fleet_server.mqtt_bridge import IngestQueue, MqttBridge
 
         mqtt_url = self.cfg.mqtt_url
@@ -64,7 +148,9 @@ class FleetServer:
             self.ingest = IngestQueue(self.fleet, on_status=self.reconciler.wake.set).start()
             self.broker = EmbeddedBroker(host="127.0.0.1", port=self.cfg.embedded_mqtt_port, access=self._broker_check,
                                          sink=self.ingest)
-            self.broker.start()
+            with _setting("embedded_mqtt_port", self.cfg.embedded_mqtt_port, BrokerError, OSError), \
+                    _quiet_loggers("amqtt", "amqtt.broker"):  # amqtt logs "Broker startup failed" with a traceback
+                self.broker.start()
             mqtt_url = self.broker.url
         self.fleet.mqtt_url_for_devices = mqtt_url
         if self.cfg.mqtt_url and self.cfg.mqtt_admin:
@@ -72,7 +158,8 @@ class FleetServer:
             from fleet_server.mqtt_bridge import SERVER_USER
 
             user, password = self.cfg.mqtt_admin
-            self.dynsec = DynsecAdmin(self.cfg.mqtt_url, user, password).connect()
+            with _setting("mqtt_admin", user, BrokerError, OSError):
+                self.dynsec = DynsecAdmin(self.cfg.mqtt_url, user, password).connect()
             self.dynsec.ensure_server_account(SERVER_USER, self.fleet.secrets.mqtt_password)  # idempotent
             self.dynsec.upgrade_device_roles()  # devices enrolled before the ack topic get it
             self.fleet.broker_access = self.dynsec  # devices.enroll() -> add_device(device_id, credential)
@@ -82,7 +169,12 @@ class FleetServer:
         self.reconciler.start()
         self.monitor.start()
         app = create_app(self.fleet)
-        self.http = create_server(app, host=self.cfg.host, port=self.cfg.port, threads=8, channel_timeout=60, connection_limit=2000)
+        try:
+            self.http = create_server(app, host=self.cfg.host, port=self.cfg.port, threads=8, channel_timeout=60, connection_limit=2000)
+        except (socket.gaierror, ValueError) as exc:  # waitress: ValueError "Invalid host/port specified."
+            raise ConfigError("host", self.cfg.host, _reason(exc)) from exc
+        except (OSError, OverflowError) as exc:
+            raise ConfigError("port", self.cfg.port, f"cannot listen on {self.cfg.host}:{self.cfg.port}: {_reason(exc)}") from exc
         self.port = self.http.effective_port
         self.url = f"http://{self.cfg.host}:{self.port}"
         if self.cfg.public_url.endswith(":8080") and self.port != 8080:
@@ -120,7 +212,8 @@ class FleetServer:
             self._stopping = True
             self.http.close()
             self.http.task_dispatcher.shutdown(timeout=5)
-            self._http_thread.join(timeout=5)
+            if getattr(self, "_http_thread", None) is not None:
+                self._http_thread.join(timeout=5)
         if self.bridge is not None:
             self.bridge.stop()
         if self.dynsec is not None:

@@ -1,0 +1,92 @@
+"""argparse pieces that keep an operator's mistake to one line naming the option and the reason.
+
+``type=`` functions raise :class:`argparse.ArgumentTypeError`, which argparse reports as
+``edgefleet VERB: error: argument --OPT: <reason>``; :class:`OneLineParser` prints that line
+alone (no usage block), exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Callable, NoReturn
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (``--help`` still shows usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (an integer 0..65535)") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: a port must be 0..65535 (0 picks a free one)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= value < 2**53:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: must be a positive integer below 2**53")
+    return value
+
+
+def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Callable[[str], float]:
+    """A finite float in [lo, hi] (``lo_open``: lo excluded)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if lo is not None and (value < lo or (lo_open and value == lo)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {'above' if lo_open else 'at least'} {lo:g}"
+                                             + (f" and at most {hi:g}" if hi is not None else ""))
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be at most {hi:g}")
+        return value
+
+    return parse
+
+
+def percentages(text: str) -> list[float]:
+    """Rollout steps: comma-separated rising percentages in (0, 100], ending at 100."""
+    items = [x.strip() for x in text.split(",")]
+    if not text.strip() or any(not x for x in items):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated percentages, e.g. 10,50,100")
+    if len(items) > 20:
+        raise argparse.ArgumentTypeError(f"{len(items)} steps: at most 20")
+    out: list[float] = []
+    for x in items:
+        try:
+            v = float(x)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{x!r} is not a number (in {text!r})") from None
+        if not math.isfinite(v) or not 0 < v <= 100:
+            raise argparse.ArgumentTypeError(f"{x!r} is out of range: each step is a percentage above 0 and at most 100")
+        if out and v < out[-1]:
+            raise argparse.ArgumentTypeError(f"{text!r}: steps must rise ({x} after {out[-1]:g})")
+        out.append(v)
+    if out[-1] != 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: the last step must be 100")
+    return out
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated list of non-empty names (groups, tags)."""
+    items = [x.strip() for x in text.split(",")]
+    if any(not x for x in items):
+        raise argparse.ArgumentTypeError(f"{text!r}: an empty name in the comma-separated list")
+    return items
