@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleet_server.broker import SERVER_USERNAME, TOPIC_ROOT, BrokerAccess, BrokerError, device_topic, validate_device_id
+from fleet_server.broker import MAX_PACKET_BYTES, SERVER_USERNAME, TOPIC_ROOT, BrokerAccess, BrokerError, device_topic, validate_device_id
 
 MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd's default; tokens are 256-bit random, stretching adds nothing
 
@@ -184,7 +184,7 @@ class MosquittoBroker:
         self.conf.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous false\n"
             f"password_file {self.files.password_file}\nacl_file {self.files.acl_file}\n"
-            f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\nuse_username_as_clientid true\n{self.extra_conf}"
+            f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\nmax_packet_size {MAX_PACKET_BYTES}\nuse_username_as_clientid true\n{self.extra_conf}"
         )
         self.proc = launch_mosquitto(self.conf, self.log, self.host, self.port, timeout)
         return self

@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
-from fleet_server.broker import DEVICE_CLIENT_PREFIX, SERVER_USERNAME, TOPIC_ROOT, BrokerError, device_topic, validate_device_id
+from fleet_server.broker import DEVICE_CLIENT_PREFIX, MAX_PACKET_BYTES, SERVER_USERNAME, TOPIC_ROOT, BrokerError, device_topic, validate_device_id
 from fleet_server.mosquitto import _write_atomic, launch_mosquitto, loopback_port, stop_process
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -469,7 +469,7 @@ class DynsecBroker:
             "per_listener_settings false\n"
             f"listener {self.port} {self.host}\nallow_anonymous false\n"
             f"plugin {self.plugin or dynsec_plugin_path()}\nplugin_opt_config_file {self.config_file}\n"
-            f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\n{self.extra_conf}"
+            f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\nmax_packet_size {MAX_PACKET_BYTES}\n{self.extra_conf}"
         )
 
     def start(self, timeout: float = 10.0) -> DynsecBroker:

@@ -171,13 +171,11 @@ def test_oversized_and_garbage_telemetry_are_counted_and_do_not_block(stack: Sta
     bad_id = stack.creds["bad"]["device_id"]
     bad = stack.connected("bad")
     topic = device_topic(bad_id, "telemetry")
-    limit = stack.server.fleet.cfg.max_telemetry_bytes
-    _, huge = batch(bad_id, n=500, gender="x" * (limit // 500 + 100))
-    assert len(huge) > limit
+    # A batch over the server's max_telemetry_bytes (4 MiB) is now larger than the brokers'
+    # MAX_PACKET_BYTES and so refused by the broker with a disconnect; see test_packet_limits.py.
     garbage = [b"\x00\x01\x02\xff", b"null", b"[]", b'{"messages": 5}', b"{" * 50_000,
                b'{"messages":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
                json.dumps({"device_id": "someone-else", "messages": []}).encode()]
-    bad.publish(topic, huge)
     for g in garbage:
         bad.publish(topic, g)
     # Garbage on topics the device does not own is refused by the broker, never stored.
@@ -190,9 +188,9 @@ def test_oversized_and_garbage_telemetry_are_counted_and_do_not_block(stack: Sta
         return c.get("telemetry_oversized", 0) - before.get("telemetry_oversized", 0), \
             c.get("telemetry_rejected", 0) - before.get("telemetry_rejected", 0)
 
-    wait_for(lambda: counted() == (1, len(garbage)), timeout=15, what=f"{stack.kind}: oversized and garbage batches counted")
+    wait_for(lambda: counted() == (0, len(garbage)), timeout=15, what=f"{stack.kind}: oversized and garbage batches counted")
     stack.assert_good_device_still_stored("oversized and garbage telemetry")
-    assert counted() == (1, len(garbage))
+    assert counted() == (0, len(garbage))
     with stack.server.fleet.session() as s:
         assert s.scalar(select(TelemetryRecord.id).where(TelemetryRecord.device_id == bad_id).limit(1)) is None
 
