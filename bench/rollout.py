@@ -257,7 +257,7 @@ def main() -> None:
         ctx = mp.get_context("spawn")
         conn, child = ctx.Pipe()
         cfg = {"mqtt_host": broker.host, "mqtt_port": broker.port, "http_host": server.cfg.host, "http_port": server.port,
-               "creds": [(c["device_id"], c["token"]) for c in creds], "trusted_pems": creds[0]["trusted_keys"],
+               "creds": [(c["device_id"], c["token"]) for c in creds], "trusted_pems": creds[0]["assignment_keys"],
                "fetch_concurrency": args.fetch_concurrency}
         proc = ctx.Process(target=device_process, args=(child, cfg), daemon=True)
         proc.start()

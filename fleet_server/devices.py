@@ -83,8 +83,9 @@ def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
     pems = fleet.device_trust_pems()  # the server's assignment key first, then the publisher keys
     return {
         "device_id": device_id, "token": credential, "server": fleet.cfg.public_url,
-        "mqtt": fleet.mqtt_url_for_devices, "trusted_keys": pems,  # legacy: both roles in one list
-        # the roles apart: a device takes assignments only from the first, bundles only from the second
+        "mqtt": fleet.mqtt_url_for_devices,
+        # the roles apart: a device takes assignments only from the first, bundles only from the
+        # second. No merged legacy list: a device given one would trust the server key for bundles.
         "assignment_keys": pems[:1], "publisher_keys": [p for p in pems[1:] if p != pems[0]],
     }
 

@@ -124,8 +124,9 @@ PATHS: dict[str, dict[str, Any]] = {
                                               body=v.ENROLLMENT_TOKEN_REQUEST, body_required=False)},
     "/api/v1/devices/enroll": {"post": _op(
         "exchange an enrollment token for a device credential", PUBLIC, "201",
-        _js(_obj(["device_id", "token", "server", "trusted_keys"], device_id=S, token=S, server=S, mqtt=_null(S),
-                 trusted_keys={"type": "array", "items": S})), body=v.ENROLL_REQUEST)},
+        _js(_obj(["device_id", "token", "server", "assignment_keys", "publisher_keys"], device_id=S, token=S, server=S,
+                 mqtt=_null(S), assignment_keys={"type": "array", "items": S}, publisher_keys={"type": "array", "items": S})),
+        body=v.ENROLL_REQUEST)},
     "/api/v1/devices": {"get": _op("list devices", ADMIN, out=_list("devices", _ref("Device")))},
     "/api/v1/devices/{device_id}": {"get": _op("one device with its assignment", ADMIN, out=_js(_ref("Device")))},
     "/api/v1/devices/{device_id}/assignment": {"get": _op("signed assignment; ETag / If-None-Match", DEVICE, out=_js(_ref("Assignment")),

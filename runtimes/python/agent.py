@@ -24,7 +24,9 @@ in halves and a message rejected alone is dropped, counted as ``dropped_rejected
 still in flight when the connection is replaced, is sent again; the server dedups by id.
 
 Two key roles are kept apart: ``assignment_keys`` (the fleet server's) sign assignments only,
-``trusted_keys`` (publishers') sign bundles only. A key may hold one role, never both.
+``publisher_keys`` (``AgentConfig.trusted_keys``) sign bundles only. A key may hold one role,
+never both; a legacy credential with one merged ``trusted_keys`` list and no ``assignment_keys``
+is refused (re-enroll).
 
 When the model store rebuilt its state or fell back to an older slot (see store.py), the agent
 says so in its status (``fallback``, ``store``) and re-installs the last assignment it had
@@ -100,18 +102,23 @@ class AgentConfig:
         if not isinstance(cred, dict):
             raise DeviceError(f"credential file {path}: expected a JSON object")
         legacy = _load_pems(cred, "trusted_keys", path)
-        assignment = _load_pems(cred, "assignment_keys", path) if "assignment_keys" in cred else None
+        if "assignment_keys" not in cred:
+            # Without the server's keys apart, a legacy list would make one key both sign
+            # assignments and bundles (the server key could then sign a bundle): refuse.
+            raise DeviceError(f"credential file {path}: no 'assignment_keys' (a legacy credential with one key list); "
+                              "re-enroll the device to get separate 'assignment_keys' and 'publisher_keys'")
+        assignment = _load_pems(cred, "assignment_keys", path)
         publisher = _load_pems(cred, "publisher_keys", path) if "publisher_keys" in cred else None
-        if publisher is None and assignment is not None:
+        if publisher is None:
             # a credential listing every key in trusted_keys plus the assignment keys apart
             assigners = {keys.key_id(k) for k in assignment}
             publisher = [k for k in legacy if keys.key_id(k) not in assigners]
-        trusted = publisher if publisher is not None else legacy
+        trusted = publisher
         if not trusted:
             raise DeviceError(f"credential file {path}: no publisher key ('publisher_keys' or 'trusted_keys'); the device would trust nothing")
-        if assignment is not None and not assignment:
+        if not assignment:
             raise DeviceError(f"credential file {path}: 'assignment_keys' is empty; the device would accept no assignment")
-        if assignment is not None and {keys.key_id(k) for k in assignment} & {keys.key_id(k) for k in trusted}:
+        if {keys.key_id(k) for k in assignment} & {keys.key_id(k) for k in trusted}:
             raise DeviceError(f"credential file {path}: a key is listed both as an assignment key and as a publisher key; a key has one role")
         dev = device_id or cred.get("device_id")
         if not dev:

@@ -100,7 +100,8 @@ class Device:
         self.recover_ledger()
         self.ledger = open(self.ledger_path, "a")
         self.cred: dict[str, Any] | None = None
-        self.trusted: list[Any] = []
+        self.trusted: list[Any] = []     # publisher keys: bundles only
+        self.assigners: list[Any] = []   # the server's keys: assignments only
         self.rng = random.Random(f"{proc.cfg['seed']}:{self.id}:{time.time_ns()}")
         self.client: Any = None
         self.pending: dict[str, Any] | None = None   # newest verified assignment not yet installed
@@ -164,7 +165,8 @@ class Device:
                     raise RuntimeError(f"{self.id}: enrollment refused: HTTP {code} {body[:200]!r}")
                 await asyncio.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)))
         self.cred = json.loads(self.cred_path.read_text())
-        self.trusted = [serialization.load_pem_public_key(p.encode()) for p in self.cred["trusted_keys"]]
+        self.trusted = [serialization.load_pem_public_key(p.encode()) for p in self.cred["publisher_keys"]]
+        self.assigners = [serialization.load_pem_public_key(p.encode()) for p in self.cred["assignment_keys"]]
 
     # -- status ------------------------------------------------------------------------------
     def status_payload(self) -> bytes:
@@ -184,7 +186,7 @@ class Device:
         from runtimes.python.agent import verify_assignment
 
         try:
-            a = verify_assignment(json.loads(payload), self.trusted, self.id)
+            a = verify_assignment(json.loads(payload), self.assigners, self.id)
         except (ValueError, EdgefleetError) as exc:
             self.p.log(f"{self.id}: refused assignment: {exc}")
             return

@@ -62,7 +62,9 @@ def test_upload_verifies_signature_and_versions_only_go_up(api: Api, make_bundle
 def test_enrollment_is_one_time_and_devices_cannot_read_each_other(api: Api, make_bundle: Callable[..., Path]) -> None:
     a = enroll(api, "dev-a")
     b = enroll(api, "dev-b")
-    assert a["token"] != b["token"] and len(a["trusted_keys"]) >= 2
+    assert a["token"] != b["token"] and len(a["assignment_keys"]) == 1 and len(a["publisher_keys"]) >= 1
+    assert "trusted_keys" not in a, "no merged legacy key list: it would let the server key sign bundles"
+    assert not set(a["assignment_keys"]) & set(a["publisher_keys"])
     code, tok, _ = api("POST", "/api/v1/enrollment-tokens", {"group": "g"})
     assert api("POST", "/api/v1/devices/enroll", {"token": tok["token"], "device_id": "dev-c"}, token=None)[0] == 201
     code, body, _ = api("POST", "/api/v1/devices/enroll", {"token": tok["token"], "device_id": "dev-d"}, token=None)

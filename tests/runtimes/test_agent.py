@@ -213,7 +213,9 @@ def test_cli_agent_scores_offline_and_stops_cleanly_on_sigterm(tmp_path: Path, k
     data = tmp_path / "device"
     ModelStore(data / "models", keypair["public"]).install(make_bundle(1))
     cred = tmp_path / "cred.json"
-    cred.write_text(json.dumps({"device_id": DEVICE, "token": "t", "trusted_keys": [keypair["public_path"].read_text()]}))
+    keys.generate_keypair(tmp_path / "server-key")  # the (unreachable) server's assignment key
+    cred.write_text(json.dumps({"device_id": DEVICE, "token": "t", "publisher_keys": [keypair["public_path"].read_text()],
+                                "assignment_keys": [(tmp_path / "server-key" / "public.pem").read_text()]}))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "edgefleet.cli", "device", "run", "--server", f"http://127.0.0.1:{free_port()}",

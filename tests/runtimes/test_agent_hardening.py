@@ -170,8 +170,7 @@ def server_key(tmp_path: Path) -> Any:
 def test_a_bundle_signed_with_the_assignment_key_is_refused(tmp_path: Path, server: ProtocolServer, keypair: dict[str, Any],
                                                             make_bundle: Callable[..., Path], server_key: Any) -> None:
     cred = {"device_id": DEVICE, "token": "t", "server": server.url,
-            "trusted_keys": [_pem(server_key.public_key()), _pem(keypair["public"])],  # what today's server sends: every key
-            "assignment_keys": [_pem(server_key.public_key())]}
+            "publisher_keys": [_pem(keypair["public"])], "assignment_keys": [_pem(server_key.public_key())]}
     path = tmp_path / "cred.json"
     path.write_text(json.dumps(cred))
     cfg = AgentConfig.from_credential(path, data_dir=tmp_path / "device", poll_seconds=0.3, status_seconds=0.5, tick_seconds=0.05,
@@ -223,8 +222,13 @@ def test_credential_key_roles(tmp_path: Path, keypair: dict[str, Any], server_ke
         load(trusted_keys=[server_pem], assignment_keys=[server_pem])
     with pytest.raises(DeviceError, match="assignment_keys"):
         load(publisher_keys=[pub_pem], assignment_keys=[])
-    legacy = load(trusted_keys=[pub_pem])
-    assert legacy.assignment_keys is None and len(legacy.trusted_keys) == 1
+    # A merged list plus the assignment keys apart (older servers): the publisher keys are the rest.
+    merged = load(trusted_keys=[server_pem, pub_pem], assignment_keys=[server_pem])
+    assert [keys.key_id(k) for k in merged.trusted_keys] == [keys.key_id(keypair["public"])]
+    # The legacy credential, one list and no roles: refused, with the operator told to re-enroll.
+    for legacy in ({"trusted_keys": [server_pem, pub_pem]}, {"trusted_keys": [pub_pem]}, {"publisher_keys": [pub_pem]}):
+        with pytest.raises(DeviceError, match="re-enroll"):
+            load(**legacy)
 
 
 def test_enrolled_credential_keeps_the_server_key_out_of_bundle_trust(tmp_path: Path, make_server: Any, keypair: dict[str, Any],
