@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgefleet.cli_types import OneLineParser, number, positive_int
+from edgefleet.cli_types import OneLineParser, http_url, mqtt_url, number, positive_int
 from edgefleet.errors import EdgefleetError
 
 
@@ -275,11 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("device", help="run the device agent")
     dsub = d.add_subparsers(dest="device_command", required=True, metavar="ACTION")
     dr = dsub.add_parser("run", help="sync models and telemetry with the fleet server; score offline")
-    dr.add_argument("--server", help="fleet server URL (default: from the credential file)")
+    dr.add_argument("--server", type=http_url, help="fleet server URL (default: from the credential file)")
     dr.add_argument("--device-id", help="this device's id (default: from the credential file)")
     dr.add_argument("--credential", required=True, help="credential JSON from enrollment (token, trusted keys)")
     dr.add_argument("--data-dir", required=True, help="where models, the outbox and state live")
-    dr.add_argument("--mqtt", help="mqtt://host:port (default: from the credential file; HTTP polling without)")
+    dr.add_argument("--mqtt", type=mqtt_url, help="mqtt://host:port (default: from the credential file; HTTP polling without)")
     dr.add_argument("--poll-seconds", type=number(0, 86400, lo_open=True), default=30.0, help="HTTP assignment poll period while MQTT is down")
     dr.add_argument("--sample-rate", type=number(0, 1), default=1.0, help="fraction of predictions sent as telemetry")
     dr.add_argument("--no-features", action="store_true", help="privacy switch: never send raw features")

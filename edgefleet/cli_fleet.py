@@ -86,9 +86,6 @@ def call(args: argparse.Namespace, method: str, path: str, body: Any = None, raw
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from fleet_server.core import ConfigError, ServerConfig
-    from fleet_server.serve import serve_forever
-
     public = args.public_url or f"http://{args.host}:{args.port}"
     admin = None
     if args.mqtt_admin:
@@ -102,6 +99,9 @@ def cmd_server(args: argparse.Namespace) -> int:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ServerStartError(f"--mqtt-admin-password-file: cannot read {args.mqtt_admin_password_file!r}: {reason}") from None
         admin = (args.mqtt_admin, password)
+    from fleet_server.core import ConfigError, ServerConfig
+    from fleet_server.serve import serve_forever
+
     try:
         cfg = ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, mqtt_url=args.mqtt, embedded_broker=not args.no_broker,
                            embedded_mqtt_port=args.mqtt_port,
@@ -217,20 +217,20 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     def server_opts(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--server", default=os.environ.get("EDGEFLEET_SERVER", DEFAULT_SERVER), help="fleet server URL")
+        p.add_argument("--server", type=cli_types.http_url, default=os.environ.get("EDGEFLEET_SERVER", DEFAULT_SERVER), help="fleet server URL")
         p.add_argument("--token-file", default="fleet-data/secrets/admin-token", help="admin token file")
 
     s = sub.add_parser("server", help="run the fleet server (SQLite + embedded MQTT broker by default)")
     s.add_argument("--data-dir", default="fleet-data", help="database, artifacts and secrets (default ./fleet-data)")
     s.add_argument("--db", help="database URL, e.g. postgresql://user:pw@127.0.0.1/edgefleet (default SQLite in the data dir)")
-    s.add_argument("--mqtt", help="external broker mqtt://host:port, e.g. Mosquitto (default: embedded broker)")
+    s.add_argument("--mqtt", type=cli_types.mqtt_url, help="external broker mqtt://host:port, e.g. Mosquitto (default: embedded broker)")
     s.add_argument("--no-broker", action="store_true", help="no MQTT at all: devices poll over HTTP")
     s.add_argument("--mqtt-admin", metavar="USER", help="dynamic-security admin of the --mqtt Mosquitto; the server then manages device accounts and ACLs")
     s.add_argument("--mqtt-admin-password-file", metavar="FILE", help="file holding that admin's password")
     s.add_argument("--mqtt-port", type=cli_types.port, default=1883, help="port of the embedded broker on 127.0.0.1 (default 1883)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=cli_types.port, default=8080, help="HTTP port, 0..65535 (0 picks a free one; default 8080)")
-    s.add_argument("--public-url", help="URL devices use to reach this server (default http://HOST:PORT)")
+    s.add_argument("--public-url", type=cli_types.http_url, help="URL devices use to reach this server (default http://HOST:PORT)")
     s.add_argument("--trust-key", action="append", help="publisher public key (PEM) whose bundles are accepted; repeatable")
     s.set_defaults(func=cmd_server)
 
@@ -270,7 +270,7 @@ def add_parsers(sub: Any) -> None:
 
 def add_enroll_parser(dsub: Any) -> None:
     e = dsub.add_parser("enroll", help="exchange a one-time enrollment token for this device's credential")
-    e.add_argument("--server", default=os.environ.get("EDGEFLEET_SERVER", DEFAULT_SERVER))
+    e.add_argument("--server", type=cli_types.http_url, default=os.environ.get("EDGEFLEET_SERVER", DEFAULT_SERVER))
     e.add_argument("--token", required=True, help="enrollment token from `edgefleet devices token`")
     e.add_argument("--device-id", required=True)
     e.add_argument("--out", required=True, help="credential file to write (mode 0600)")

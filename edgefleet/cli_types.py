@@ -90,3 +90,24 @@ def names(text: str) -> list[str]:
     if any(not x for x in items):
         raise argparse.ArgumentTypeError(f"{text!r}: an empty name in the comma-separated list")
     return items
+
+
+def _url(text: str, schemes: tuple[str, ...], example: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port out of 0..65535 or not a number
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {' or '.join(s + '://' for s in schemes)} URL, e.g. {example}")
+    return text
+
+
+def http_url(text: str) -> str:
+    return _url(text, ("http", "https"), "http://127.0.0.1:8080")
+
+
+def mqtt_url(text: str) -> str:
+    return _url(text, ("mqtt", "mqtts", "tcp"), "mqtt://127.0.0.1:1883")

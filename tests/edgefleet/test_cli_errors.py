@@ -195,3 +195,17 @@ def test_good_options_still_reach_the_server(tmp_path: Path) -> None:
                           cwd=tmp_path, capture_output=True, text=True, timeout=30,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "EDGEFLEET_ADMIN_TOKEN": "t"})
     assert_one_line_error(proc, "127.0.0.1:1", "cannot reach the fleet server")
+
+
+@pytest.mark.parametrize("args, option", [
+    (["server", "--mqtt", "junk"], "--mqtt"),
+    (["server", "--mqtt", "mqtt://127.0.0.1:99999"], "--mqtt"),
+    (["server", "--public-url", "devices.example"], "--public-url"),
+    (["rollout", "status", "--server", "junk"], "--server"),
+    (["device", "enroll", "--server", "ftp://x", "--token", "t", "--device-id", "d", "--out", "c.json"], "--server"),
+    (["device", "run", "--credential", "c.json", "--data-dir", "d", "--mqtt", "mqtt://:1883"], "--mqtt"),
+])
+def test_bad_urls_are_refused(tmp_path: Path, args: list[str], option: str) -> None:
+    proc = run_cli(*args, cwd=tmp_path, timeout=15)
+    assert_one_line_error(proc, option, "URL" if "99999" not in args[-1] else "out of range")
+    assert not (tmp_path / "fleet-data").exists()
