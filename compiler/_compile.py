@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import platform
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -182,8 +183,11 @@ def compile(  # noqa: A001 - the public verb is compile
     target_registry = target_registry or default_targets()
     if not isinstance(sample, pd.DataFrame) or sample.empty:
         raise CompileError("the sample must be a non-empty DataFrame with the model's input columns")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CompileError(f"version must be a positive integer, got {version!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**31:
+        raise CompileError(f"version must be an integer in [1, 2**31), got {version!r}")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", name, re.ASCII):
+        # the manifest schema's rule, checked before parity runs rather than at signing
+        raise CompileError(f"name must be 1-64 characters of a-z, 0-9, '.', '_', '-' starting with a letter or digit, got {name!r}")
     if not targets:
         raise CompileError("no targets requested")
     for t in targets:

@@ -63,6 +63,14 @@ def test_wrong_label_column(train_model: Any, churn_data: dict[str, Any], keypai
         compile(train_model("lr"), churn_data["holdout"], targets=["onnx"], label="Contract", private_key=keypair["private"])
 
 
+@pytest.mark.parametrize("name, version, match", [("Churn", 1, "name must be"), ("../x", 1, "name must be"), ("churn", 2**31, "version must be"),
+                                                  ("churn", True, "version must be")])
+def test_bad_name_or_version_is_refused_before_parity(train_model: Any, churn_data: dict[str, Any], keypair: dict[str, Any],
+                                                      name: str, version: Any, match: str) -> None:
+    with pytest.raises(CompileError, match=match):
+        compile(train_model("lr"), churn_data["holdout"], targets=["onnx"], name=name, version=version, private_key=keypair["private"])
+
+
 def test_unknown_target(train_model: Any, churn_data: dict[str, Any], keypair: dict[str, Any]) -> None:
     with pytest.raises(CompileError, match="unknown target 'onxx'; known targets: coreml, onnx, pmml, tfjs, tflite"):
         compile(train_model("lr"), churn_data["holdout"], targets=["onxx"], private_key=keypair["private"])
