@@ -175,7 +175,7 @@ class FleetServer:
             raise ConfigError("host", self.cfg.host, _reason(exc)) from exc
         except (OSError, OverflowError) as exc:
             raise ConfigError("port", self.cfg.port, f"cannot listen on {self.cfg.host}:{self.cfg.port}: {_reason(exc)}") from exc
-        self.port = self.http.effective_port
+        self.port = int(self.http.effective_port)  # waitress reports it as a str
         self.url = f"http://{self.cfg.host}:{self.port}"
         if self.cfg.public_url.endswith(":8080") and self.port != 8080:
             self.fleet.cfg.public_url = self.url
