@@ -230,29 +230,22 @@ class Outbox:
         return [Message(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     def ack(self, ids: Iterable[str]) -> int:
-        ids = list(ids)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                removed = self._delete_locked(ids)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._recount()
-                raise
-        return removed
+        return self._remove(ids, None)
 
     def drop(self, ids: Iterable[str], reason: str) -> int:
         """Remove messages that can never be delivered, counted as ``dropped_<reason>``."""
+        return self._remove(ids, reason)
+
+    def _remove(self, ids: Iterable[str], drop_reason: str | None) -> int:
         ids = list(ids)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 removed = self._delete_locked(ids)
-                if removed:
+                if removed and drop_reason is not None:
                     self._db.execute(
                         "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                        (f"dropped_{reason}", removed),
+                        (f"dropped_{drop_reason}", removed),
                     )
                 self._db.execute("COMMIT")
             except BaseException:

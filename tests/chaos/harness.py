@@ -3,7 +3,7 @@ the devices are SIGKILLed at seeded random moments and restarted.
 
 Everything is a real process on 127.0.0.1:
 
-- the fleet server is ``tests/chaos/server_main.py`` in its own process (same data dir, same
+- the fleet server is ``tests/fleet_server/server_process.py`` in its own process (same data dir, same
   database, same ports after every restart); on the "embedded" stack it runs the embedded
   broker and SQLite, so SIGKILLing the server kills the broker too;
 - on the "mosquitto" stack, Mosquitto with the dynamic-security plugin
@@ -95,7 +95,7 @@ class ServerProc:
         self.token: str | None = None
 
     def start(self, wait: bool = True) -> "ServerProc":
-        self.proc = _spawn([sys.executable, "-m", "tests.chaos.server_main", str(self.conf)], self.log)
+        self.proc = _spawn([sys.executable, "-m", "tests.fleet_server.server_process", str(self.conf)], self.log)
         if wait:
             self.wait_ready()
         return self

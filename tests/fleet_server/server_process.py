@@ -19,7 +19,7 @@ def main() -> int:
         data_dir=Path(c["data_dir"]), db_url=c.get("db_url"), mqtt_url=c.get("mqtt_url"),
         embedded_broker=c.get("mqtt_url") is None, embedded_mqtt_port=c.get("embedded_mqtt_port") or 1883,
         host="127.0.0.1", port=c["port"], public_url=f"http://127.0.0.1:{c['port']}",
-        reconcile_seconds=1.0, trust_keys=[Path(p) for p in c["trust_keys"]],
+        reconcile_seconds=c.get("reconcile_seconds", 1.0), trust_keys=[Path(p) for p in c["trust_keys"]],
         mqtt_admin=tuple(c["mqtt_admin"]) if c.get("mqtt_admin") else None,  # type: ignore[arg-type]
     )
     return serve_forever(cfg)
