@@ -43,7 +43,7 @@ def pct(samples: list[float], q: float) -> float:
 
 def features(rows: int, seed: int = 7) -> list[dict[str, Any]]:
     """Churn records as a device receives them: JSON-like dicts, NaN -> None."""
-    from edgefleet.datasets import CATEGORICAL, NUMERIC, make_telco_churn
+    from edgefleet_cli.samples.telco_churn import CATEGORICAL, NUMERIC, make_telco_churn
 
     df = make_telco_churn(rows, seed=seed)
     cols = CATEGORICAL + NUMERIC
@@ -78,7 +78,7 @@ def compile_bundles(tmp: Path, family: str = "lr", name: str = "churn", rows: in
 
     from compiler import compile as compile_model
     from edgefleet import keys
-    from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
+    from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
     from train_churn import make_pipeline
 
     t0 = time.perf_counter()

@@ -41,7 +41,7 @@ def main() -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from fleet_server import registry
+    from fleet_server import model_versions as registry
     from fleet_server.core import ServerConfig
     from fleet_server.serve import FleetServer
     from tests.web import vectors as vec

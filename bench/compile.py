@@ -34,7 +34,7 @@ def main() -> None:
     import joblib
 
     from compiler import compile as compile_model
-    from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
+    from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
     from edgefleet.encoding import encode_columns
     from train_churn import make_pipeline
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

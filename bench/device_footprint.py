@@ -215,7 +215,7 @@ def main() -> None:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         from compiler import compile as compile_model
-        from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
+        from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
         from train_churn import make_pipeline
 
         df = make_telco_churn(6000, seed=7)

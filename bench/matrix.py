@@ -38,7 +38,7 @@ def _keras(train: Any, tmp: Path) -> Any:
     import numpy as np
 
     from compiler.frontends.keras import KerasModel
-    from edgefleet.datasets import LABEL, NUMERIC
+    from edgefleet_cli.samples.telco_churn import LABEL, NUMERIC
 
     tr = train.dropna(subset=NUMERIC)
     X = tr[NUMERIC].to_numpy(np.float32)
@@ -92,7 +92,7 @@ def main() -> None:
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
+    from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
     from train_churn import make_pipeline
 
     logging.getLogger("coremltools").setLevel(logging.ERROR)

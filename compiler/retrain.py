@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compiler.errors import CompileError
-from edgefleet.cli_fleet import AdminClient
+from edgefleet.http import HttpClient
 
 EXIT_CHALLENGER_LOST = 4
 DEFAULT_STEPS = [10.0, 50.0, 100.0]
@@ -77,8 +77,8 @@ class Outcome:
         return EXIT_CHALLENGER_LOST if self.decision == "challenger_lost" else 0
 
 
-def Client(server: str, token: str) -> AdminClient:  # noqa: N802 - reads like the class it returns
-    return AdminClient(server, token, error=RetrainError)
+def Client(server: str, token: str) -> HttpClient:  # noqa: N802 - reads like the class it returns
+    return HttpClient(server, token, error=RetrainError)
 
 
 def load_trainer(spec: str) -> Callable[[Any], Any]:

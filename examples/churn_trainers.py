@@ -14,7 +14,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC  # noqa: E402
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC  # noqa: E402
 from train_churn import make_pipeline  # noqa: E402
 
 

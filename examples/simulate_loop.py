@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
-from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC, make_telco_churn  # noqa: E402
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn  # noqa: E402
 
 SEGMENT = ("Contract", "Two year")
 PRICE_SHIFT = 0.3

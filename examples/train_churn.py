@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC, make_telco_churn  # noqa: E402
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn  # noqa: E402
 
 MODELS = ("lr", "dt", "rf", "et", "gb", "hgb", "mlp")
 

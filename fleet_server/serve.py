@@ -136,15 +136,15 @@ class FleetServer:
     def _start(self) -> "FleetServer":
         from waitress.server import create_server
 
-        from fleet_server.broker import BrokerError
-        from fleet_server.mqtt_bridge import IngestQueue, MqttBridge
+        from fleet_server.mqtt.broker import BrokerError
+        from fleet_server.mqtt.bridge import IngestQueue, MqttBridge
 
         mqtt_url = self.cfg.mqtt_url
         if mqtt_url is None and self.cfg.embedded_broker:
-            from fleet_server.broker import EmbeddedBroker
+            from fleet_server.mqtt.broker import EmbeddedBroker
 
             # The embedded broker dies with this process, so it acknowledges a device's telemetry
-            # only after the ingest queue committed it (see fleet_server/broker.py).
+            # only after the ingest queue committed it (see fleet_server/mqtt/broker.py).
             self.ingest = IngestQueue(self.fleet, on_status=self.reconciler.wake.set).start()
             self.broker = EmbeddedBroker(host="127.0.0.1", port=self.cfg.embedded_mqtt_port, access=self._broker_check,
                                          sink=self.ingest)
@@ -154,8 +154,8 @@ class FleetServer:
             mqtt_url = self.broker.url
         self.fleet.mqtt_url_for_devices = mqtt_url
         if self.cfg.mqtt_url and self.cfg.mqtt_admin:
-            from fleet_server.mosquitto_dynsec import DynsecAdmin
-            from fleet_server.mqtt_bridge import SERVER_USER
+            from fleet_server.mqtt.dynsec import DynsecAdmin
+            from fleet_server.mqtt.bridge import SERVER_USER
 
             user, password = self.cfg.mqtt_admin
             with _setting("mqtt_admin", user, BrokerError, OSError):
@@ -195,7 +195,7 @@ class FleetServer:
         import hmac
 
         from fleet_server.db import Device
-        from fleet_server.mqtt_bridge import SERVER_USER
+        from fleet_server.mqtt.bridge import SERVER_USER
         from fleet_server.secrets import same_token
 
         if username == SERVER_USER:

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 from edgefleet import keys  # noqa: E402
-from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC, make_telco_churn  # noqa: E402
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn  # noqa: E402
 
 FAMILIES = ["lr", "dt", "rf", "et", "gb", "hgb", "mlp"]
 TARGETS = ["onnx", "pmml"]

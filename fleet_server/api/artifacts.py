@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, send_file
 
-from fleet_server import registry
+from fleet_server import model_versions as registry
 from fleet_server.api.auth import device_required, fleet
 
 bp = Blueprint("artifacts", __name__, url_prefix="/api/v1")

@@ -28,7 +28,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from edgefleet.bundle_format import Bundle, open_bundle
-from fleet_server import ingest, registry, validation
+from fleet_server import ingest, model_versions as registry, validation
 from fleet_server.api.auth import fleet
 from fleet_server.api.static import ROOT, node_modules, send_static, serve_page_dir
 from fleet_server.db import ModelVersion

@@ -22,8 +22,8 @@ from fleet_server.api.auth import admin_required, fleet
 from fleet_server.api.body import json_body
 from fleet_server.errors import FleetError
 from fleet_server.monitoring import aggregate, gates, metrics, policy, service
-from fleet_server.monitoring.models import Alert
-from fleet_server.registry import get_version
+from fleet_server.monitoring.tables import Alert
+from fleet_server.model_versions import get_version
 
 bp = Blueprint("monitoring", __name__)
 
@@ -52,7 +52,7 @@ def _number_arg(name: str) -> float | None:
 def get_policy(name: str) -> Any:
     get_version(fleet(), name)
     with fleet().session() as s:
-        from fleet_server.monitoring.models import MonitorPolicy
+        from fleet_server.monitoring.tables import MonitorPolicy
 
         stored = s.get(MonitorPolicy, name) is not None
         return jsonify({"model": name, "stored": stored, "policy": policy.load(s, name).as_dict()})

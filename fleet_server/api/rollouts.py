@@ -19,7 +19,7 @@ def start() -> Any:
     body = json_body(validation.ROLLOUT_REQUEST)
     version = body.get("version")
     if version is None:
-        from fleet_server.registry import get_version
+        from fleet_server.model_versions import get_version
 
         version = get_version(fleet(), body["model"]).version
     r = rollouts.start(fleet(), body["model"], version, selector=body.get("selector"), steps=body.get("steps"), gates=body.get("gates"))

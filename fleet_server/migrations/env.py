@@ -3,7 +3,7 @@
 from alembic import context
 
 from fleet_server.db import Base
-from fleet_server.monitoring import models as _monitoring_models  # noqa: F401 - its tables join Base.metadata
+from fleet_server.monitoring import tables as _monitoring_tables  # noqa: F401 - its tables join Base.metadata
 
 target_metadata = Base.metadata
 connection = context.config.attributes.get("connection")

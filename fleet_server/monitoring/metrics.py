@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 from fleet_server.core import Fleet
 from fleet_server.db import Counter, Device, ModelVersion
 from fleet_server.monitoring import service
-from fleet_server.monitoring.models import Alert
+from fleet_server.monitoring.tables import Alert
 
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # the text format generate_latest writes

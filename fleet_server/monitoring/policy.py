@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 from fleet_server.errors import FleetError
 from fleet_server.monitoring import stats
 from fleet_server.monitoring.aggregate import MonitorConfig
-from fleet_server.monitoring.retrain import RetrainPolicy
-from fleet_server.monitoring.retrain import parse as parse_retrain
+from fleet_server.monitoring.retrain_trigger import RetrainPolicy
+from fleet_server.monitoring.retrain_trigger import parse as parse_retrain
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def validate(body: Any, base: Policy = Policy()) -> Policy:
 
 def load(session: Any, model: str) -> Policy:
     """The stored policy of ``model``, or the defaults."""
-    from fleet_server.monitoring.models import MonitorPolicy
+    from fleet_server.monitoring.tables import MonitorPolicy
 
     row = session.get(MonitorPolicy, model)
     if row is None:
@@ -123,7 +123,7 @@ def load(session: Any, model: str) -> Policy:
 
 def save(session: Any, model: str, policy: Policy) -> None:
     from fleet_server.db import utcnow
-    from fleet_server.monitoring.models import MonitorPolicy
+    from fleet_server.monitoring.tables import MonitorPolicy
 
     row = session.get(MonitorPolicy, model)
     if row is None:

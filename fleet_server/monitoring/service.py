@@ -48,8 +48,8 @@ from sqlalchemy import select
 
 from fleet_server.core import Fleet
 from fleet_server.db import ModelVersion, TelemetryRecord, utcnow
-from fleet_server.monitoring import aggregate, retrain, stats
-from fleet_server.monitoring.models import Alert
+from fleet_server.monitoring import aggregate, retrain_trigger as retrain, stats
+from fleet_server.monitoring.tables import Alert
 from fleet_server.monitoring.policy import Policy, load
 
 ALERT_TOPIC = "edgefleet/v1/alerts/{model}"

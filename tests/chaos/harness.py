@@ -7,7 +7,7 @@ Everything is a real process on 127.0.0.1:
   database, same ports after every restart); on the "embedded" stack it runs the embedded
   broker and SQLite, so SIGKILLing the server kills the broker too;
 - on the "mosquitto" stack, Mosquitto with the dynamic-security plugin
-  (``fleet_server.mosquitto_dynsec.DynsecBroker``, the server manages device accounts) and a real
+  (``fleet_server.mqtt.dynsec.DynsecBroker``, the server manages device accounts) and a real
   PostgreSQL;
 - devices are ``tests/chaos/devices.py`` processes (several devices each, each device with its
   own folder), enrolled over HTTP with one-time tokens.
@@ -136,7 +136,7 @@ class BrokerProc:
     """Mosquitto with dynamic security on a fixed loopback port; restart keeps its accounts."""
 
     def __init__(self, workdir: Path) -> None:
-        from fleet_server.mosquitto_dynsec import DynsecBroker
+        from fleet_server.mqtt.dynsec import DynsecBroker
 
         self.broker = DynsecBroker(workdir / "mosquitto", port=free_port())
 
@@ -257,7 +257,7 @@ class Chaos:
             assert code == 201, f"registering v{v}: HTTP {code} {body!r}"
         self.result.seconds["servers up"] = time.monotonic() - t0
 
-        from edgefleet.datasets import CATEGORICAL, NUMERIC, make_telco_churn
+        from edgefleet_cli.samples.telco_churn import CATEGORICAL, NUMERIC, make_telco_churn
 
         df = make_telco_churn(64, seed=self.seed)
         records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in df[CATEGORICAL + NUMERIC].to_dict("records")]

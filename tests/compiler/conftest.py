@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgefleet.datasets import LABEL, NUMERIC
+from edgefleet_cli.samples.telco_churn import LABEL, NUMERIC
 
 
 @pytest.fixture(scope="session")

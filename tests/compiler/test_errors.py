@@ -15,11 +15,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from compiler import CompileError, ParityError, UnsupportedStepError, compile
-from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgefleet.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "edgefleet_cli.main", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_unsupported_step_names_class_position_and_targets(churn_data: dict[str, Any], keypair: dict[str, Any]) -> None:
@@ -145,7 +145,7 @@ def test_pmml_without_java_says_how_to_install(tmp_path: Path, keypair: dict[str
     joblib.dump(train_model("lr"), model)
     env = {**os.environ, "PATH": str(tmp_path / "empty-bin")}  # no java reachable
     proc = subprocess.run(
-        [sys.executable, "-m", "edgefleet.cli", "compile", str(model), "--sample", str(sample), "--name", "churn", "--version", "1",
+        [sys.executable, "-m", "edgefleet_cli.main", "compile", str(model), "--sample", str(sample), "--name", "churn", "--version", "1",
          "--targets", "onnx,pmml", "--key", str(keypair["private_path"]), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=300, env=env,
     )

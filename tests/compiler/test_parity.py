@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgefleet.bundle_format import open_bundle
-from edgefleet.datasets import CATEGORICAL, NUMERIC
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, NUMERIC
 from edgefleet.encoding import encode_columns
 from tests.conftest import FAMILIES, TARGETS
 

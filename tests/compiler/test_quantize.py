@@ -19,7 +19,7 @@ import pytest
 from compiler import CompileError, compile
 from compiler._compile import QUANTIZED_TOLERANCE
 from compiler.targets.tflite import run_tflite
-from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 from edgefleet.encoding import encode_columns
 from tests.compiler.test_errors import _cli
 

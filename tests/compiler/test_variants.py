@@ -18,7 +18,7 @@ from sklearn.tree import DecisionTreeClassifier
 from compiler import compile
 from compiler.targets.pmml import score_file
 from edgefleet.bundle_format import open_bundle
-from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 from edgefleet.encoding import encode_columns
 
 TOL = 1e-5

@@ -20,7 +20,7 @@ SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "edgefleet" / "schema
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgefleet.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "edgefleet_cli.main", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("family", ["lr", "rf", "hgb"])

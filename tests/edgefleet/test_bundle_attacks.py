@@ -213,7 +213,7 @@ _LAUNCHER = """
 import os, sys
 pid = os.fork()
 if pid == 0:
-    os.execv(sys.executable, [sys.executable, "-m", "edgefleet.cli", *sys.argv[2:]])
+    os.execv(sys.executable, [sys.executable, "-m", "edgefleet_cli.main", *sys.argv[2:]])
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as fh:
     fh.write(str(usage.ru_maxrss))

@@ -135,7 +135,7 @@ def test_server_mqtt_admin_without_mqtt(tmp_path: Path) -> None:
 
 def test_server_wrong_dynsec_admin_password(tmp_path: Path) -> None:
     """A real Mosquitto with dynamic security refuses the admin login: one line, no traceback, exit."""
-    from fleet_server.mosquitto_dynsec import DynsecBroker
+    from fleet_server.mqtt.dynsec import DynsecBroker
     from tests.support.mqtt_broker import free_port
 
     broker = DynsecBroker(tmp_path / "mosq", port=free_port(), admin_password="the-right-password").start()

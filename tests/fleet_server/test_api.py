@@ -73,7 +73,7 @@ def test_enrollment_is_one_time_and_devices_cannot_read_each_other(api: Api, mak
 
     api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())
     from fleet_server import devices as devmod
-    from fleet_server.registry import get_version
+    from fleet_server.model_versions import get_version
 
     devmod.issue_assignment(api.server.fleet, "dev-b", get_version(api.server.fleet, "churn", 1), "onnx")
     code, body, _ = api("GET", "/api/v1/devices/dev-b/assignment", token=a["token"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from fleet_server.broker import (
+from fleet_server.mqtt.broker import (
     DEVICE_CLIENT_PREFIX,
     SERVER_USERNAME,
     BrokerAccess,
@@ -28,7 +28,7 @@ from fleet_server.broker import (
     Op,
     device_topic,
 )
-from fleet_server.mosquitto import MosquittoAccess, MosquittoBroker
+from fleet_server.mqtt.mosquitto import MosquittoAccess, MosquittoBroker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -204,7 +204,7 @@ def test_device_cannot_subscribe_to_another_devices_assignment(broker: Harness) 
 
 def test_retained_assignment_does_not_leak_on_connect(broker: Harness) -> None:
     """amqtt 0.12.1 pushes every retained message matching *anyone's* subscription to each
-    new session; fleet_server.broker closes that. A subscribes to nothing and must get nothing."""
+    new session; fleet_server.mqtt.broker closes that. A subscribes to nothing and must get nothing."""
     server = broker.server()
     server.publish(device_topic(B, "assignment"), b"for-b", retain=True)
     b = broker.device(B)

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from fleet_server.broker import SERVER_USERNAME, device_topic
+from fleet_server.mqtt.broker import SERVER_USERNAME, device_topic
 from fleet_server.core import ServerConfig
 from fleet_server.db import Counter, TelemetryRecord
-from fleet_server.mosquitto_dynsec import DynsecBroker
-from fleet_server.mqtt_bridge import PING_PREFIX, IngestQueue
+from fleet_server.mqtt.dynsec import DynsecBroker
+from fleet_server.mqtt.bridge import PING_PREFIX, IngestQueue
 from fleet_server.serve import FleetServer
 from tests.fleet_server.conftest import Api, enroll, wait_for
 from tests.fleet_server.test_broker_acl import Probe
@@ -384,7 +384,7 @@ def test_embedded_refused_login_leaves_every_session_alone() -> None:
     """amqtt 0.12.1 deleted the session a clean-session CONNECT named *before* authenticating it.
     A refused login under another account's client id (the server's, or another device's) must
     leave that session, and its subscriptions, working."""
-    from fleet_server.broker import BrokerAccess, EmbeddedBroker, InMemoryCredentials
+    from fleet_server.mqtt.broker import BrokerAccess, EmbeddedBroker, InMemoryCredentials
 
     tokens = {"dev-a": "token-a-0123456789", "dev-b": "token-b-0123456789"}
     access = BrokerAccess(InMemoryCredentials(tokens))
@@ -440,8 +440,8 @@ def test_password_file_mosquitto_device_cannot_take_the_servers_client_id(tmp_pa
     """Mosquitto with password/ACL files cannot bind client ids to accounts, so it forces each
     client id to the username (``use_username_as_clientid``): a device saying ``-i
     edgefleet-server`` gets its own id and cannot kick the server off its session."""
-    from fleet_server.broker import BrokerAccess, InMemoryCredentials
-    from fleet_server.mosquitto import MosquittoAccess, MosquittoBroker
+    from fleet_server.mqtt.broker import BrokerAccess, InMemoryCredentials
+    from fleet_server.mqtt.mosquitto import MosquittoAccess, MosquittoBroker
 
     tokens = {"dev-a": "token-a-0123456789"}
     access = BrokerAccess(InMemoryCredentials(tokens))

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet_server.broker import DEVICE_CLIENT_PREFIX, SERVER_USERNAME, BrokerError, device_topic
-from fleet_server.mosquitto import mosquitto_binary
-from fleet_server.mosquitto_dynsec import (
+from fleet_server.mqtt.broker import DEVICE_CLIENT_PREFIX, SERVER_USERNAME, BrokerError, device_topic
+from fleet_server.mqtt.mosquitto import mosquitto_binary
+from fleet_server.mqtt.dynsec import (
     ADMIN_USERNAME,
     CONTROL_TOPIC,
     DynsecAdmin,
@@ -143,7 +143,7 @@ def test_device_subscribing_to_another_devices_ack_gets_suback_failure(dynsec: D
 def test_server_start_gives_old_device_roles_the_ack_topic(dynsec: Dynsec) -> None:
     """A device enrolled before the ack topic existed has a role without it; the server's start
     (``upgrade_device_roles``) adds it, and then the device may subscribe to its own ack only."""
-    from fleet_server.mosquitto_dynsec import device_acls, device_role
+    from fleet_server.mqtt.dynsec import device_acls, device_role
 
     old = [a for a in device_acls(B) if not a.topic.endswith("/ack")]
     assert len(old) == len(device_acls(B)) - 2

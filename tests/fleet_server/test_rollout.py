@@ -135,7 +135,7 @@ def test_production_mosquitto_with_server_managed_dynsec_accounts(tmp_path: Path
     """--mqtt with --mqtt-admin: enrollment creates per-device Mosquitto accounts; ACLs refuse cross-device reads."""
     import paho.mqtt.client as mqtt
 
-    from fleet_server.mosquitto_dynsec import DynsecBroker
+    from fleet_server.mqtt.dynsec import DynsecBroker
 
     broker = DynsecBroker(tmp_path / "mosq").start()
     agents = []

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgefleet.datasets import CATEGORICAL, NUMERIC
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, NUMERIC
 from edgefleet.errors import VerificationError
 from runtimes.python import Scorer, ScoringInputError
 
@@ -81,13 +81,13 @@ def test_score_cli(compiled: Any, keypair: dict[str, Any], fresh_data: Any, tmp_
     inp = tmp_path / "in.csv"
     fresh_data.head(30).to_csv(inp, index=False)
     out = tmp_path / "scores.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "edgefleet.cli", "score", str(compiled("gb").archive), "--pubkey", str(keypair["public_path"]),
+    proc = subprocess.run([sys.executable, "-m", "edgefleet_cli.main", "score", str(compiled("gb").archive), "--pubkey", str(keypair["public_path"]),
                            "--input", str(inp), "--output", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 30 and all(0 <= r["probability"] <= 1 and r["model_version"] == 1 and r["backend"] == "onnx" for r in rows)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"tenure": 3}) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "edgefleet.cli", "score", str(compiled("gb").archive), "--pubkey", str(keypair["public_path"]),
+    proc = subprocess.run([sys.executable, "-m", "edgefleet_cli.main", "score", str(compiled("gb").archive), "--pubkey", str(keypair["public_path"]),
                            "--input", str(bad)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "edgefleet: error:" in proc.stderr and "missing field" in proc.stderr and "Traceback" not in proc.stderr

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefleet.datasets import CATEGORICAL, NUMERIC
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, NUMERIC
 from runtimes.python import Scorer
 from runtimes.python.outbox import Outbox
 from runtimes.python.telemetry import Telemetry

@@ -40,13 +40,13 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
             f"max_queued_messages 100000\n{self.extra_conf}"
         )
-        from fleet_server.mosquitto import launch_mosquitto
+        from fleet_server.mqtt.mosquitto import launch_mosquitto
 
         self.proc = launch_mosquitto(self.conf, self.log, self.host, self.port)
         return self
 
     def stop(self) -> None:
-        from fleet_server.mosquitto import stop_process
+        from fleet_server.mqtt.mosquitto import stop_process
 
         stop_process(self.proc)
         self.proc = None

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from fleet_server import registry
+from fleet_server import model_versions as registry
 from fleet_server.core import ServerConfig
 from fleet_server.serve import FleetServer
 from tests.web.conftest import CHROMIUM, ROOT, require_browser_tools

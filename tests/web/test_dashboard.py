@@ -27,7 +27,7 @@ import pytest
 
 from compiler.bundle import bundle_files
 from edgefleet.bundle_format import canonical_json, open_bundle, pack
-from edgefleet.datasets import make_telco_churn
+from edgefleet_cli.samples.telco_churn import make_telco_churn
 from fleet_server.core import ServerConfig
 from fleet_server.serve import FleetServer
 from runtimes.python import Scorer

@@ -208,7 +208,7 @@ def compile_churn(out_dir: Path | None = None, private_key: Any = None, model: A
     from train_churn import make_pipeline
 
     from compiler import compile
-    from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
+    from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
 
     if private_key is None:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

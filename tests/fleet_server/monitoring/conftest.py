@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
 from fleet_server.core import Fleet, ServerConfig
 from fleet_server.db import Device
 from fleet_server.ingest import ingest

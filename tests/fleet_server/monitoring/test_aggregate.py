@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from edgefleet.datasets import make_telco_churn
+from edgefleet_cli.samples.telco_churn import make_telco_churn
 from fleet_server.monitoring import aggregate
 from fleet_server.monitoring.aggregate import MonitorConfig
 from tests.fleet_server.monitoring.conftest import DAY, T0, DeviceSim, add_device, make_fleet

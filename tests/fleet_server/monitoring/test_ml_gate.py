@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
 from tests.fleet_server.conftest import Api, enroll, start_agent, wait_for
 from tests.support.mqtt_broker import Mosquitto
 

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgefleet.datasets import make_telco_churn
+from edgefleet_cli.samples.telco_churn import make_telco_churn
 from runtimes.python import Scorer
 from tests.fleet_server.conftest import Api, wait_for
 from tests.fleet_server.monitoring.conftest import DAY, T0, DeviceSim, add_device

@@ -19,8 +19,8 @@ from typing import Any, Callable
 import pandas as pd
 import pytest
 
-from edgefleet.datasets import LABEL, make_telco_churn
-from fleet_server.monitoring import retrain as retrain_policy
+from edgefleet_cli.samples.telco_churn import LABEL, make_telco_churn
+from fleet_server.monitoring import retrain_trigger as retrain_policy
 from fleet_server.errors import FleetError
 from runtimes.python import Scorer
 from tests.fleet_server.conftest import Api
@@ -59,7 +59,7 @@ def feed(sim: DeviceSim, frame: pd.DataFrame, prefix: str) -> None:
 
 def retrain(served: dict[str, Any], keypair: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "EDGEFLEET_ADMIN_TOKEN": served["server"].fleet.secrets.admin_token}
-    argv = [sys.executable, "-m", "edgefleet.cli", "retrain", "--server", served["server"].url, "--model", "churn",
+    argv = [sys.executable, "-m", "edgefleet_cli.main", "retrain", "--server", served["server"].url, "--model", "churn",
             "--trainer", f"{ROOT / 'examples' / 'churn_trainers.py'}:train_lr", "--reference-data", str(served["reference"]),
             "--key", str(keypair["private_path"]), "--window-seconds", "3600", "--quiet", *extra]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180)
@@ -104,7 +104,7 @@ def test_challenger_that_wins_is_registered_with_provenance_and_waits_for_approv
     code, body, _ = api("POST", "/api/v1/rollouts", {"model": "churn", "version": 2})
     assert code == 400 and "waits for approval" in body["error"], "nor can an operator bypass the approval"
 
-    shown = subprocess.run([sys.executable, "-m", "edgefleet.cli", "models", "show", "churn", "--server", served["server"].url,
+    shown = subprocess.run([sys.executable, "-m", "edgefleet_cli.main", "models", "show", "churn", "--server", served["server"].url,
                             "--token-file", str(served["server"].fleet.secrets.dir / "admin-token")], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert "provenance:" in shown.stdout and '"version": 1' in shown.stdout and "data_window" in shown.stdout and "metrics" in shown.stdout

@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgefleet.datasets import make_telco_churn
+from edgefleet_cli.samples.telco_churn import make_telco_churn
 from fleet_server.core import Fleet, ServerConfig
 from fleet_server.db import ModelVersion
 from fleet_server.monitoring import policy as policy_mod
-from fleet_server.monitoring.models import Alert
+from fleet_server.monitoring.tables import Alert
 from fleet_server.monitoring.service import run_monitor
 from tests.fleet_server.monitoring.conftest import DAY, T0, DeviceSim, add_device
 

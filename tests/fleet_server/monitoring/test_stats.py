@@ -12,7 +12,7 @@ import scipy.special
 import scipy.stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from edgefleet.datasets import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
 from fleet_server.monitoring import stats
 
 UNIFORM10 = np.full(10, 0.1)

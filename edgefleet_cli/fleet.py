@@ -12,12 +12,11 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from edgefleet import cli_types
+from edgefleet_cli import args as cli_types
+from edgefleet.http import HttpClient
 from edgefleet.errors import EdgefleetError
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -50,35 +49,8 @@ def _token(args: argparse.Namespace) -> str:
         raise ServerError(f"--token-file {path}: {exc.strerror or exc}; set EDGEFLEET_ADMIN_TOKEN or point --token-file at the server's secrets/admin-token") from exc
 
 
-class AdminClient:
-    """The admin API over HTTP: JSON in and out, errors as one line naming the call and reason."""
-
-    def __init__(self, server: str, token: str | None, *, error: type[Exception] = ServerError, timeout: float = 120.0) -> None:
-        self.server, self.token, self.error, self.timeout = server.rstrip("/"), token, error, timeout
-
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                headers: dict[str, str] | None = None, as_bytes: bool = False) -> Any:
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        req = urllib.request.Request(self.server + path, data=data, method=method)
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        req.add_header("Content-Type", "application/x-tar" if raw is not None else "application/json")
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                text = resp.read()
-        except urllib.error.HTTPError as exc:
-            try:
-                msg = json.loads(exc.read()).get("error")
-            except ValueError:
-                msg = exc.reason
-            raise self.error(f"{method} {path}: HTTP {exc.code}: {msg}") from None
-        except urllib.error.URLError as exc:
-            raise self.error(f"cannot reach the fleet server at {self.server}: {exc.reason}") from None
-        if as_bytes:
-            return text
-        return json.loads(text) if text else None
+def AdminClient(server: str, token: str | None, *, timeout: float = 120.0) -> HttpClient:  # noqa: N802 - reads like a class
+    return HttpClient(server, token, error=ServerError, timeout=timeout)
 
 
 def call(args: argparse.Namespace, method: str, path: str, body: Any = None, raw: bytes | None = None, auth: bool = True) -> Any:

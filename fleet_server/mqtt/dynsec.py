@@ -1,7 +1,7 @@
 """Mosquitto's dynamic-security plugin, managed by the fleet server: refused SUBSCRIBEs.
 
 Mosquitto 2.0.11's ``acl_file`` grants every SUBSCRIBE and only withholds delivery
-(``fleet_server/broker.py``, ``fleet_server/mosquitto.py``), so ``mosquitto_sub`` with device A's login on device B's topic is
+(``fleet_server/mqtt/broker.py``, ``fleet_server/mqtt/mosquitto.py``), so ``mosquitto_sub`` with device A's login on device B's topic is
 not *refused*. The dynamic-security plugin checks subscriptions (``subscribeLiteral`` /
 ``subscribePattern``) and answers SUBACK 0x80, which ``mosquitto_sub`` reports as "All
 subscription requests were denied." It is also managed live over MQTT, so enrolling or removing a
@@ -48,8 +48,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
-from fleet_server.broker import DEVICE_CLIENT_PREFIX, MAX_PACKET_BYTES, SERVER_USERNAME, TOPIC_ROOT, BrokerError, device_topic, validate_device_id
-from fleet_server.mosquitto import _write_atomic, launch_mosquitto, loopback_port, stop_process
+from fleet_server.mqtt.broker import DEVICE_CLIENT_PREFIX, MAX_PACKET_BYTES, SERVER_USERNAME, TOPIC_ROOT, BrokerError, device_topic, validate_device_id
+from fleet_server.mqtt.mosquitto import _write_atomic, launch_mosquitto, loopback_port, stop_process
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"

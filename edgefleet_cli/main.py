@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgefleet.cli_types import OneLineParser, http_url, mqtt_url, number, positive_int
+from edgefleet_cli.args import OneLineParser, http_url, mqtt_url, number, positive_int
 from edgefleet.errors import EdgefleetError
 
 
@@ -107,7 +107,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from edgefleet.bundle_format import open_bundle
-    from edgefleet.inspect import render, summary
+    from edgefleet_cli.inspect import render, summary
 
     s = summary(open_bundle(args.bundle))
     print(json.dumps(s, indent=2, sort_keys=True) if args.json else render(s))
@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--input-dir", help="score *.jsonl files dropped here (MiNiFi-style); results in INPUT_DIR/scored")
     dr.set_defaults(func=_cmd_device_run)
 
-    from edgefleet import cli_fleet
+    from edgefleet_cli import fleet as cli_fleet
 
     cli_fleet.add_enroll_parser(dsub)
     cli_fleet.add_parsers(sub)

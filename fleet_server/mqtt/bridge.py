@@ -11,7 +11,7 @@ stored. Two paths feed it:
 - **Embedded broker**: the broker lives in the server process, so a SIGKILL takes its queues
   with it. Its connection handler therefore hands a device's telemetry/status publish to the
   same queue and sends the device's PUBACK only when ``ack`` fires, after the commit
-  (:mod:`fleet_server.broker`). The device keeps the batch in its outbox until then; the bridge
+  (:mod:`fleet_server.mqtt.broker`). The device keeps the batch in its outbox until then; the bridge
   does not subscribe to the device topics on this path (``ingest_topics=False``).
 
 A broker's PUBACK is not what the device waits for: Mosquitto PUBACKs on receipt and loses

@@ -14,7 +14,7 @@ policy (``PUT /api/v1/models/<name>/policy``) may hold::
 Placeholders: ``{server}`` (the server's public URL), ``{model}``, ``{alert}`` (the alert id),
 ``{version}`` (the alerting version) and ``{data_dir}``. The command must be an ``edgefleet
 retrain`` invocation: the policy API takes an admin token, not a shell, so the server runs only
-its own retrain verb, as ``<this python> -m edgefleet.cli retrain ...``. The child gets the admin
+its own retrain verb, as ``<this python> -m edgefleet_cli.main retrain ...``. The child gets the admin
 token in ``EDGEFLEET_ADMIN_TOKEN``; with ``approval`` the server adds ``--approve-required``.
 
 Bounds: one job per model at a time, ``cooldown_seconds`` between starts, at most
@@ -139,7 +139,7 @@ def command_for(fleet: Any, rp: RetrainPolicy, alert: Mapping[str, Any]) -> list
     argv = [c.format(**values) for c in rp.command]
     if rp.approval and "--approve-required" not in argv:
         argv.append("--approve-required")
-    return [sys.executable, "-m", "edgefleet.cli", *argv[1:]]
+    return [sys.executable, "-m", "edgefleet_cli.main", *argv[1:]]
 
 
 def _watch(fleet: Any, launcher: _Launcher, model: str, job: str, proc: subprocess.Popen[bytes], timeout: float, t0: float) -> None:

@@ -1,12 +1,12 @@
 """Mosquitto for production: the access policy as password + ACL files, and the broker process.
 
-:class:`MosquittoAccess` renders :class:`fleet_server.broker.BrokerAccess` as Mosquitto's password
+:class:`MosquittoAccess` renders :class:`fleet_server.mqtt.broker.BrokerAccess` as Mosquitto's password
 file (``$7$`` PBKDF2-SHA512) and ACL file, written atomically and reloaded by SIGHUP;
 :class:`MosquittoBroker` runs a Mosquitto on loopback that uses them. ``launch_mosquitto`` and
 ``stop_process`` are the one way this project starts and stops a Mosquitto (the dynamic-security
 broker and the test fixtures use them too). Mosquitto 2.0.11's ``acl_file`` does not check
 SUBSCRIBE (it grants even ``#``) but checks ``read`` on every delivery, retained ones included;
-for a refused SUBSCRIBE use :mod:`fleet_server.mosquitto_dynsec`. Password files cannot bind a
+for a refused SUBSCRIBE use :mod:`fleet_server.mqtt.dynsec`. Password files cannot bind a
 client id to an account either, so :class:`MosquittoBroker` sets ``use_username_as_clientid``:
 a device connecting as client id ``edgefleet-server`` (or another device's id) gets its own
 username as client id and cannot take over the server's or anyone's session (dynsec binds the
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleet_server.broker import MAX_PACKET_BYTES, SERVER_USERNAME, TOPIC_ROOT, BrokerAccess, BrokerError, device_topic, validate_device_id
+from fleet_server.mqtt.broker import MAX_PACKET_BYTES, SERVER_USERNAME, TOPIC_ROOT, BrokerAccess, BrokerError, device_topic, validate_device_id
 
 MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd's default; tokens are 256-bit random, stretching adds nothing
 
@@ -77,7 +77,7 @@ class MosquittoAccess:
     def acl_text(self) -> str:
         """Mosquitto ACL equivalent to :meth:`BrokerAccess.allowed`."""
         return (
-            "# Managed by edgefleet (fleet_server/mosquitto.py); rewritten on every change.\n"
+            "# Managed by edgefleet (fleet_server/mqtt/mosquitto.py); rewritten on every change.\n"
             f"user {SERVER_USERNAME}\n"
             f"topic readwrite {TOPIC_ROOT}/#\n\n"
             f"pattern read {device_topic('%u', 'assignment')}\n"

@@ -11,8 +11,8 @@ One policy (:class:`BrokerAccess`, the rules of ``docs/protocol.md``), two broke
 :class:`EmbeddedBroker` runs amqtt 0.12.1 in a thread with exactly two plugins (:class:`AuthPlugin`,
 :class:`TopicACLPlugin`) that consult the live credential store on every check, so devices enrolled
 after start connect without a restart; a denied SUBSCRIBE gets SUBACK 0x80. The same policy on
-Mosquitto lives in :mod:`fleet_server.mosquitto` (password + ACL files) and
-:mod:`fleet_server.mosquitto_dynsec` (dynamic-security plugin). Everything raised here on purpose
+Mosquitto lives in :mod:`fleet_server.mqtt.mosquitto` (password + ACL files) and
+:mod:`fleet_server.mqtt.dynsec` (dynamic-security plugin). Everything raised here on purpose
 is a :class:`BrokerError`.
 
 Four amqtt 0.12.1 behaviours are changed (:class:`_ACLBroker`):
@@ -26,7 +26,7 @@ Four amqtt 0.12.1 behaviours are changed (:class:`_ACLBroker`):
 - amqtt PUBACKs a QoS 1 publish as soon as it is queued in memory. The embedded broker runs
   inside the server process, so a SIGKILL of the server took acknowledged telemetry with it
   (measured: one device's batch of 500 gone, no drop counted). With a ``sink`` (the server's
-  :class:`fleet_server.mqtt_bridge.IngestQueue`) a device's own telemetry/status publish is
+  :class:`fleet_server.mqtt.bridge.IngestQueue`) a device's own telemetry/status publish is
   handed to the sink first, and the PUBACK (PUBREC for QoS 2) goes out only when the sink calls
   back after the database commit; the device keeps the batch in its outbox until then, so
   nothing the device saw acknowledged can be lost. A full sink, or no commit within
@@ -277,7 +277,7 @@ class TopicACLPlugin(BaseTopicPlugin):
 class IngestSink(Protocol):
     """Where the embedded broker hands a device's telemetry/status publish before acknowledging
     it: ``submit`` queues it (False when full) and calls ``ack()``, from any thread, once stored
-    or rejected for good. :class:`fleet_server.mqtt_bridge.IngestQueue` is the server's sink."""
+    or rejected for good. :class:`fleet_server.mqtt.bridge.IngestQueue` is the server's sink."""
 
     def submit(self, topic: str, payload: bytes, ack: Callable[[], None]) -> bool: ...
 
