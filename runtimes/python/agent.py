@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import queue
 import signal
@@ -52,6 +53,7 @@ import edgefleet
 from edgefleet import keys
 from edgefleet.bundle_format import canonical_json
 from edgefleet.errors import EdgefleetError, VerificationError
+from edgefleet.fsutil import atomic_write
 from edgefleet.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
 from runtimes.python.backends import available_backends
 from runtimes.python.errors import DeviceError, DownloadError, InstallError
@@ -59,9 +61,11 @@ from runtimes.python.flushing import PAYLOAD_REFUSED, TelemetryFlush  # noqa: F4
 from runtimes.python.inbox import score_folder
 from runtimes.python.outbox import Outbox
 from runtimes.python.scorer import Prediction, Scorer
-from runtimes.python.store import ModelStore, atomic_write
+from runtimes.python.store import ModelStore
 from runtimes.python.telemetry import Telemetry, _iso
 from runtimes.python.transport import Http, MqttLink, TransportError, backoff_delay
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -283,15 +287,14 @@ class Agent(TelemetryFlush):
         self._assignments.put(payload)
 
     def _poll_http(self) -> None:
-        headers = {"If-None-Match": self._etag} if self._etag else {}
         try:
-            code, hdrs, body = self.http.json("GET", f"/api/v1/devices/{self.cfg.device_id}/assignment", headers=headers)
+            code, etag, body = self.http.get_json(f"/api/v1/devices/{self.cfg.device_id}/assignment", self._etag)
         except TransportError as exc:
             if exc.status == 404:
                 return
             raise
         if code == 200 and body is not None:
-            self._etag = hdrs.get("ETag") or hdrs.get("Etag")
+            self._etag = etag
             self._assignments.put(json.dumps(body).encode())
 
     def _handle_assignment(self, payload: bytes) -> None:
@@ -299,9 +302,12 @@ class Agent(TelemetryFlush):
             envelope = json.loads(payload)
             a = verify_assignment(envelope, self.assignment_keys, self.cfg.device_id)
         except (ValueError, EdgefleetError) as exc:
+            log.warning("refused an assignment: %s", exc)
             self.last_install = {"result": f"refused assignment: {exc}", "ts": _iso(time.time())}
             self._status_dirty = True
             return
+        log.info("assignment received: serial %s, version %s%s, bundle %s", a["serial"], a["version"],
+                 " (ordered rollback)" if a.get("rollback") else "", a["bundle_sha256"][:12])
         state = self._agent_state()
         pending = state.get("pending")
         last = _int(state.get("serial"), -1)
@@ -313,6 +319,7 @@ class Agent(TelemetryFlush):
             return  # the retained copy of what is done
         active = self.scorer.version if self.scorer else None
         if active == a["version"] and not a.get("rollback"):
+            log.info("assignment serial %s: v%s is already active", a["serial"], a["version"])
             self._save_agent_state(serial=a["serial"], pending=None)
             return
         self._save_agent_state(pending=a)
@@ -327,6 +334,7 @@ class Agent(TelemetryFlush):
         except DownloadError as exc:
             self._download_attempt += 1
             self._next_download = time.monotonic() + backoff_delay(self._download_attempt, self.cfg.backoff_base, self.cfg.backoff_cap)
+            log.warning("download of v%s failed (attempt %d, retrying with backoff): %s", a["version"], self._download_attempt, exc)
             self.last_install = {"version": a["version"], "result": f"download pending: {exc}", "ts": _iso(time.time())}
             self._status_dirty = True
             return
@@ -336,7 +344,10 @@ class Agent(TelemetryFlush):
             self.scorer = res.scorer or self.store.load_active()
             self.last_install = {"version": a["version"], "result": "installed", "seconds": round(res.seconds, 3), "ts": _iso(time.time())}
             installed: dict[str, Any] | None = a
+            log.info("assignment serial %s: installed v%s%s in %.3fs", a["serial"], a["version"],
+                     " (ordered rollback)" if a.get("rollback") else "", res.seconds)
         except InstallError as exc:
+            log.error("assignment serial %s: v%s refused by the model store: %s", a["serial"], a["version"], exc)
             self.last_install = {"version": a["version"], "result": f"refused: {exc}", "ts": _iso(time.time())}
             installed = self._agent_state().get("installed")
         finally:
@@ -359,6 +370,7 @@ class Agent(TelemetryFlush):
         done = state.get("installed")
         if done and not state.get("pending") and self._lost(done, state):
             self._save_agent_state(pending=done)
+            log.warning("the device lost v%s (store fallback or rebuild); re-installing assignment serial %s", done["version"], done["serial"])
             self.last_install = {"version": done["version"], "result": "re-installing: the device lost this version "
                                  f"({(self.store.fallback or {}).get('reason') or (self.store.recovery or {}).get('reason') or 'no model'})"[:500],
                                  "ts": _iso(time.time())}
@@ -367,7 +379,7 @@ class Agent(TelemetryFlush):
         status = self.status()
         if self.mqtt is not None and self.mqtt.publish("status", status, retain=True):
             return
-        self.http.json("POST", f"/api/v1/devices/{self.cfg.device_id}/status", status)
+        self.http.post(f"/api/v1/devices/{self.cfg.device_id}/status", status)
 
     # -- loop ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -392,8 +404,8 @@ class Agent(TelemetryFlush):
             self._next_poll = now + self.cfg.poll_seconds
             try:
                 self._poll_http()
-            except TransportError:
-                pass
+            except TransportError as exc:
+                log.warning("assignment poll failed (next in %.0fs): %s", self.cfg.poll_seconds, exc)
         if now >= self._next_flush and self.outbox.depth():
             if self.flush_once():
                 self._flush_attempt = 0
@@ -403,6 +415,8 @@ class Agent(TelemetryFlush):
             else:
                 self._flush_attempt += 1
                 self._next_flush = now + backoff_delay(self._flush_attempt, self.cfg.backoff_base, self.cfg.backoff_cap)
+                log.warning("telemetry flush failed (attempt %d, %d message(s) waiting, retry in %.1fs): %s", self._flush_attempt,
+                            self.outbox.depth(), self._next_flush - now, self.last_telemetry_error or "nothing was delivered")
         self.score_inbox()
         if self._status_dirty or now >= self._next_status:
             self._report_status(now)
@@ -412,8 +426,9 @@ class Agent(TelemetryFlush):
             self._send_status()
             self._status_dirty = False
             self._next_status = now + self.cfg.status_seconds
-        except TransportError:
+        except TransportError as exc:
             self._next_status = now + backoff_delay(1, self.cfg.backoff_base, self.cfg.backoff_cap)
+            log.warning("status report failed: %s", exc)
 
     def run(self, *, install_signal_handlers: bool = True) -> int:
         if install_signal_handlers:
@@ -429,15 +444,17 @@ class Agent(TelemetryFlush):
                     self.tick()
                 except (DeviceError, OSError) as exc:  # never die on a network or disk hiccup
                     self.last_error = f"agent error: {exc}"[:500]
+                    log.error("agent tick failed: %s", exc)
                 except Exception as exc:  # noqa: BLE001 - a device keeps scoring; the error is reported in status
                     self.last_error = f"agent error: {type(exc).__name__}: {exc}"[:500]
+                    log.exception("agent tick failed unexpectedly: %s: %s", type(exc).__name__, exc)
                 self._stop.wait(self.cfg.tick_seconds)
         finally:
             self.telemetry.flush_window()
             try:
                 self._send_status()
-            except (TransportError, OSError):
-                pass
+            except (TransportError, OSError) as exc:
+                log.warning("last status report before exit failed: %s", exc)
             if self.mqtt is not None:
                 self.mqtt.stop()
             self.outbox.close()

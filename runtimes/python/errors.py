@@ -1,7 +1,8 @@
 """Device runtime errors.
 
     DeviceError (EdgefleetError)      root for the device runtime
-    ├── ScoringInputError (InputError) a record does not match the model's input schema
+    ├── ScoringInputError              a record does not match the model's input schema (also an
+    │                                  edgefleet InputError, so ``field`` and ``reason`` are kept)
     ├── BackendUnavailableError        no installed runtime can run any artifact of the bundle
     ├── InstallError                   a bundle was refused; the active model is untouched
     │   ├── RollbackRefusedError       its version is not above the active one
@@ -18,7 +19,7 @@ class DeviceError(EdgefleetError):
     """Root of the device runtime's errors."""
 
 
-class ScoringInputError(InputError):
+class ScoringInputError(DeviceError, InputError):
     """A record does not match the manifest's input schema; ``field`` names the field."""
 
 

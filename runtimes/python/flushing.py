@@ -12,6 +12,7 @@ is alone, and only that one is dropped (docs/protocol.md).
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -21,6 +22,8 @@ from runtimes.python.telemetry import _iso
 from runtimes.python.transport import TransportError
 
 PAYLOAD_REFUSED = {400, 409, 413, 415, 422}  # the server refuses this payload: retrying the same bytes cannot help
+
+log = logging.getLogger(__name__)
 
 
 class TelemetryFlush:
@@ -38,13 +41,16 @@ class TelemetryFlush:
         """The server's ack (paho's thread): stored ids leave the outbox, rejected ones are dropped."""
         try:
             ack = json.loads(payload)
-        except (ValueError, RecursionError):
+        except (ValueError, RecursionError) as exc:
+            log.warning("ignored a server ack that is not JSON: %s", exc)
             return
         if not isinstance(ack, dict):
+            log.warning("ignored a server ack that is a JSON %s, not an object", type(ack).__name__)
             return
         self.outbox.server_ack(ack)
         if ack.get("result") == "rejected":
             self.last_telemetry_error = f"batch {ack.get('batch_id')} refused by the server: {ack.get('reason')}"[:300]
+            log.warning("%s", self.last_telemetry_error)
         self._next_flush = 0.0
 
     def flush_once(self) -> int:
@@ -67,6 +73,7 @@ class TelemetryFlush:
         gone = self.outbox.drop([m.id for m in oversized], "oversized") if oversized else 0
         if oversized:
             self.last_telemetry_error = f"{len(oversized)} message(s) over the {self.cfg.batch_bytes}-byte batch limit dropped"
+            log.error("%s", self.last_telemetry_error)
         if not batch:
             return gone
         if self.mqtt is not None and self.mqtt.connected.is_set():
@@ -74,11 +81,13 @@ class TelemetryFlush:
             if self.mqtt.publish("telemetry", self._batch(batch, bid)):
                 return gone + len(batch)
             self.outbox.unsend(bid)
+            log.warning("MQTT publish of batch %s (%d message(s)) was not acknowledged by the broker", bid, len(batch))
         if self.mqtt is None or not self.mqtt.connected.is_set():
             try:
                 return gone + self._post(batch)
             except TransportError as exc:
                 self.last_telemetry_error = str(exc)[:300]
+                log.warning("telemetry POST of %d message(s) failed: %s", len(batch), exc)
         return gone
 
     def _batch(self, msgs: list[Message], batch_id: str | None = None) -> dict[str, Any]:
@@ -113,17 +122,19 @@ class TelemetryFlush:
         while stack:  # at most 2n-1 requests for n messages
             part = stack.pop()
             try:
-                self.http.json("POST", url, self._batch(part))
+                self.http.post(url, self._batch(part))
                 done += self.outbox.ack(m.id for m in part)
             except TransportError as exc:
                 if exc.status not in PAYLOAD_REFUSED:
                     if done:
                         self.last_telemetry_error = str(exc)[:300]
+                        log.warning("telemetry POST failed after %d message(s) were delivered: %s", done, exc)
                         return done
                     raise
                 if len(part) == 1:
                     done += self.outbox.drop([part[0].id], "rejected")
                     self.last_telemetry_error = f"message {part[0].id} ({part[0].kind}) refused by the server: {exc}"[:300]
+                    log.error("dropped telemetry %s", self.last_telemetry_error)
                 else:
                     mid = len(part) // 2
                     stack += [part[mid:], part[:mid]]

@@ -13,6 +13,7 @@ that cannot be read as records at all (not UTF-8, not a regular file, over
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgefleet.errors import EdgefleetError
+from edgefleet.fsutil import atomic_write
 from runtimes.python.scorer import Prediction
-from runtimes.python.store import atomic_write
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # a drop-folder file larger than this is rejected unread
+
+log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[dict[str, Any], Any], Prediction]
 
@@ -72,6 +75,8 @@ def score_folder(inbox: Path, score: ScoreFn) -> tuple[int, list[tuple[str, str]
             continue
         atomic_write(scored / path.name, "".join(json.dumps(x) + "\n" for x in lines).encode())
         os.replace(path, done / path.name)
+        errors = sum(1 for x in lines if "error" in x)
+        log.info("inbox file %s scored: %d record(s), %d bad record(s)", path.name, len(lines) - errors, errors)
     return n, rejected
 
 
@@ -90,6 +95,7 @@ def read_input(path: Path) -> str:
 
 def reject(path: Path, reason: str) -> str:
     """Move ``path`` to ``rejected/`` with a ``<name>.reason`` file; returns the reason."""
+    log.warning("inbox file %s rejected: %s", path.name, reason)
     rejected = path.parent / "rejected"
     rejected.mkdir(parents=True, exist_ok=True)
     atomic_write(rejected / f"{path.name}.reason", (reason + "\n").encode())

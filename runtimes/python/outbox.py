@@ -86,7 +86,7 @@ class Outbox:
         with self._lock:
             skip = len(self._inflight_ids)
             rows = self._db.execute("SELECT id, kind, created, body FROM outbox ORDER BY seq LIMIT ?", (limit + skip,)).fetchall()
-            out = []
+            out: list[Any] = []  # sqlite rows
             for r in rows:
                 if r[0] in self._inflight_ids:
                     continue
@@ -263,8 +263,8 @@ class Outbox:
             self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
             self._bytes -= int(sizes[0])
             self._count -= int(sizes[1])
-            for i in chunk:
-                self._cap.pop(i, None)
+            for mid in chunk:
+                self._cap.pop(mid, None)
             removed += int(sizes[1])
         return removed
 

@@ -46,39 +46,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from edgefleet.bundle_format import Bundle, open_bundle, verify
 from edgefleet.errors import BundleError
+from edgefleet.fsutil import atomic_write, fsync_dir
 from runtimes.python.errors import HealthCheckError, InstallError, RollbackRefusedError
 from runtimes.python.scorer import PublicKeys, Scorer, trusted_key_for
 
 DEFAULT_MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 
+log = logging.getLogger(__name__)
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a crash leaves the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+__all__ = ["DEFAULT_MAX_BUNDLE_BYTES", "InstallResult", "ModelStore"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +90,7 @@ class ModelStore:
         self.floor_path = self.root / "floor.json"
         self.last_error: str | None = None
         self.recovery: dict[str, Any] | None = None  # set when state.json had to be rebuilt
+        self.last_health_check: dict[str, Any] | None = None  # the last canary replay: slot, rows replayed, failures
         for d in (self.root, self.slots, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)  # staging left by a crash
@@ -183,12 +171,8 @@ class ModelStore:
         verified: list[tuple[int, str]] = []
         refused: list[str] = []
         for p in sorted(self.slots.iterdir()):
-            try:
-                scorer = self._load_slot(p.name)
-                failures = scorer.check_canaries()
-            except (BundleError, OSError, ValueError) as exc:
-                failures = [f"{type(exc).__name__}: {exc}"]
-            if failures:
+            scorer, failures = self._health_check(p.name)
+            if scorer is None or failures:
                 refused.append(f"{p.name}: {failures[0]}"[:300])
                 shutil.rmtree(p, ignore_errors=True)  # known bad: failed verification or health
             else:
@@ -206,6 +190,7 @@ class ModelStore:
         self.recovery = {"reason": reason[:500], "rebuilt_from": [v for v, _ in verified], "floor": state["floor"],
                          "discarded": refused, "active_version": state["active_version"]}
         self.last_error = f"{reason}; rebuilt from {len(verified)} verified slot(s), floor v{state['floor']}"
+        log.warning("model store %s rebuilt: %s", self.root, self.last_error)
 
     # -- loading ---------------------------------------------------------------------------
     def _verified(self, bundle: Bundle) -> dict[str, Any]:
@@ -223,8 +208,8 @@ class ModelStore:
         so the agent reports it; the damaged slot is removed, the floor stays where it was.
         """
         state = self.state()
-        candidates = [state.get("active"), state.get("previous")]
-        candidates += sorted((p.name for p in self.slots.iterdir() if p.name not in candidates), key=_slot_version, reverse=True)
+        named = [s for s in (state.get("active"), state.get("previous")) if isinstance(s, str)]
+        candidates = named + sorted((p.name for p in self.slots.iterdir() if p.name not in named), key=_slot_version, reverse=True)
         failed: list[str] = []
         for slot in candidates:
             if not slot or not (self.slots / slot).is_dir():
@@ -233,12 +218,14 @@ class ModelStore:
                 scorer = self._load_slot(slot)
             except (BundleError, OSError, ValueError) as exc:
                 self.last_error = f"slot {slot} failed verification on load: {exc}"
+                log.error("%s; removing it", self.last_error)
                 failed.append(slot)
                 shutil.rmtree(self.slots / slot, ignore_errors=True)  # known bad; a verified copy is re-downloadable
                 continue
             if slot != state.get("active"):
                 from_version = state.get("active_version") if _is_version(state.get("active_version")) else _slot_version(str(state.get("active")))
                 fallback = {"from_version": from_version or None, "to_version": scorer.version, "reason": (self.last_error or "")[:500]}
+                log.warning("fell back from v%s to the verified slot %s (v%s)", from_version or None, slot, scorer.version)
                 self._write_state({"active": slot, "active_version": scorer.version, "previous": None, "previous_version": None,
                                    "recovered_from": state.get("active"), "fallback": fallback})
             return scorer
@@ -264,9 +251,11 @@ class ModelStore:
             version = manifest["version"]
             name = str(manifest["name"])
         except (BundleError, KeyError, TypeError) as exc:
+            log.error("refused bundle %s: %s", path.name, exc)
             raise InstallError(f"refused bundle {path.name}: {exc}") from exc
         if not _is_version(version):
             raise InstallError(f"refused bundle {path.name}: version: {version!r} is not a positive integer")
+        log.info("verified bundle %s: %s v%s (signature and artifact hashes)", path.name, name, version)
 
         state = self.state()
         active_version = state.get("active_version") if _is_version(state.get("active_version")) else None
@@ -276,10 +265,10 @@ class ModelStore:
         final = self.slots / slot
         if slot == state.get("active") and final.is_dir():
             try:
-                scorer = self._load_slot(slot)
-                return InstallResult(name, version, slot, active_version, 0.0, scorer)
-            except (BundleError, OSError, ValueError):
-                pass  # the active copy is damaged: rewrite it from this verified bundle
+                current = self._load_slot(slot)
+                return InstallResult(name, version, slot, active_version, 0.0, current)
+            except (BundleError, OSError, ValueError) as exc:  # the active copy is damaged: rewrite it from this verified bundle
+                log.warning("the active slot %s is damaged (%s); rewriting it from the verified bundle", slot, exc)
         if not allow_downgrade:
             if active_version is not None and version <= active_version:
                 raise RollbackRefusedError(
@@ -295,8 +284,9 @@ class ModelStore:
         if final.exists():
             try:
                 self._load_slot(slot)
-            except (BundleError, OSError, ValueError):
-                shutil.rmtree(final, ignore_errors=True)  # a damaged copy of this very bundle
+            except (BundleError, OSError, ValueError) as exc:
+                log.warning("slot %s is a damaged copy of this bundle (%s); replacing it", slot, exc)
+                shutil.rmtree(final, ignore_errors=True)
         if not final.exists():
             staging = self.tmp / uuid.uuid4().hex
             for fname, data in bundle.files.items():
@@ -307,19 +297,16 @@ class ModelStore:
                     fh.flush()
                     os.fsync(fh.fileno())
             for d in {p.parent for p in staging.rglob("*")} | {staging}:
-                _fsync_dir(d)
+                fsync_dir(d)
             os.replace(staging, final)
-            _fsync_dir(self.slots)
+            fsync_dir(self.slots)
 
-        try:
-            scorer = self._load_slot(slot)  # verify what is on disk, not what was in memory
-            failures = scorer.check_canaries()
-        except (BundleError, OSError, ValueError) as exc:
-            failures = [f"{type(exc).__name__}: {exc}"]
-        if failures:
+        scorer, failures = self._health_check(slot)  # verify what is on disk, not what was in memory
+        if scorer is None or failures:
             if slot != state.get("active"):
                 shutil.rmtree(final, ignore_errors=True)
             self.last_error = f"{name} v{version} failed its health check: {'; '.join(failures[:3])}"
+            log.error("%s; kept v%s active", self.last_error, active_version)
             raise HealthCheckError(f"{self.last_error}; kept v{active_version} active" if active_version else self.last_error)
 
         previous = state.get("active") if state.get("active") != slot else state.get("previous")
@@ -327,21 +314,60 @@ class ModelStore:
         self._write_state({"active": slot, "active_version": version, "previous": previous, "previous_version": previous_version,
                            "rolled_back": version < floor})
         self._collect(keep={slot, previous})
+        log.info("installed %s v%s in slot %s (previous v%s)%s", name, version, slot, previous_version,
+                 " as an ordered rollback" if version < floor else "")
         return InstallResult(name, version, slot, active_version, time.perf_counter() - t0, scorer)
 
     def rollback(self) -> Scorer:
-        """Make the previous slot active again (an operator's or a failed gate's decision)."""
+        """Make the previous slot active again (an operator's or a failed gate's decision).
+
+        The previous slot passes the same gate as an install: it is verified from disk and its
+        canary rows are replayed. If either fails, the active model keeps scoring, the slot is
+        left in place (it is still the signed bundle that once passed, and a later runtime may
+        score it again) and :class:`HealthCheckError` or :class:`InstallError` says why.
+        """
         state = self.state()
         prev = state.get("previous")
-        if not prev or not (self.slots / prev).exists():
+        if not isinstance(prev, str) or not (self.slots / prev).exists():
             raise InstallError("there is no previous model to roll back to")
-        try:
-            scorer = self._load_slot(prev)
-        except (BundleError, OSError, ValueError) as exc:
-            raise InstallError(f"the previous model {prev} failed verification: {exc}") from exc
+        scorer, failures = self._health_check(prev)
+        if scorer is None:
+            self.last_error = f"the previous model {prev} failed verification: {failures[0]}"
+            log.error("rollback refused: %s", self.last_error)
+            raise InstallError(self.last_error)
+        if failures:
+            self.last_error = f"rollback to {prev} refused: its health check failed: {'; '.join(failures[:3])}"
+            log.error("%s; kept v%s active", self.last_error, state.get("active_version"))
+            raise HealthCheckError(f"{self.last_error}; kept v{state.get('active_version')} active")
         self._write_state({"active": prev, "active_version": scorer.version, "previous": state.get("active"),
                            "previous_version": state.get("active_version"), "rolled_back": scorer.version < self.floor})
+        log.info("rolled back from v%s to v%s (%s)", state.get("active_version"), scorer.version, prev)
         return scorer
+
+    def _health_check(self, slot: str) -> tuple[Scorer | None, list[str]]:
+        """Load ``slot`` verified from disk and replay its canary rows: the gate of every install,
+        rebuild and rollback. Returns ``(None, [why])`` when it does not verify, else the scorer
+        and one message per failing canary (empty = healthy). Never raises a bundle error."""
+        try:
+            scorer = self._load_slot(slot)
+        except (BundleError, OSError, ValueError) as exc:
+            log.warning("slot %s failed verification: %s", slot, exc)
+            self.last_health_check = {"slot": slot, "verified": False, "canaries": 0, "failures": [f"{type(exc).__name__}: {exc}"]}
+            return None, [f"{type(exc).__name__}: {exc}"]
+        try:
+            failures = scorer.check_canaries()
+        except (BundleError, ValueError, KeyError, TypeError) as exc:  # a malformed canary section is a health failure
+            failures = [f"canaries: {type(exc).__name__}: {exc}"]
+        rows = scorer.manifest.get("canary", {}).get("rows", [])
+        replayed = len(rows) if isinstance(rows, list) else 0
+        self.last_health_check = {"slot": slot, "verified": True, "version": scorer.version, "canaries": replayed,
+                                  "failures": failures[:10]}
+        if failures:
+            log.warning("canary check of %s v%s failed: %d of %d row(s): %s", scorer.name, scorer.version, len(failures),
+                        replayed, "; ".join(failures[:3]))
+        else:
+            log.info("canary check of %s v%s passed: %d row(s) replayed", scorer.name, scorer.version, replayed)
+        return scorer, failures
 
     def _collect(self, keep: set[Any]) -> None:
         for p in self.slots.iterdir():
@@ -352,7 +378,7 @@ class ModelStore:
 _MAX_VERSION = 2 ** 31  # the manifest schema's bound
 
 
-def _is_version(v: Any) -> bool:
+def _is_version(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and 0 < v < _MAX_VERSION
 
 

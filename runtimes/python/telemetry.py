@@ -13,7 +13,6 @@ Three message kinds go into the outbox (see docs/protocol.md for the payloads):
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import json
 import math
@@ -24,7 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgefleet.protocol import MAX_FEATURE_CHARS, MAX_FEATURES
+from edgefleet.protocol import MAX_FEATURE_CHARS, MAX_FEATURES, bin_index
 from runtimes.python.outbox import Outbox
 from runtimes.python.scorer import Prediction
 
@@ -78,7 +77,7 @@ def _utf8(text: str) -> str:
 
 
 class Sketch:
-    """Counts per field into the manifest's reference bins (same rule as compiler.reference)."""
+    """Counts per field into the manifest's reference bins (the one rule: ``edgefleet.protocol.bin_index``)."""
 
     def __init__(self, manifest: Mapping[str, Any]) -> None:
         self.version = int(manifest["version"])
@@ -116,8 +115,8 @@ class Sketch:
             elif math.isnan(v):
                 self.missing[j] += 1
             else:
-                self.counts[j][bisect.bisect_right(edges, v)] += 1
-        self.score_counts[bisect.bisect_right(self.score_edges, score)] += 1
+                self.counts[j][bin_index(edges, v)] += 1
+        self.score_counts[bin_index(self.score_edges, score)] += 1
         self.n += 1
 
     def to_body(self, start: float, end: float, device_id: str) -> dict[str, Any]:
@@ -168,8 +167,8 @@ class Telemetry:
             if entity_id is not None:
                 body["entity_id"] = _utf8(str(entity_id)[:MAX_FEATURE_CHARS])
             if self.include_features:
-                features, cut = bound_features(record)
-                body["features"] = features
+                kept, cut = bound_features(record)
+                body["features"] = kept
                 if cut:
                     body["truncated"] = cut
             self.outbox.put("prediction", body)

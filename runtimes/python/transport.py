@@ -1,18 +1,24 @@
-"""The device's network seams: HTTP (stdlib urllib) and MQTT (paho-mqtt 2.x).
+"""The device's network seams: HTTP (``edgefleet.http.HttpClient`` plus one streaming fetch) and MQTT (paho-mqtt 2.x).
 
 As in python-tuf's fetcher, every transport failure surfaces as one ``DownloadError`` (or
 ``TransportError``) with the URL and the reason, and downloads enforce a maximum length while
-streaming. ``download`` resumes a cut transfer from the bytes already on disk with ``Range``
-and ``If-Range``; a server that ignores the range (200 instead of 206) or whose ETag changed
-restarts the file, anything else continues it.
+streaming. JSON requests go through the contract's one HTTP client; what it cannot do (stream
+a download with ``Range``, or read the ``ETag`` of a conditional poll) goes through this
+module's one fetch seam, :meth:`Http._open`. ``download`` resumes a cut transfer from the
+bytes already on disk with ``Range`` and ``If-Range``; a server that ignores the range (200
+instead of 206) or whose ETag changed restarts the file, anything else continues it. Topic
+names come from ``edgefleet.protocol``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import logging
 import os
 import random
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -20,16 +26,29 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from edgefleet.http import HttpClient
+from edgefleet.protocol import DeviceLeaf, device_topic
 from runtimes.python.errors import DeviceError, DownloadError
 
 CHUNK = 64 * 1024
 
+log = logging.getLogger(__name__)
+
+_HTTP_STATUS = re.compile(r": HTTP (\d{3})(?::|$)")  # HttpClient's one-line error: "<METHOD> <path>: HTTP <code>: <reason>"
+
 
 class TransportError(DeviceError):
-    """An HTTP or MQTT exchange failed; ``status`` is the HTTP status when there was one."""
+    """An HTTP or MQTT exchange failed; ``status`` is the HTTP status when there was one.
+
+    Built from a message alone too (``HttpClient`` raises its ``error`` class with one line),
+    in which case the status is read from that line.
+    """
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
+        if status is None:
+            m = _HTTP_STATUS.search(message)
+            status = int(m.group(1)) if m else None
         self.status = status
 
     @property
@@ -43,40 +62,53 @@ def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0, rng: rando
 
 
 class Http:
+    """The device's HTTP side: JSON calls through :class:`HttpClient`, fetches through :meth:`_open`."""
+
     def __init__(self, base_url: str, token: str | None, timeout: float = 10.0) -> None:
         self.base = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.client = HttpClient(self.base, token, error=TransportError, timeout=timeout)
 
-    def _request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> urllib.request.Request:
-        url = path if path.startswith("http") else self.base + path
-        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        req = urllib.request.Request(url, data=data, method=method)
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
-        return req
-
-    def json(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
-        req = self._request(method, path, body, headers)
+    def post(self, path: str, body: Any) -> Any:
+        """POST ``body`` as compact JSON (the encoding batch sizes are measured in); the decoded reply."""
+        data = json.dumps(body, separators=(",", ":")).encode()
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            return self.client.request("POST", path, raw=data, headers={"Content-Type": "application/json"})
+        except (ValueError, http.client.HTTPException) as exc:  # a reply that is not JSON, or a cut one
+            raise TransportError(f"POST {self.base}{path}: {exc}") from exc
+
+    def get_json(self, path: str, etag: str | None = None) -> tuple[int, str | None, Any]:
+        """A conditional GET: ``(status, etag, body)``; ``(304, etag, None)`` when unchanged."""
+        headers = {"If-None-Match": etag} if etag else {}
+        try:
+            with self._open("GET", path, headers) as resp:
                 raw = resp.read()
-                return resp.status, dict(resp.headers), (json.loads(raw) if raw else None)
+                return resp.status, resp.headers.get("ETag"), (json.loads(raw) if raw else None)
         except urllib.error.HTTPError as exc:
             if exc.code == 304:
-                return 304, dict(exc.headers), None
+                return 304, etag, None
             detail = exc.read()[:300].decode("utf-8", "replace")
-            raise TransportError(f"{method} {req.full_url}: HTTP {exc.code} {detail}", exc.code) from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise TransportError(f"{method} {req.full_url}: {getattr(exc, 'reason', exc)}") from exc
+            raise TransportError(f"GET {exc.url}: HTTP {exc.code} {detail}", exc.code) from exc
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            raise TransportError(f"GET {self._url(path)}: {getattr(exc, 'reason', exc)}") from exc
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith("http") else self.base + path
+
+    def _open(self, method: str, path: str, headers: dict[str, str]) -> Any:
+        """The one fetch seam: an open response (a context manager) for ``path``; raises urllib's errors."""
+        req = urllib.request.Request(self._url(path), method=method)
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        for k, v in headers.items():
+            req.add_header(k, v)
+        return urllib.request.urlopen(req, timeout=self.timeout)
 
     def download(self, path: str, dest: Path, *, size: int, sha256: str, max_bytes: int,
                  progress: Callable[[int, int], None] | None = None) -> Path:
         """Fetch ``path`` into ``dest``, resuming ``dest.part``; verify size and sha256."""
+        url = self._url(path)
         if size > max_bytes:
             raise DownloadError(f"{path}: announced size {size} exceeds the maximum of {max_bytes} bytes")
         part = dest.with_name(dest.name + ".part")
@@ -87,15 +119,15 @@ class Http:
         headers = {}
         if 0 < have < size:
             headers = {"Range": f"bytes={have}-", "If-Range": f'"{sha256}"'}
-        req = self._request("GET", path, headers=headers)
         if have < size:
+            log.info("downloading %s: %d of %d bytes already on disk", url, have, size)
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with self._open("GET", path, headers) as resp:
                     mode = "ab"
                     if resp.status == 200:  # range ignored or ETag changed: start over
                         have, mode = 0, "wb"
                     elif resp.status != 206:
-                        raise DownloadError(f"GET {req.full_url}: unexpected HTTP {resp.status}")
+                        raise DownloadError(f"GET {url}: unexpected HTTP {resp.status}")
                     with open(part, mode) as fh:
                         while True:
                             chunk = resp.read(CHUNK)
@@ -103,7 +135,7 @@ class Http:
                                 break
                             have += len(chunk)
                             if have > size or have > max_bytes:
-                                raise DownloadError(f"GET {req.full_url}: more than the announced {size} bytes")
+                                raise DownloadError(f"GET {url}: more than the announced {size} bytes")
                             fh.write(chunk)
                             if progress:
                                 progress(have, size)
@@ -112,20 +144,21 @@ class Http:
             except urllib.error.HTTPError as exc:
                 if exc.code == 416:
                     part.unlink(missing_ok=True)
-                raise DownloadError(f"GET {req.full_url}: HTTP {exc.code}") from exc
-            except (urllib.error.URLError, OSError) as exc:  # a cut connection keeps .part for the resume
-                raise DownloadError(f"GET {req.full_url}: interrupted after {part.stat().st_size if part.exists() else 0} of {size} bytes: {getattr(exc, 'reason', exc)}") from exc
+                raise DownloadError(f"GET {url}: HTTP {exc.code}") from exc
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # a cut connection keeps .part for the resume
+                raise DownloadError(f"GET {url}: interrupted after {part.stat().st_size if part.exists() else 0} of {size} bytes: {getattr(exc, 'reason', exc)}") from exc
         got = part.stat().st_size
         if got != size:
-            raise DownloadError(f"GET {req.full_url}: got {got} of {size} bytes; will resume")
+            raise DownloadError(f"GET {url}: got {got} of {size} bytes; will resume")
         digest = hashlib.sha256()
         with open(part, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
         if digest.hexdigest() != sha256:
             part.unlink()
-            raise DownloadError(f"GET {req.full_url}: sha256 {digest.hexdigest()} does not match the assignment's {sha256}; discarded")
+            raise DownloadError(f"GET {url}: sha256 {digest.hexdigest()} does not match the assignment's {sha256}; discarded")
         os.replace(part, dest)
+        log.info("downloaded %s: %d bytes, sha256 matches the assignment", url, size)
         return dest
 
 
@@ -144,18 +177,18 @@ class MqttLink:
                  on_ack: Callable[[bytes], None] | None = None,
                  reconnect_min: float = 1.0, reconnect_max: float = 60.0) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "tcp", ""):
             raise DeviceError(f"--mqtt {url}: only mqtt://host:port is supported")
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 1883
         self.device_id = device_id
-        self.topic_prefix = f"edgefleet/v1/devices/{device_id}"
         self._on_assignment = on_assignment
         self._on_ack = on_ack
         self.epoch = 0
         self.connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgefleet-device-{device_id}", clean_session=True)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgefleet-device-{device_id}", clean_session=True)
         if token:
             self.client.username_pw_set(device_id, token)
         self.client.reconnect_delay_set(min_delay=max(1, int(reconnect_min)), max_delay=int(reconnect_max))
@@ -174,27 +207,38 @@ class MqttLink:
         self.client.loop_stop()
 
     def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
-        if not getattr(reason, "is_failure", False):
-            topics = [(f"{self.topic_prefix}/assignment", 1)] + ([(f"{self.topic_prefix}/ack", 1)] if self._on_ack else [])
+        if getattr(reason, "is_failure", False):
+            log.warning("MQTT connect to %s:%s refused: %s", self.host, self.port, reason)
+        else:
+            topics = [(device_topic(self.device_id, "assignment"), 1)] + ([(device_topic(self.device_id, "ack"), 1)] if self._on_ack else [])
             client.subscribe(topics)  # connected once SUBACKed, so no ack can precede the subscription
 
     def _subscribed(self, client: Any, userdata: Any, mid: Any, reasons: Any = None, properties: Any = None) -> None:
         self.epoch += 1
+        log.info("MQTT connected to %s:%s and subscribed (connection %d)", self.host, self.port, self.epoch)
         self.connected.set()
 
     def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        if self.connected.is_set():
+            log.warning("MQTT connection to %s:%s lost: %s; paho reconnects with backoff", self.host, self.port, reason)
         self.connected.clear()
 
     def _message(self, client: Any, userdata: Any, msg: Any) -> None:
-        if msg.topic.endswith("/assignment") and msg.payload:
+        try:
+            self._dispatch(msg)
+        except Exception:  # noqa: BLE001 - paho's network thread must survive a bad handler; the cause is logged
+            log.exception("handling an MQTT message on %s failed", msg.topic)
+
+    def _dispatch(self, msg: Any) -> None:
+        if msg.topic == device_topic(self.device_id, "assignment") and msg.payload:
             self._on_assignment(bytes(msg.payload))
-        elif msg.topic.endswith("/ack") and msg.payload and self._on_ack is not None:
+        elif msg.topic == device_topic(self.device_id, "ack") and msg.payload and self._on_ack is not None:
             self._on_ack(bytes(msg.payload))
 
-    def publish(self, suffix: str, payload: Any, *, retain: bool = False, timeout: float = 10.0) -> bool:
+    def publish(self, suffix: DeviceLeaf, payload: Any, *, retain: bool = False, timeout: float = 10.0) -> bool:
         if not self.connected.is_set():
             return False
-        info = self.client.publish(f"{self.topic_prefix}/{suffix}", json.dumps(payload, separators=(",", ":")), qos=1, retain=retain)
+        info = self.client.publish(device_topic(self.device_id, suffix), json.dumps(payload, separators=(",", ":")), qos=1, retain=retain)
         try:
             info.wait_for_publish(timeout)
         except (RuntimeError, ValueError):  # paho raises these when the client is disconnected mid-publish
