@@ -32,6 +32,9 @@ def create_app(fleet: Fleet | ServerConfig) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.converters["id"] = IdConverter
     app.extensions["edgefleet"] = fleet
+    from fleet_server.monitoring.gates import ml_canary_gate
+
+    fleet.gates.register("ml_canary", ml_canary_gate)  # the only extra gate; see fleet_server.rollouts
 
     from fleet_server.api import artifacts, dashboard, demo, devices, meta, models, monitoring, predict, retraining, rollouts
 

@@ -75,6 +75,38 @@ class ServerConfig:
                 raise ConfigError("mqtt_admin", user, "empty password")
 
 
+Gate = Callable[..., Any]  # (fleet, rollout, targets) -> None | reason | rollouts.Wait(reason)
+
+
+class GateRegistry:
+    """The rollout gates of one :class:`Fleet`, asked in registration order when a step settles.
+
+    ``create_app`` fills it (the ML canary gate); the built-in install/health gate of
+    :mod:`fleet_server.rollouts` always runs first and is not registered here. Each Fleet has its
+    own registry, so two apps in one process never share gates.
+    """
+
+    def __init__(self) -> None:
+        self._gates: dict[str, Gate] = {}
+
+    def register(self, name: str, gate: Gate) -> None:
+        """Add ``gate`` under ``name``; the same gate again is a no-op, another one under a taken name is refused."""
+        if not callable(gate):
+            raise TypeError(f"gate {name!r}: {gate!r} is not callable")
+        if self._gates.get(name, gate) is not gate:
+            raise ValueError(f"gate {name!r}: already registered as {self._gates[name]!r}")
+        self._gates[name] = gate
+
+    def names(self) -> list[str]:
+        return list(self._gates)
+
+    def __iter__(self) -> Iterator[Gate]:
+        return iter(list(self._gates.values()))
+
+    def __contains__(self, gate: object) -> bool:
+        return gate in self._gates.values()
+
+
 class Fleet:
     def __init__(self, config: ServerConfig) -> None:
         self.cfg = config
@@ -97,6 +129,7 @@ class Fleet:
         self.broker_access: Any = None  # set by serve: adds device credentials to the broker
         self.scorers: dict[tuple[str, int], Any] = {}  # REST predict: verified scorers by (name, version)
         self.latest_versions: dict[str, int] = {}      # name -> newest version, reset by uploads
+        self.gates = GateRegistry()                    # rollout gates beyond the built-in one (create_app fills it)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

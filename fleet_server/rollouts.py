@@ -12,8 +12,8 @@ in a stable pseudo-random order (sha256 of rollout id and device id), and walks 
    ``failed`` when its install or health check was refused for this version; an ``installed``
    device that reports it fell back from this version gets it again (bounded redeliveries);
 4. when every target of the step has settled (or ``step_timeout`` passed), evaluates the gates.
-   The built-in gate bounds the install- and health-failure ratio; ``GATES`` can take more
-   (the monitoring issue adds ML gates). A failing gate halts the rollout and rolls the
+   The built-in gate bounds the install- and health-failure ratio; the Fleet's own
+   ``fleet.gates`` registry adds more (``create_app`` registers the ML canary gate). A failing gate halts the rollout and rolls the
    devices it touched back to their previous version with a signed rollback assignment; a gate
    that answers ``Wait`` holds the step (no halt, no advance, even past the step timeout).
 
@@ -58,9 +58,6 @@ def install_health_gate(fleet: Fleet, rollout: Rollout, targets: list[RolloutTar
         reasons = sorted({(t.reason or "")[:120] for t in failed})[:3]
         return f"install/health failures {len(failed)}/{len(done)} = {ratio:.0%} exceed {limit:.0%}: {'; '.join(reasons)}"
     return None
-
-
-GATES: list[Gate] = [install_health_gate]
 
 
 def _matches(dev: Device, selector: dict[str, Any]) -> bool:
@@ -207,7 +204,7 @@ def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion) -> None:
     timed_out = (utcnow() - _step_started_at(r)).total_seconds() > float(r.gates.get("step_timeout_seconds", fleet.cfg.step_timeout_seconds))
     if not (settled or timed_out):
         return
-    for gate in GATES:
+    for gate in (install_health_gate, *fleet.gates):
         reason = gate(fleet, r, targets)
         if isinstance(reason, Wait):
             last = r.history[-1] if r.history else {}

@@ -166,9 +166,9 @@ class FleetServer:
         if mqtt_url:
             self.bridge = MqttBridge(self.fleet, mqtt_url, on_status=self.reconciler.wake.set, ingest=self.ingest,
                                      ingest_topics=self.ingest is None).start()
+        app = create_app(self.fleet)  # before the reconciler: it registers the Fleet's rollout gates
         self.reconciler.start()
         self.monitor.start()
-        app = create_app(self.fleet)
         try:
             self.http = create_server(app, host=self.cfg.host, port=self.cfg.port, threads=8, channel_timeout=60, connection_limit=2000)
         except (socket.gaierror, ValueError) as exc:  # waitress: ValueError "Invalid host/port specified."

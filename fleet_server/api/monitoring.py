@@ -4,8 +4,6 @@ Every route needs the admin token, ``/metrics`` included: the server holds no ot
 surface, and a loopback exemption would open it to anything behind a local reverse proxy.
 Prometheus sends the token with ``authorization: {type: Bearer, credentials_file: <data
 dir>/secrets/admin-token}`` in its scrape config.
-
-Registering this blueprint also registers the ML canary gate (``monitoring.gates.register``).
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from fleet_server import validation
 from fleet_server.api.auth import admin_required, fleet
 from fleet_server.api.body import json_body
 from fleet_server.errors import FleetError
-from fleet_server.monitoring import aggregate, gates, metrics, policy, service
+from fleet_server.monitoring import aggregate, metrics, policy, service
 from fleet_server.monitoring.tables import Alert
 from fleet_server.model_versions import get_version
 
@@ -30,7 +28,6 @@ bp = Blueprint("monitoring", __name__)
 
 @bp.record_once
 def _setup(state: Any) -> None:
-    gates.register()
     state.app.extensions["edgefleet_metrics"] = metrics.make_registry(state.app.extensions["edgefleet"])
 
 

@@ -1,7 +1,6 @@
 """The ML canary gate: a rollout halts when the new version scores the fleet unlike its champion.
 
-``register()`` appends ``ml_canary_gate`` to ``rollouts.GATES`` (``api.monitoring`` calls it
-when its blueprint joins an app). It applies to a rollout whose ``gates`` has ``"ml": true``
+``create_app`` registers ``ml_canary_gate`` in its Fleet's gate registry (``fleet.gates``). It applies to a rollout whose ``gates`` has ``"ml": true``
 (or ``"ml": {overrides}``), or to every rollout of a model whose policy has ``canary_gate``;
 ``"ml": false`` turns it off. Rollouts ask gates when a step has settled; this one compares:
 
@@ -158,10 +157,3 @@ def ml_canary_gate_in(s: Any, rollout: Rollout, targets: list[RolloutTarget]) ->
     if result["decision"] == "wait":
         return rollouts.Wait(result["reason"])
     return result["reason"] if result["decision"] == "fail" else None
-
-
-def register(gates: list[Any] | None = None) -> None:
-    """Append the ML gate to ``gates`` (default ``rollouts.GATES``) once."""
-    target = rollouts.GATES if gates is None else gates
-    if ml_canary_gate not in target:
-        target.append(ml_canary_gate)
