@@ -88,3 +88,17 @@ def test_rollback_without_a_previous_slot(tmp_path: Path, keypair: dict[str, Any
     store.install(make_bundle(1))
     with pytest.raises(InstallError, match="no previous model"):
         store.rollback()
+
+
+def test_slot_names_are_what_the_module_docstring_says(store_v1_v2: ModelStore) -> None:
+    import hashlib
+    import re
+
+    import runtimes.python.store as store_module
+
+    assert "slots/<name>-v<version>-<sha12>/" in (store_module.__doc__ or "")
+    for slot in (store_v1_v2.state()["active"], store_v1_v2.state()["previous"]):
+        name, version, sha12 = re.fullmatch(r"(.+)-v(\d+)-([0-9a-f]{12})", slot).groups()  # type: ignore[union-attr]
+        bundle = open_bundle(store_v1_v2.slots / slot)
+        assert (name, int(version), sha12) == (bundle.manifest["name"], bundle.manifest["version"],
+                                               hashlib.sha256(bundle.manifest_bytes).hexdigest()[:12])
