@@ -447,7 +447,7 @@ class Agent(TelemetryFlush):
                     log.error("agent tick failed: %s", exc)
                 except Exception as exc:  # noqa: BLE001 - a device keeps scoring; the error is reported in status
                     self.last_error = f"agent error: {type(exc).__name__}: {exc}"[:500]
-                    log.exception("agent tick failed unexpectedly: %s: %s", type(exc).__name__, exc)
+                    log.exception("agent tick failed unexpectedly (%s)", type(exc).__name__)
                 self._stop.wait(self.cfg.tick_seconds)
         finally:
             self.telemetry.flush_window()

@@ -226,7 +226,7 @@ class MqttLink:
     def _message(self, client: Any, userdata: Any, msg: Any) -> None:
         try:
             self._dispatch(msg)
-        except Exception:  # noqa: BLE001 - paho's network thread must survive a bad handler; the cause is logged
+        except Exception:  # paho's network thread must survive a bad handler; the cause is logged with its traceback
             log.exception("handling an MQTT message on %s failed", msg.topic)
 
     def _dispatch(self, msg: Any) -> None:

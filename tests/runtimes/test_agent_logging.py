@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from runtimes.python import agent as agent_module
 from runtimes.python import flushing, inbox, store, transport
-from tests.runtimes.test_agent import DEVICE, assignment, make_agent, server, start, wait_for  # noqa: F401 - server is a fixture
+from tests.runtimes.test_agent import DEVICE, assignment, make_agent, start, wait_for
 from tests.support.mqtt_broker import free_port
 from tests.support.protocol_server import ProtocolServer
+
+
+@pytest.fixture()
+def server() -> Iterator[ProtocolServer]:
+    s = ProtocolServer().start()
+    yield s
+    s.stop()
 
 
 def _messages(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:

@@ -5,8 +5,9 @@ Real signed bundles, real onnxruntime, real files."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

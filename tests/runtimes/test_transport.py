@@ -3,10 +3,10 @@ errors keep their HTTP status (which decides retry or drop), the poll is conditi
 
 from __future__ import annotations
 
-import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -31,7 +31,7 @@ class _Server:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 data = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.bodies.append(data)
                 if self.path == "/too-big":
@@ -44,7 +44,7 @@ class _Server:
                     assert self.headers["Content-Type"] == "application/json"
                     self._reply(200, b'{"stored": 1}')
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.headers.get("If-None-Match") == '"e1"':
                     self._reply(304, b"")
                 else:
