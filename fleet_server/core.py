@@ -130,6 +130,8 @@ class Fleet:
         self.scorers: dict[tuple[str, int], Any] = {}  # REST predict: verified scorers by (name, version)
         self.latest_versions: dict[str, int] = {}      # name -> newest version, reset by uploads
         self.gates = GateRegistry()                    # rollout gates beyond the built-in one (create_app fills it)
+        # /readyz: name -> () -> (ok, detail), beside the database check; serve adds broker and threads
+        self.readiness: dict[str, Callable[[], tuple[bool, str]]] = {}
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -15,12 +15,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from edgefleet.protocol import SERVER_USERNAME
 from fleet_server.app import create_app
 from fleet_server.core import ConfigError, Fleet, ServerConfig
+from fleet_server.failures import LoggedError
 from fleet_server.monitoring.service import Monitor
 
 
 class Reconciler(threading.Thread):
+    part = "rollout reconciler"
+    last_error = LoggedError()  # logged once per distinct failure, and on recovery
+
     def __init__(self, fleet: Fleet, period: float) -> None:
         super().__init__(name="reconciler", daemon=True)
         self.fleet, self.period = fleet, period
@@ -34,8 +39,9 @@ class Reconciler(threading.Thread):
         while not self.stop_event.is_set():
             try:
                 rollouts.reconcile(self.fleet)
-            except Exception as exc:  # noqa: BLE001 - keep reconciling; the error is reported in status
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - keep reconciling; the error is logged once and shown by /readyz
+                self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
             self.wake.wait(self.period)
             self.wake.clear()
 
@@ -82,6 +88,12 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def _thread_check(thread: threading.Thread, last_error: str | None) -> tuple[bool, str]:
+    if not thread.is_alive():
+        return False, f"thread {thread.name} is not running" + (f"; last error: {last_error}" if last_error else "")
+    return True, f"running; last error: {last_error}" if last_error else "running"
 
 
 class FleetServer:
@@ -155,18 +167,18 @@ class FleetServer:
         self.fleet.mqtt_url_for_devices = mqtt_url
         if self.cfg.mqtt_url and self.cfg.mqtt_admin:
             from fleet_server.mqtt.dynsec import DynsecAdmin
-            from fleet_server.mqtt.bridge import SERVER_USER
 
             user, password = self.cfg.mqtt_admin
             with _setting("mqtt_admin", user, BrokerError, OSError):
                 self.dynsec = DynsecAdmin(self.cfg.mqtt_url, user, password).connect()
-            self.dynsec.ensure_server_account(SERVER_USER, self.fleet.secrets.mqtt_password)  # idempotent
+            self.dynsec.ensure_server_account(SERVER_USERNAME, self.fleet.secrets.mqtt_password)  # idempotent
             self.dynsec.upgrade_device_roles()  # devices enrolled before the ack topic get it
             self.fleet.broker_access = self.dynsec  # devices.enroll() -> add_device(device_id, credential)
         if mqtt_url:
             self.bridge = MqttBridge(self.fleet, mqtt_url, on_status=self.reconciler.wake.set, ingest=self.ingest,
                                      ingest_topics=self.ingest is None).start()
         app = create_app(self.fleet)  # before the reconciler: it registers the Fleet's rollout gates
+        self._register_readiness()
         self.reconciler.start()
         self.monitor.start()
         try:
@@ -184,6 +196,19 @@ class FleetServer:
         self._http_thread.start()
         return self
 
+    def _register_readiness(self) -> None:
+        """The parts ``/readyz`` asks besides the database (fleet_server.api.meta)."""
+        checks = self.fleet.readiness
+        if self.bridge is not None:
+            checks["broker"] = self.bridge.readiness
+        else:
+            checks["broker"] = lambda: (True, "off: no MQTT broker, devices poll over HTTP")
+        queue_ = self.ingest if self.ingest is not None else (self.bridge.ingest if self.bridge is not None else None)
+        if queue_ is not None:
+            checks["ingest"] = lambda: _thread_check(queue_._worker, queue_.last_error)
+        checks["monitor"] = lambda: _thread_check(self.monitor, self.monitor.last_error)
+        checks["reconciler"] = lambda: _thread_check(self.reconciler, self.reconciler.last_error)
+
     def _run_http(self) -> None:
         try:
             self.http.run()
@@ -195,10 +220,9 @@ class FleetServer:
         import hmac
 
         from fleet_server.db import Device
-        from fleet_server.mqtt.bridge import SERVER_USER
         from fleet_server.secrets import same_token
 
-        if username == SERVER_USER:
+        if username == SERVER_USERNAME:
             return hmac.compare_digest(password, self.fleet.secrets.mqtt_password)
         with self.fleet.session() as s:
             dev = s.get(Device, username)

@@ -27,6 +27,7 @@ goes to ``<data_dir>/retrain/<model>-<job>.log``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from fleet_server.errors import FleetError
+
+log = logging.getLogger(__name__)
 
 MAX_JOBS = 2
 PLACEHOLDERS = ("server", "model", "alert", "version", "data_dir")
@@ -161,8 +164,8 @@ def _watch(fleet: Any, launcher: _Launcher, model: str, job: str, proc: subproce
     try:
         with fleet.session() as s:
             fleet.bump(s, "retrain_succeeded" if code == 0 else "retrain_failed")
-    except Exception:  # noqa: BLE001 - a closed database at shutdown must not kill the watcher loudly
-        pass
+    except Exception as exc:  # noqa: BLE001 - a closed database at shutdown must not kill the watcher loudly
+        log.warning("retrain %s: could not count the finished job (exit %s): %s: %s", model, code, type(exc).__name__, exc)
 
 
 def on_alerts(fleet: Any, events: Iterable[Mapping[str, Any]], policies: Mapping[str, Any]) -> list[str]:
@@ -213,8 +216,9 @@ def on_alerts(fleet: Any, events: Iterable[Mapping[str, Any]], policies: Mapping
                              name=f"retrain-{model}", daemon=True).start()
             started.append(job)
     except Exception as exc:  # noqa: BLE001 - the monitor pass must not fail because a retrain could not start
+        log.error("retrain: could not start a job: %s: %s", type(exc).__name__, exc, exc_info=exc)
         try:
             _log(fleet, {"event": "error", "error": f"{type(exc).__name__}: {exc}"})
-        except OSError:
-            pass
+        except OSError as log_exc:
+            log.warning("retrain: could not write the job log: %s", log_exc)
     return started

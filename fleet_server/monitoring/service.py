@@ -46,13 +46,14 @@ from typing import Any, Iterable
 
 from sqlalchemy import select
 
+from edgefleet.protocol import alert_topic
 from fleet_server.core import Fleet
+from fleet_server.failures import LoggedError
 from fleet_server.db import ModelVersion, TelemetryRecord, utcnow
 from fleet_server.monitoring import aggregate, retrain_trigger as retrain, stats
 from fleet_server.monitoring.tables import Alert
 from fleet_server.monitoring.policy import Policy, load
 
-ALERT_TOPIC = "edgefleet/v1/alerts/{model}"
 SCORE = "<score>"
 PERF_SUBJECTS = (  # subject, where in a performance window, reference metric, policy limit
     ("auroc", ("realized", "auroc"), "auroc", "max_auroc_drop"),
@@ -230,7 +231,7 @@ def _deliver(fleet: Fleet, events: Iterable[dict[str, Any]], webhooks: dict[str,
     for e in events:
         model = e["alert"]["model"]
         payload = json.dumps(e, sort_keys=True).encode()
-        fleet.publish(ALERT_TOPIC.format(model=model), payload, False)
+        fleet.publish(alert_topic(model), payload, False)
         url = webhooks.get(model)
         if url:
             err = _post(url, payload)
@@ -273,6 +274,9 @@ def snapshot(fleet: Fleet) -> dict[str, Any]:
 class Monitor(threading.Thread):
     """Runs ``run_monitor`` every ``period`` seconds, the first time one period after start."""
 
+    part = "monitor"
+    last_error = LoggedError()  # logged once per distinct failure, and on recovery
+
     def __init__(self, fleet: Fleet, period: float) -> None:
         super().__init__(name="monitor", daemon=True)
         self.fleet, self.period = fleet, period
@@ -283,5 +287,6 @@ class Monitor(threading.Thread):
         while not self.stop_event.wait(self.period):
             try:
                 run_monitor(self.fleet)
-            except Exception as exc:  # noqa: BLE001 - keep monitoring; the error is kept for status
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - keep monitoring; the error is logged once and shown by /readyz
+                self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"

@@ -59,23 +59,18 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
+from edgefleet.protocol import DEVICE_INGEST_TOPICS, SERVER_PING_PREFIX, SERVER_USERNAME, TOPIC_ROOT, device_topic
 from fleet_server import devices, ingest
 from fleet_server.core import Fleet
 from fleet_server.errors import FleetError
+from fleet_server.failures import LoggedError
 
-SERVER_USER = "edgefleet-server"
 SERVER_CLIENT_ID = "edgefleet-server"
-PING_PREFIX = "edgefleet/v1/server/ping/"
-INGEST_TOPICS = ("edgefleet/v1/devices/+/telemetry", "edgefleet/v1/devices/+/status")
 
 Ack = Callable[[], None]
 Item = tuple[str, bytes, Ack]
 ServerAck = tuple[str, dict[str, Any]]  # (device id, ack payload)
 _BATCH_ID = re.compile(rb'^\s*\{\s*"batch_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
-
-
-def ack_topic(device_id: str) -> str:
-    return f"edgefleet/v1/devices/{device_id}/ack"
 
 
 def _batch_id(payload: bytes) -> str | None:
@@ -104,7 +99,7 @@ def rejection_ack(payload: bytes, reason: str) -> dict[str, Any]:
 def route(topic: str) -> tuple[str, str] | None:
     """``(device_id, kind)`` for ``edgefleet/v1/devices/<id>/telemetry|status``, else None."""
     parts = topic.split("/")
-    if len(parts) != 5 or parts[:3] != ["edgefleet", "v1", "devices"] or parts[4] not in ("telemetry", "status"):
+    if len(parts) != 5 or "/".join(parts[:3]) != f"{TOPIC_ROOT}/devices" or parts[4] not in ("telemetry", "status"):
         return None
     return parts[3], parts[4]
 
@@ -115,6 +110,9 @@ def _short(exc: BaseException) -> str:
 
 class IngestQueue:
     """Stores device telemetry and status messages; acknowledges each one only after its commit."""
+
+    part = "mqtt ingest"
+    last_error = LoggedError()  # each distinct failure is logged once (fleet_server.failures)
 
     GROUP_MESSAGES = 200
     GROUP_BYTES = 8 * 1024 * 1024
@@ -234,6 +232,8 @@ class IngestQueue:
                 self._ack(group)
                 self._send_acks(acks)
             pause = 0.5
+            if self.database_down and (self.last_error or "").startswith("database:"):
+                self.last_error = None  # the outage is over: logged as recovered
             self.database_down = False
             if statuses and self.on_status:
                 self.on_status()
@@ -389,7 +389,10 @@ class MqttBridge:
     """The server's paho client: publishes assignments, receives device messages into an
     :class:`IngestQueue` (its own, or ``ingest`` shared with an embedded broker)."""
 
-    def __init__(self, fleet: Fleet, url: str, *, username: str | None = SERVER_USER, password: str | None = None,
+    part = "mqtt bridge"
+    _connect_error = LoggedError()  # why the broker cannot be reached; logged once, and on reconnect
+
+    def __init__(self, fleet: Fleet, url: str, *, username: str | None = SERVER_USERNAME, password: str | None = None,
                  on_status: Any = None, ingest: IngestQueue | None = None, ingest_topics: bool = True,
                  ping_seconds: float = 15.0, ping_timeout: float = 5.0) -> None:
         parts = urlsplit(url)
@@ -405,6 +408,7 @@ class MqttBridge:
             self.ingest.on_rejected = self._clear_retained
         self.ping_seconds, self.ping_timeout = ping_seconds, ping_timeout  # read live: tests may shorten them
         self.reconnects = 0
+        self.last_ping_ok: bool | None = None  # None: no self-ping since the last (re)connect
         self._ping_nonce: str | None = None
         self._ping_seen = threading.Event()
         self._last_rx = 0.0  # monotonic time of the last message received, pings included
@@ -415,7 +419,8 @@ class MqttBridge:
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(1, 10)
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *a, **k: self.connected.clear()
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
         self._stop = threading.Event()
         self._client_lock = threading.Lock()
@@ -429,6 +434,15 @@ class MqttBridge:
     @property
     def last_error(self) -> str | None:
         return self.ingest.last_error
+
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz`` broker check: connected, and the last self-ping (if any since connecting) came back."""
+        where = f"{self.host}:{self.port}"
+        if not self.connected.is_set():
+            return False, self._connect_error or f"not connected to {where}"
+        if self.last_ping_ok is False:
+            return False, f"connected to {where}, but the last self-ping was not received"
+        return True, f"connected to {where}" + ("; self-ping ok" if self.last_ping_ok else "")
 
     def start(self) -> "MqttBridge":
         self.fleet.publish = self.publish
@@ -450,20 +464,39 @@ class MqttBridge:
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain)
 
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any = None, reason: Any = None, properties: Any = None) -> None:
+        self.connected.clear()
+        if not self._stop.is_set() and getattr(reason, "is_failure", False):
+            self._connect_error = f"disconnected from {self.host}:{self.port}: {reason}"
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        """paho does not pass the cause: a plain TCP connect names it (refused, unreachable, ...)."""
+        import socket
+
+        try:
+            socket.create_connection((self.host, self.port), timeout=2).close()
+            cause = "the MQTT connection failed"
+        except OSError as exc:
+            cause = exc.strerror or str(exc) or type(exc).__name__
+        self._connect_error = f"cannot connect to {self.host}:{self.port}: {cause}; retrying"
+
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if getattr(reason, "is_failure", False):
+            self._connect_error = f"{self.host}:{self.port} refused the server's login: {reason}"
             return
-        topics = [(f"{PING_PREFIX}+", 1)] + ([(t, 1) for t in INGEST_TOPICS] if self.ingest_topics else [])
+        self._connect_error = None
+        topics = [(f"{SERVER_PING_PREFIX}+", 1)] + ([(t, 1) for t in DEVICE_INGEST_TOPICS] if self.ingest_topics else [])
         client.subscribe(topics)
+        self.last_ping_ok = None
         self.connected.set()
         threading.Thread(target=devices.republish_all, args=(self.fleet,), daemon=True).start()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         self._last_rx = time.monotonic()
-        if msg.topic.startswith(PING_PREFIX):
+        if msg.topic.startswith(SERVER_PING_PREFIX):
             if msg.qos > 0:
                 client.ack(msg.mid, msg.qos)
-            if msg.topic[len(PING_PREFIX):] == self._ping_nonce:
+            if msg.topic[len(SERVER_PING_PREFIX):] == self._ping_nonce:
                 self._ping_seen.set()
             return
         ack = functools.partial(self._paho_ack, msg.mid, msg.qos)
@@ -476,7 +509,7 @@ class MqttBridge:
         """The server acks of one commit, QoS 1, not retained, each on its device's own topic.
         paho queues them while disconnected; a lost one only means the device resends."""
         for device_id, body in acks:
-            self.client.publish(ack_topic(device_id), json.dumps(body, separators=(",", ":")), qos=1, retain=False)
+            self.client.publish(device_topic(device_id, "ack"), json.dumps(body, separators=(",", ":")), qos=1, retain=False)
 
     def _clear_retained(self, topic: str) -> None:
         self.client.publish(topic, b"", qos=1, retain=True)
@@ -490,7 +523,7 @@ class MqttBridge:
         """Publish a nonce to our own ping topic; True if it came back within ``ping_timeout``."""
         self._ping_seen.clear()
         self._ping_nonce = secrets.token_hex(8)
-        self.client.publish(PING_PREFIX + self._ping_nonce, b"", qos=1)
+        self.client.publish(SERVER_PING_PREFIX + self._ping_nonce, b"", qos=1)
         return self._ping_seen.wait(self.ping_timeout)
 
     def _ping_loop(self) -> None:
@@ -499,10 +532,14 @@ class MqttBridge:
             if time.monotonic() - last < self.ping_seconds or not self.connected.is_set():
                 continue
             last = time.monotonic()
-            if self.ping_once() or self._stop.is_set() or not self.connected.is_set():
+            ok = self.ping_once()
+            if ok or self._stop.is_set() or not self.connected.is_set():
+                self.last_ping_ok = ok or self.last_ping_ok
                 continue
             if self._last_rx > last:
+                self.last_ping_ok = True
                 continue  # a backlog delays the ping, but messages arrive: the subscription is alive
+            self.last_ping_ok = False
             self.ingest.last_error = f"mqtt: own ping not received within {self.ping_timeout} s; reconnecting"
             self.ingest._count("mqtt_ping_lost")
             self._reconnect()

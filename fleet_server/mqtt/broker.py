@@ -55,7 +55,7 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
@@ -68,10 +68,11 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import INCOMING, ApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
-SERVER_USERNAME = "edgefleet-server"
+from edgefleet.protocol import SERVER_USERNAME, TOPIC_ROOT, device_topic
+from fleet_server.errors import FleetError
+
 SERVER_CLIENT_ID = "edgefleet-server"  # the bridge's client id; only the server account may use it
 STORE_TIMEOUT = 60.0  # seconds a device publish may wait for its commit before the connection is closed
-TOPIC_ROOT = "edgefleet/v1"
 # Largest MQTT packet (remaining length) either broker reads; a larger one closes the connection
 # before its body is read. Telemetry batches are <= 256 KiB (edgefleet.protocol.MAX_BATCH_BYTES),
 # so this leaves four times that for MQTT overhead and status messages.
@@ -82,8 +83,11 @@ DEVICE_CLIENT_PREFIX = "edgefleet-device-"
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-class BrokerError(Exception):
-    """Root error of this module: bad ids, a broker that will not start, a failed reload."""
+class BrokerError(FleetError):
+    """Root error of the MQTT modules: bad ids, a broker that will not start, a failed reload.
+
+    A :class:`~fleet_server.errors.FleetError`, so the CLI reports it as one line.
+    """
 
 
 Op = Action  # amqtt's SUBSCRIBE / PUBLISH / RECEIVE (checked on every delivery) enum
@@ -95,10 +99,6 @@ def validate_device_id(device_id: str) -> str:
         raise BrokerError(f"device_id: {device_id!r} must match {_DEVICE_ID.pattern} and not be {SERVER_USERNAME!r}")
     return device_id
 
-
-def device_topic(device_id: str, leaf: Literal["assignment", "ack", "telemetry", "status"]) -> str:
-    """``edgefleet/v1/devices/<id>/<leaf>``: assignment and ack are server → device, the others device → server."""
-    return f"{TOPIC_ROOT}/devices/{device_id}/{leaf}"
 
 
 @runtime_checkable

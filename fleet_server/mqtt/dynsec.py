@@ -48,8 +48,10 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
-from fleet_server.mqtt.broker import DEVICE_CLIENT_PREFIX, MAX_PACKET_BYTES, SERVER_USERNAME, TOPIC_ROOT, BrokerError, device_topic, validate_device_id
-from fleet_server.mqtt.mosquitto import _write_atomic, launch_mosquitto, loopback_port, stop_process
+from edgefleet.fsutil import atomic_write
+from edgefleet.protocol import SERVER_USERNAME, TOPIC_ROOT, device_topic
+from fleet_server.mqtt.broker import DEVICE_CLIENT_PREFIX, MAX_PACKET_BYTES, BrokerError, validate_device_id
+from fleet_server.mqtt.mosquitto import launch_mosquitto, loopback_port, stop_process
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
@@ -141,7 +143,7 @@ def write_initial_config(path: Path, admin_user: str, admin_password: str, owner
     path = Path(path)
     if path.exists():
         raise DynsecError(f"{path}: already exists; not overwriting a dynamic-security config")
-    _write_atomic(path, json.dumps(initial_config(admin_user, admin_password, iterations), indent=1) + "\n", owner=owner)
+    atomic_write(path, json.dumps(initial_config(admin_user, admin_password, iterations), indent=1) + "\n", mode=0o600, owner=owner)
 
 
 def dynsec_plugin_path() -> str:
@@ -459,7 +461,7 @@ class DynsecBroker:
                 self._admin_password = self.password_file.read_text().strip()
             else:
                 self._admin_password = secrets.token_urlsafe(32)
-                _write_atomic(self.password_file, self._admin_password + "\n", owner=self.run_as)
+                atomic_write(self.password_file, self._admin_password + "\n", mode=0o600, owner=self.run_as)
         return self._admin_password
 
     def conf_text(self) -> str:

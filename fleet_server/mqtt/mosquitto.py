@@ -23,11 +23,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from fleet_server.mqtt.broker import MAX_PACKET_BYTES, SERVER_USERNAME, TOPIC_ROOT, BrokerAccess, BrokerError, device_topic, validate_device_id
+from edgefleet.fsutil import atomic_write
+from edgefleet.protocol import SERVER_USERNAME, TOPIC_ROOT, device_topic
+from fleet_server.mqtt.broker import MAX_PACKET_BYTES, BrokerAccess, BrokerError, validate_device_id
 
 MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd's default; tokens are 256-bit random, stretching adds nothing
 
@@ -38,23 +39,6 @@ def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = M
     salt = salt if salt is not None else secrets.token_bytes(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def _write_atomic(path: Path, text: str, owner: str | None = None) -> None:
-    """Temp file in the same folder, then os.replace: a SIGHUP never reads half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)  # tokens' hashes: readable by the broker's user only
-        if owner is not None:
-            shutil.chown(tmp, user=owner)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class MosquittoAccess:
@@ -94,8 +78,8 @@ class MosquittoAccess:
 
     def write(self) -> None:
         """Rewrite both files atomically from the current credentials."""
-        _write_atomic(self.acl_file, self.acl_text(), owner=self.owner)
-        _write_atomic(self.password_file, self.password_text(), owner=self.owner)
+        atomic_write(self.acl_file, self.acl_text(), mode=0o600, owner=self.owner)  # hashes: the broker user only
+        atomic_write(self.password_file, self.password_text(), mode=0o600, owner=self.owner)
 
     @staticmethod
     def reload(pid: int) -> None:

@@ -19,14 +19,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from edgefleet.protocol import SERVER_USERNAME, device_topic
 from fleet_server.mqtt.broker import (
     DEVICE_CLIENT_PREFIX,
-    SERVER_USERNAME,
     BrokerAccess,
     EmbeddedBroker,
     InMemoryCredentials,
     Op,
-    device_topic,
 )
 from fleet_server.mqtt.mosquitto import MosquittoAccess, MosquittoBroker
 

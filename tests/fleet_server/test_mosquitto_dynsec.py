@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet_server.mqtt.broker import DEVICE_CLIENT_PREFIX, SERVER_USERNAME, BrokerError, device_topic
+from edgefleet.protocol import SERVER_USERNAME, device_topic
+from fleet_server.mqtt.broker import DEVICE_CLIENT_PREFIX, BrokerError
 from fleet_server.mqtt.mosquitto import mosquitto_binary
 from fleet_server.mqtt.dynsec import (
     ADMIN_USERNAME,

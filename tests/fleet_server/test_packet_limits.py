@@ -21,7 +21,8 @@ import pytest
 from amqtt.adapters import StreamReaderAdapter
 
 from edgefleet.protocol import MAX_BATCH_BYTES
-from fleet_server.mqtt.broker import MAX_PACKET_BYTES, PacketTooLarge, _BoundedReader, device_topic
+from edgefleet.protocol import device_topic
+from fleet_server.mqtt.broker import MAX_PACKET_BYTES, PacketTooLarge, _BoundedReader
 from tests.fleet_server.conftest import wait_for
 from tests.fleet_server.test_hostile_devices import Stack, stack  # noqa: F401 - the two-stack fixture
 
