@@ -14,7 +14,8 @@
     edgefleet devices list|show|token
     edgefleet retrain --server URL --model N --trainer mod:fn --reference-data train.csv --key private.pem
 
-Errors edgefleet raises on purpose are printed as one line, ``edgefleet: error: ...``, with
+Global options (before the verb): ``--log-level LEVEL`` and ``--log-format text|json``
+(:mod:`edgefleet_cli.logs`). Errors edgefleet raises on purpose are printed as one line, ``edgefleet: error: ...``, with
 exit status 1 (2 for bad usage); a traceback means a bug.
 """
 
@@ -27,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from edgefleet_cli import logs
 from edgefleet_cli.args import OneLineParser, http_url, mqtt_url, number, positive_int
 from edgefleet.errors import EdgefleetError
 
@@ -226,6 +228,10 @@ def _cmd_device_run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="edgefleet", description="Compile, sign, verify and ship ML models to offline edge devices.")
+    parser.add_argument("--log-level", type=str.upper, choices=logs.LEVELS,
+                        help="log threshold (default INFO for `server` and `device run`, WARNING otherwise)")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                        help="text, or json: one object a line with ts, level, logger, message, exc")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     k = sub.add_parser("keys", help="manage signing keys")
@@ -300,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logs.configure(args.log_level or logs.default_level(args.command, getattr(args, "device_command", None)), args.log_format)
     try:
         return int(args.func(args))
     except EdgefleetError as exc:

@@ -100,8 +100,15 @@ def _list(key: str, item: dict[str, Any]) -> dict[str, Any]:
 _ROLL = _js(_ref("Rollout"))
 _TAR = {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}
 
+_CHECKS = {"type": "object", "additionalProperties": _obj(["ok", "detail"], ok={"type": "boolean"}, detail=S)}
+_READY = _obj(["ready", "checks"], ready={"const": True}, checks=_CHECKS)
+
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {"get": _op("liveness", PUBLIC, out=_js(_obj(["ok"], ok={"type": "boolean"})))},
+    "/readyz": {"get": _op("readiness: database, broker, ingest, monitor and reconciler", PUBLIC, out=_js(_READY),
+                           extra={"503": {"description": "not ready; ``failing`` names the failing checks",
+                                          "content": _json(_obj(["ready", "failing", "checks"], ready={"const": False},
+                                                                failing={"type": "array", "items": S}, checks=_CHECKS))}})},
     "/api/v1/openapi.json": {"get": _op("this document", PUBLIC, out=_js(_obj(["openapi", "paths"], openapi=S, paths=OBJ)))},
     "/api/v1/counters": {"get": _op("ingest and rejection counters", ADMIN, out=_js({"type": "object", "additionalProperties": I}))},
     "/api/v1/models": {
