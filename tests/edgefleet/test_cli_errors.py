@@ -209,3 +209,65 @@ def test_bad_urls_are_refused(tmp_path: Path, args: list[str], option: str) -> N
     proc = run_cli(*args, cwd=tmp_path, timeout=15)
     assert_one_line_error(proc, option, "URL" if "99999" not in args[-1] else "out of range")
     assert not (tmp_path / "fleet-data").exists()
+
+
+# ------------------------------------------------------------ a broker that is down while serving
+
+def _serve_with_unreachable_broker(tmp_path: Path, *global_opts: str, seconds: float = 8.0) -> tuple[str, str, int, dict]:
+    """``edgefleet server --mqtt mqtt://127.0.0.1:<closed>``: it serves (devices can poll over HTTP),
+    says why the broker is unreachable, and /readyz names the broker; SIGTERM stops it cleanly."""
+    import json
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.support.mqtt_broker import free_port
+
+    closed, http = free_port(), free_port()
+    proc = subprocess.Popen([str(EDGEFLEET), *global_opts, "server", "--data-dir", str(tmp_path / "d"), "--port", str(http),
+                             "--mqtt", f"mqtt://127.0.0.1:{closed}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={"PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
+    ready: dict = {}
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not ready:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz", timeout=2)
+                ready = {"code": 200}
+            except urllib.error.HTTPError as e:
+                ready = {"code": e.code, **json.loads(e.read())}
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(seconds)  # paho retries every 1..10 s meanwhile: each attempt fails the same way
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    return out, err, proc.returncode, {**ready, "port": closed}
+
+
+def test_server_with_unreachable_mqtt_logs_the_cause_once(tmp_path: Path) -> None:
+    out, err, code, ready = _serve_with_unreachable_broker(tmp_path)
+    assert "Traceback" not in out + err, err
+    assert code == 0, (code, err)
+    assert ready["code"] == 503 and ready["failing"] == ["broker"], ready
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected the failure once, got:\n{err}"
+    assert "ERROR" in lines[0] and f"127.0.0.1:{ready['port']}" in lines[0] and "refused" in lines[0].lower(), lines[0]
+
+
+def test_log_format_json_gives_one_object_a_line(tmp_path: Path) -> None:
+    import json
+
+    out, err, code, ready = _serve_with_unreachable_broker(tmp_path, "--log-format", "json", "--log-level", "info", seconds=3.0)
+    assert code == 0 and "Traceback" not in out + err, err
+    docs = [json.loads(ln) for ln in err.splitlines() if ln.strip()]
+    assert docs and all(set(d) >= {"ts", "level", "logger", "message"} for d in docs), docs
+    broker = [d for d in docs if d["logger"] == "fleet_server.mqtt.bridge"]
+    assert len(broker) == 1 and broker[0]["level"] == "ERROR" and str(ready["port"]) in broker[0]["message"], docs
+    assert docs[0]["ts"].endswith("Z")
+
+
+def test_bad_log_level_is_one_line(tmp_path: Path) -> None:
+    proc = run_cli("--log-level", "loud", "server", "--no-broker", cwd=tmp_path)
+    assert_one_line_error(proc, "--log-level", "loud")
