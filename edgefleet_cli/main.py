@@ -36,7 +36,12 @@ from edgefleet.errors import EdgefleetError
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
     from edgefleet import keys
 
-    priv, pub = keys.generate_keypair(args.out, overwrite=args.force)
+    from edgefleet.errors import KeyFileError
+
+    try:
+        priv, pub = keys.generate_keypair(args.out, overwrite=args.force)
+    except OSError as exc:  # keys.generate_keypair does not translate its folder/file errors (yet)
+        raise KeyFileError(f"--out {args.out}: cannot write the key pair: {exc.strerror or exc}") from exc
     print(f"wrote {priv} (keep secret) and {pub} (key id {keys.key_id(keys.load_public_key(pub))})")
     return 0
 

@@ -271,3 +271,10 @@ def test_log_format_json_gives_one_object_a_line(tmp_path: Path) -> None:
 def test_bad_log_level_is_one_line(tmp_path: Path) -> None:
     proc = run_cli("--log-level", "loud", "server", "--no-broker", cwd=tmp_path)
     assert_one_line_error(proc, "--log-level", "loud")
+
+
+def test_keys_generate_into_an_unwritable_folder_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    proc = run_cli("keys", "generate", "--out", str(blocker / "keys"), cwd=tmp_path)
+    assert_one_line_error(proc, "--out", "cannot write the key pair")
