@@ -55,14 +55,14 @@ def default_frontends() -> Registry[Any]:
 
 def default_targets() -> Registry[Target]:
     from compiler.targets.coreml import CoremlTarget
-    from compiler.targets.keras_onnx import KerasAwareOnnxTarget
+    from compiler.targets.onnx import OnnxTarget
     from compiler.targets.pmml import PmmlTarget
     from compiler.targets.tfjs import TfjsTarget
     from compiler.targets.tflite import TfliteTarget
 
     reg: Registry[Target] = Registry("target", required=("check_available", "build", "score", "unsupported_reason"))
     reg.register("coreml", CoremlTarget())
-    reg.register("onnx", KerasAwareOnnxTarget())  # OnnxTarget for sklearn, tf2onnx for Keras
+    reg.register("onnx", OnnxTarget())  # dispatches on the IR node: skl2onnx for sklearn, tf2onnx for Keras
     reg.register("pmml", PmmlTarget())
     reg.register("tfjs", TfjsTarget())
     reg.register("tflite", TfliteTarget())
@@ -218,6 +218,9 @@ def compile(  # noqa: A001 - the public verb is compile
             reason = target_registry.get(t).unsupported_reason(ir)
             if reason:
                 raise CompileError(f"target {t} cannot take model {name!r}: {reason}")
+            node_check = getattr(target_registry.get(t), "check_available_for", None)
+            if callable(node_check):  # a converter only this node type needs (tf2onnx for Keras)
+                node_check(ir)
             if t in quantized:
                 reason = target_registry.get(t).quantize_unsupported_reason(ir, quantize)  # type: ignore[attr-defined]
                 if reason:

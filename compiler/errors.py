@@ -2,7 +2,9 @@
 
     CompileError            the compiler refuses: bad model file, bad sample, unsupported step
     ├── UnsupportedStepError  a pipeline step no frontend/target can lower (names class and position)
-    ├── TargetUnavailableError a target's toolchain is missing (names what to install)
+    ├── UnsupportedNodeError  a target has no handler for an IR node type (names model, target, node)
+    ├── TargetUnavailableError a target's toolchain or optional converter is missing (names what to install)
+    ├── MissingCapabilityError (compiler.ir) a target asked for a source model the frontend did not expose
     └── ParityError          an artifact's real runtime disagrees with the source model
 """
 
@@ -23,8 +25,16 @@ class UnsupportedStepError(CompileError):
         self.step, self.position, self.supported_by = step, position, supported_by or []
 
 
+class UnsupportedNodeError(CompileError):
+    """A target has no handler for the IR's estimator node type (m2cgen's interpreter error)."""
+
+    def __init__(self, model: str, target: str, node: str, family: str) -> None:
+        super().__init__(f"target {target} cannot take model {model!r}: it has no handler for IR node {node} ({family})")
+        self.model, self.target, self.node, self.family = model, target, node, family
+
+
 class TargetUnavailableError(CompileError):
-    """A target's toolchain (Java, an optional extra) is not installed."""
+    """A target's toolchain (Java, an optional extra, a converter such as tf2onnx) is not installed."""
 
 
 class ParityError(CompileError):

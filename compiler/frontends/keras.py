@@ -11,6 +11,10 @@ converts). The output is either one sigmoid unit (binary: p(class 1) = output) o
 over the classes. Other layers raise ``UnsupportedStepError`` naming the layer and position.
 Preprocessing lives inside the model (``Normalization``), so the IR has value columns and no
 layers; inputs are numeric fields with ``missing: "reject"``.
+
+The estimator node is a ``KerasGraph``: the layer list read once (weights as numpy arrays), a
+forward function that targets trace into their own ``tf.function`` and a SavedModel exporter.
+No target sees the ``keras.Model`` itself.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from compiler.errors import CompileError, UnsupportedStepError
-from compiler.ir import Column, Estimator, Field, ModelIR
+from compiler.ir import Column, Field, KerasGraph, KerasLayer, ModelIR
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,7 +106,35 @@ class KerasFrontend:
             fields=tuple(fields),
             columns=tuple(Column(i) for i in range(n_in)),
             layers=(),
-            estimator=Estimator(type(km).__name__, n_in, classes, model),
+            estimator=KerasGraph(type(km).__name__, n_in, classes, tuple(_layer(layer) for layer in km.layers),
+                                 forward=_forward(km), export_saved_model=_exporter(km)),
             positive_class=classes[-1] if len(classes) == 2 else None,
-            source=model,
         )
+
+
+def _layer(layer: Any) -> KerasLayer:
+    kind = type(layer).__name__
+    act = getattr(getattr(layer, "activation", None), "__name__", "linear")
+    weights: tuple[Any, ...] = ()
+    if kind == "Dense":
+        weights = tuple(np.asarray(v, np.float64) for v in layer.get_weights())
+    elif kind == "Normalization":
+        weights = (np.asarray(layer.mean, np.float32).reshape(-1), np.asarray(layer.variance, np.float32).reshape(-1))
+    return KerasLayer(kind, str(layer.name), str(act), weights)
+
+
+def _forward(km: Any) -> Any:
+    def forward(x: Any) -> Any:
+        import tensorflow as tf
+
+        out = km(x, training=False)
+        return tf.concat([1.0 - out, out], axis=1) if out.shape[-1] == 1 else out
+
+    return forward
+
+
+def _exporter(km: Any) -> Any:
+    def export(path: str) -> None:
+        km.export(path, format="tf_saved_model", verbose=False)
+
+    return export

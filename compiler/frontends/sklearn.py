@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from compiler.errors import CompileError, UnsupportedStepError
-from compiler.ir import Column, Estimator, Field, Layer, ModelIR
+from compiler.ir import Column, Field, Layer, ModelIR, SklearnEstimator, SourceCapability
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,9 +112,9 @@ class SklearnFrontend:
             fields=fields,
             columns=tuple(branch.columns),
             layers=_merge_layers(branch.layers),
-            estimator=Estimator(family, int(est.n_features_in_), tuple(_py(c) for c in est.classes_), est),
+            estimator=SklearnEstimator(family, int(est.n_features_in_), tuple(_py(c) for c in est.classes_), est),
             positive_class=_py(est.classes_[-1]) if len(est.classes_) == 2 else None,
-            source=model,
+            capabilities=(SourceCapability("sklearn-pipeline", model),),
         )
 
     # -- inputs ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any, Literal, Union
 import numpy as np
 
 from compiler.errors import CompileError
-from compiler.ir import ModelIR
+from compiler.ir import ModelIR, SklearnEstimator
 
 Link = Literal["proba", "expit", "softmax"]
 
@@ -93,10 +93,11 @@ class TensorProgram:
 
 
 def unsupported_reason(ir: ModelIR) -> str | None:
-    """Why the tensor lowering (TFLite, TF.js) cannot take ``ir``, or None."""
-    if ir.framework == "keras":
-        return None
+    """Why the tensor lowering (TFLite, TF.js) cannot take ``ir``'s scikit-learn estimator, or None."""
     from compiler.lowering import trees
+
+    if not isinstance(ir.estimator, SklearnEstimator):
+        return f"the tensor lowering takes scikit-learn estimators, not IR node {type(ir.estimator).__name__}"
 
     family = ir.estimator.family
     if family in ("LogisticRegression", "MLPClassifier") or family in trees.FAMILIES:
@@ -109,6 +110,8 @@ def lower(ir: ModelIR, target: str = "tflite") -> TensorProgram:
     from compiler.lowering import exact, trees
 
     family = ir.estimator.family
+    if not isinstance(ir.estimator, SklearnEstimator):
+        raise LoweringError(family, target, f"the tensor lowering takes scikit-learn estimators, not IR node {type(ir.estimator).__name__}")
     est: Any = ir.estimator.obj
     fill, bad = exact.column_fill(ir.layers, len(ir.columns))
     head: Head

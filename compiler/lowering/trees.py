@@ -90,7 +90,12 @@ def _depth(left: np.ndarray, right: np.ndarray, leaf: np.ndarray) -> int:
 def forest(ir: "ModelIR", target: str) -> "Forest":
     from compiler.lowering import Forest, LoweringError
 
-    family, est = ir.estimator.family, ir.estimator.obj
+    from compiler.ir import SklearnEstimator
+
+    family = ir.estimator.family
+    if not isinstance(ir.estimator, SklearnEstimator):
+        raise LoweringError(family, target, f"no fitted scikit-learn estimator in IR node {type(ir.estimator).__name__}")
+    est: Any = ir.estimator.obj
     if family == "HistGradientBoostingClassifier":
         if any(np.any(p.nodes["is_categorical"]) for it in est._predictors for p in it):
             raise LoweringError(family, target, "native categorical splits are not supported")

@@ -1,16 +1,26 @@
 """Targets turn a ``ModelIR`` into one artifact and score it with that format's real runtime.
 
 Every target implements the ``Target`` protocol below; ``compiler.default_targets()`` builds a
-registry holding the built-in ones, and a later issue adds TFLite, TF.js and CoreML there
-without touching these modules.
+registry holding the built-in ones.
+
+Targets dispatch on the type of ``ir.estimator`` (``compiler.ir``), m2cgen's interpreter style:
+``NodeTarget.build`` calls ``build_<node in snake case>`` (``build_sklearn_estimator``,
+``build_keras_graph``), and a target without that method raises ``UnsupportedNodeError`` naming
+the model, the target and the node. ``unsupported_reason`` says the same before anything is
+built, then asks the optional ``unsupported_<node>`` for node-specific limits. A target never
+reads ``ir.framework`` and never reaches into the source model except through
+``ir.source_model(capability)``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
+
+from compiler.errors import UnsupportedNodeError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,3 +62,39 @@ class Target(Protocol):
 
     def score(self, artifact: Artifact, ir: "ModelIR", features: np.ndarray, frame: "pd.DataFrame") -> np.ndarray:
         """Class probabilities (n, n_classes) from the real runtime."""
+
+
+def node_key(node: object) -> str:
+    """``KerasGraph`` -> ``keras_graph``: the suffix of the handler methods for a node type."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(node).__name__).lower()
+
+
+def handler(target: object, action: str, ir: "ModelIR") -> Callable[..., Any] | None:
+    """``target.<action>_<node>`` for the IR's estimator node, or None."""
+    fn = getattr(target, f"{action}_{node_key(ir.estimator)}", None)
+    return fn if callable(fn) else None
+
+
+class NodeTarget:
+    """Base for targets that dispatch on the estimator node type (see the module docstring)."""
+
+    name: str = ""
+
+    def unsupported_reason(self, ir: "ModelIR") -> str | None:
+        if handler(self, "build", ir) is None:
+            return f"the {self.name} target has no handler for IR node {type(ir.estimator).__name__} ({ir.estimator.family})"
+        check = handler(self, "unsupported", ir)
+        return check(ir) if check is not None else None
+
+    def build(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+        fn = handler(self, "build", ir)
+        if fn is None:
+            raise UnsupportedNodeError(str(meta.get("name", "model")), self.name, type(ir.estimator).__name__, ir.estimator.family)
+        art: Artifact = fn(ir, meta)
+        return art
+
+    def check_available_for(self, ir: "ModelIR") -> None:
+        """Raise ``TargetUnavailableError`` if a converter this node needs (e.g. tf2onnx) is missing."""
+        check = handler(self, "available", ir)
+        if check is not None:
+            check(ir)

@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from compiler.errors import CompileError, TargetUnavailableError
-from compiler.targets import Artifact
+from compiler.ir import SklearnEstimator
+from compiler.targets import Artifact, NodeTarget
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,7 +50,7 @@ FILENAME = "model.mlmodel"
 _TRANSFORM = {"proba": "NoTransform", "expit": "Regression_Logistic", "softmax": "Classification_SoftMax"}
 
 
-class CoremlTarget:
+class CoremlTarget(NodeTarget):
     name = "coreml"
     runtime = RUNTIME
 
@@ -59,35 +60,47 @@ class CoremlTarget:
         except ImportError as exc:
             raise TargetUnavailableError(f"the coreml target needs coremltools ({exc}); pip install 'edgefleet[tf]'") from exc
 
-    def unsupported_reason(self, ir: "ModelIR") -> str | None:
+    def unsupported_sklearn_estimator(self, ir: "ModelIR") -> str | None:
         from compiler.lowering import trees
         from compiler.targets import coreml_nn
 
-        if ir.framework == "scikit-learn" and ir.estimator.family in trees.FAMILIES:
+        if ir.estimator.family in trees.FAMILIES:
             return None
-        if ir.framework == "keras" or ir.estimator.family in ("LogisticRegression", "MLPClassifier"):
+        if ir.estimator.family in ("LogisticRegression", "MLPClassifier"):
             return coreml_nn.unsupported_reason(ir)
         return f"no CoreML emitter for {ir.estimator.family}"
+
+    def unsupported_keras_graph(self, ir: "ModelIR") -> str | None:
+        from compiler.targets import coreml_nn
+
+        return coreml_nn.unsupported_reason(ir)
 
     def runtime_version(self) -> str:
         from importlib import metadata
 
         return f"coremltools {metadata.version('coremltools')} spec, numpy {np.__version__}"
 
-    def build(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+    def build_sklearn_estimator(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
         from compiler.lowering import lower, trees
+
+        if isinstance(ir.estimator, SklearnEstimator) and ir.estimator.family in trees.FAMILIES:
+            spec = tree_spec(ir, lower(ir, "coreml"), str(meta.get("name", "model")))
+            return self._artifact(ir, spec, validate(spec, len(ir.fields)), [])
+        return self._dense(ir, meta)  # LR and MLP take the dense path Keras takes
+
+    def build_keras_graph(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+        return self._dense(ir, meta)
+
+    def _dense(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
         from compiler.targets import coreml_nn
 
         labels = [int(c) for c in ir.estimator.classes] if _int_labels(ir) else [str(c) for c in ir.estimator.classes]
-        if ir.framework == "scikit-learn" and ir.estimator.family in trees.FAMILIES:
-            spec = tree_spec(ir, lower(ir, "coreml"), str(meta.get("name", "model")))
-            problems = validate(spec, len(ir.fields))
-            notes: list[str] = []
-        else:
-            _quiet_import()
-            spec = coreml_nn.nn_spec(ir, str(meta.get("name", "model")), labels)
-            problems = coreml_nn.validate(spec) + _round_trip(spec)
-            notes = ["neural network: Core ML computes in float32 on the CPU; use computeUnits .cpuOnly for parity (GPU/ANE may use float16)"]
+        _quiet_import()
+        spec = coreml_nn.nn_spec(ir, str(meta.get("name", "model")), labels)
+        notes = ["neural network: Core ML computes in float32 on the CPU; use computeUnits .cpuOnly for parity (GPU/ANE may use float16)"]
+        return self._artifact(ir, spec, coreml_nn.validate(spec) + _round_trip(spec), notes)
+
+    def _artifact(self, ir: "ModelIR", spec: Any, problems: list[str], notes: list[str]) -> Artifact:
         if problems:
             raise CompileError(f"coreml target: the emitted spec for {ir.estimator.family} is invalid: {'; '.join(problems[:5])}")
         return Artifact(

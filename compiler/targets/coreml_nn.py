@@ -33,7 +33,7 @@ import numpy as np
 from compiler.errors import CompileError
 
 if TYPE_CHECKING:
-    from compiler.ir import ModelIR
+    from compiler.ir import KerasGraph, ModelIR
 
 ACTIVATIONS = {"relu": "RELU", "tanh": "TANH", "logistic": "SIGMOID", "sigmoid": "SIGMOID", "identity": "LINEAR", "linear": "LINEAR"}
 PROBA = "probabilities"
@@ -57,9 +57,14 @@ def unsupported_reason(ir: "ModelIR") -> str | None:
 
 
 def dense_stack(ir: "ModelIR") -> DenseStack:
-    if ir.framework == "keras":
-        return _keras_stack(ir)
+    """The dense form of the IR's estimator node: ``KerasGraph`` layers, or a lowered LR/MLP."""
+    from compiler.ir import KerasGraph, SklearnEstimator
     from compiler.lowering import Linear, Perceptron, lower
+
+    if isinstance(ir.estimator, KerasGraph):
+        return _keras_stack(ir.estimator)
+    if not isinstance(ir.estimator, SklearnEstimator):
+        raise CompileError(f"no dense form for IR node {type(ir.estimator).__name__} ({ir.estimator.family})")
 
     head = lower(ir, "coreml").head
     pre = tuple((layer.op, np.asarray(layer.values, np.float64)) for layer in ir.layers)
@@ -72,12 +77,12 @@ def dense_stack(ir: "ModelIR") -> DenseStack:
     raise CompileError(f"no dense form for {ir.estimator.family}")
 
 
-def _keras_stack(ir: "ModelIR") -> DenseStack:
+def _keras_stack(graph: "KerasGraph") -> DenseStack:
     pre: list[tuple[str, np.ndarray]] = []
     dense: list[tuple[np.ndarray, np.ndarray, str]] = []
     link = None
-    for layer in ir.estimator.obj.model.layers:
-        kind = type(layer).__name__
+    for layer in graph.layers:
+        kind = layer.kind
         if kind in ("InputLayer", "Dropout"):
             continue
         if link is not None:
@@ -85,18 +90,18 @@ def _keras_stack(ir: "ModelIR") -> DenseStack:
         if kind == "Normalization":
             if dense:
                 raise CompileError(f"Keras Normalization layer {layer.name} after a Dense layer has no CoreML emitter yet")
-            mean = np.asarray(layer.mean, np.float32).reshape(-1)
-            std = np.maximum(np.sqrt(np.asarray(layer.variance, np.float32).reshape(-1)), np.float32(1e-7))
+            mean = np.asarray(layer.weights[0], np.float32).reshape(-1)
+            std = np.maximum(np.sqrt(np.asarray(layer.weights[1], np.float32).reshape(-1)), np.float32(1e-7))
             pre += [("sub", mean.astype(np.float64)), ("div", std.astype(np.float64))]
             continue
-        act = getattr(getattr(layer, "activation", None), "__name__", "linear")
+        act = layer.activation
         if kind == "Dense":
-            weights = [np.asarray(v, np.float64) for v in layer.get_weights()]
+            weights = [np.asarray(v, np.float64) for v in layer.weights]
             w = weights[0]
             dense.append((w.T, weights[1] if len(weights) > 1 else np.zeros(w.shape[1]), "identity"))
         elif kind != "Activation" or not dense:
             raise CompileError(f"Keras layer {layer.name} ({kind}) has no CoreML emitter")
-        if act in ("sigmoid", "softmax") and dense[-1][0].shape[0] == (1 if act == "sigmoid" else len(ir.estimator.classes)):
+        if act in ("sigmoid", "softmax") and dense[-1][0].shape[0] == (1 if act == "sigmoid" else len(graph.classes)):
             link = "expit" if act == "sigmoid" else "softmax"
         elif act == "linear":
             pass

@@ -12,6 +12,9 @@ no float32 lies in (F, t], that is exactly sklearn's test, and it stays exact fo
 that honour ``dataType="float"`` (JPMML). HistGradientBoosting compares in double and its fields
 are double, so it is untouched. The parity gate checks the outcome on every compile.
 
+The one target that needs the source model: it asks ``ir.source_model("sklearn-pipeline")``
+(``compiler.ir.SourceCapability``) and refuses a model whose frontend exposes none.
+
 Two more rewrites: a missing string input is replaced by a sentinel category, so one-hot and
 ordinal encoders treat it as unseen (as sklearn does) instead of propagating a missing value;
 and the header timestamp is set to the bundle's ``created_at`` so the artifact is reproducible.
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 PMML_NS = "http://www.dmg.org/PMML-4_4"
 _N = "{%s}" % PMML_NS
 MISSING_SENTINEL = "__missing__"
+SOURCE = "sklearn-pipeline"  # the IR capability this target converts (compiler.ir.SourceCapability)
 INSTALL_HINT = "install a Java runtime (apt-get install default-jre-headless) and pip install 'edgefleet[pmml]'"
 
 
@@ -150,8 +154,9 @@ class PmmlTarget:
             raise TargetUnavailableError(f"the pmml target needs sklearn2pmml and pypmml ({exc}); {INSTALL_HINT}") from exc
 
     def unsupported_reason(self, ir: "ModelIR") -> str | None:
-        if ir.framework != "scikit-learn":
-            return f"sklearn2pmml converts scikit-learn models only, not {ir.framework}"
+        if not ir.has_capability(SOURCE):
+            return (f"sklearn2pmml converts the source scikit-learn pipeline, and this model's frontend exposes no "
+                    f"{SOURCE!r} source model ({type(ir.estimator).__name__} {ir.estimator.family})")
         return None
 
     def runtime_version(self) -> str:
@@ -162,7 +167,7 @@ class PmmlTarget:
     def build(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
         from sklearn2pmml import make_pmml_pipeline, sklearn2pmml
 
-        model = copy.deepcopy(ir.source)  # sklearn2pmml's configure() mutates the estimator
+        model = copy.deepcopy(ir.source_model(SOURCE))  # sklearn2pmml's configure() mutates the estimator
         names = getattr(model, "feature_names_in_", None)
         active = [str(c) for c in names] if names is not None else ir.field_names
         try:

@@ -50,7 +50,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from compiler.errors import CompileError, TargetUnavailableError
-from compiler.targets import Artifact
+from compiler.ir import KerasGraph
+from compiler.targets import Artifact, NodeTarget
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,7 +79,7 @@ def node_root() -> Path | None:
     return None
 
 
-class TfjsTarget:
+class TfjsTarget(NodeTarget):
     name = "tfjs"
     runtime = "@tensorflow/tfjs"
 
@@ -96,7 +97,7 @@ class TfjsTarget:
                 "run `npm ci` in the edgefleet checkout (make does it) or set EDGEFLEET_NODE_ROOT to a folder whose node_modules has it"
             )
 
-    def unsupported_reason(self, ir: "ModelIR") -> str | None:
+    def unsupported_sklearn_estimator(self, ir: "ModelIR") -> str | None:
         from compiler.lowering import unsupported_reason
 
         return unsupported_reason(ir)
@@ -107,9 +108,16 @@ class TfjsTarget:
             return "unknown"
         return str(json.loads((root / "node_modules/@tensorflow/tfjs/package.json").read_text())["version"])
 
-    def build(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+    def build_sklearn_estimator(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        fn = keras_function(ir) if ir.framework == "keras" else sklearn_function(ir)
+        return self._artifact(ir, sklearn_function(ir), meta)
+
+    def build_keras_graph(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        assert isinstance(ir.estimator, KerasGraph)  # dispatch chose this handler by node type
+        return self._artifact(ir, keras_function(ir.estimator, len(ir.fields)), meta)
+
+    def _artifact(self, ir: "ModelIR", fn: Any, meta: dict[str, Any]) -> Artifact:
         try:
             data = graph_model(fn, meta)
         except CompileError:
@@ -140,15 +148,12 @@ def sklearn_function(ir: "ModelIR") -> Any:
     return tf_function(lower(ir, "tfjs"), "float32x3")
 
 
-def keras_function(ir: "ModelIR") -> Any:
+def keras_function(graph: KerasGraph, n_fields: int) -> Any:
     import tensorflow as tf
 
-    model = ir.estimator.obj.model
-
-    @tf.function(input_signature=[tf.TensorSpec([None, len(ir.fields), 3], tf.float32, name="features")])
+    @tf.function(input_signature=[tf.TensorSpec([None, n_fields, 3], tf.float32, name="features")])
     def run(features: Any) -> dict[str, Any]:
-        out = model(tf.unstack(features, axis=2)[0], training=False)
-        return {OUTPUT: tf.concat([1.0 - out, out], axis=1) if out.shape[-1] == 1 else out}
+        return {OUTPUT: graph.forward(tf.unstack(features, axis=2)[0])}
 
     return run.get_concrete_function()
 

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from compiler.errors import CompileError, TargetUnavailableError
-from compiler.targets import Artifact
+from compiler.ir import KerasGraph, SklearnEstimator
+from compiler.targets import Artifact, NodeTarget
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +55,7 @@ def _quiet_tf() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-class TfliteTarget:
+class TfliteTarget(NodeTarget):
     name = "tflite"
     runtime = "ai-edge-litert"
     quantizations = QUANTIZATIONS
@@ -67,7 +68,7 @@ class TfliteTarget:
         except ImportError as exc:
             raise TargetUnavailableError(f"the tflite target needs tensorflow and ai-edge-litert ({exc}); {INSTALL_HINT}") from exc
 
-    def unsupported_reason(self, ir: "ModelIR") -> str | None:
+    def unsupported_sklearn_estimator(self, ir: "ModelIR") -> str | None:
         from compiler.lowering import unsupported_reason
 
         return unsupported_reason(ir)
@@ -75,8 +76,11 @@ class TfliteTarget:
     def quantize_unsupported_reason(self, ir: "ModelIR", mode: str) -> str | None:
         if mode not in QUANTIZATIONS:
             return f"unknown quantization {mode!r}; use {' or '.join(QUANTIZATIONS)}"
-        if ir.framework == "keras" or ir.estimator.family in ("LogisticRegression", "MLPClassifier"):
+        node = ir.estimator
+        if isinstance(node, KerasGraph) or (isinstance(node, SklearnEstimator) and node.family in ("LogisticRegression", "MLPClassifier")):
             return None
+        if not isinstance(node, SklearnEstimator):
+            return f"no quantized emitter for IR node {type(node).__name__}"
         return (f"{ir.estimator.family} is a tree ensemble: its decisions are exact int64 comparisons that "
                 "quantization cannot shrink; only the leaf values would be rounded")
 
@@ -85,13 +89,16 @@ class TfliteTarget:
 
         return metadata.version("ai-edge-litert")
 
-    def build(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+    def build_sklearn_estimator(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
         _quiet_tf()
-        quantize = meta.get("quantize")
-        if ir.framework == "keras":
-            data, dtype = keras_tflite(ir.estimator.obj.model, quantize=quantize), "float32"
-        else:
-            data, dtype = sklearn_tflite(ir, quantize=quantize), "float64"
+        return self._artifact(ir, sklearn_tflite(ir, quantize=meta.get("quantize")), "float64", meta.get("quantize"))
+
+    def build_keras_graph(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+        _quiet_tf()
+        assert isinstance(ir.estimator, KerasGraph)  # dispatch chose this handler by node type
+        return self._artifact(ir, keras_tflite(ir.estimator, quantize=meta.get("quantize")), "float32", meta.get("quantize"))
+
+    def _artifact(self, ir: "ModelIR", data: bytes, dtype: str, quantize: str | None) -> Artifact:
         notes = [] if dtype == "float64" else ["input is float32: the Keras model's own dtype"]
         if quantize:
             n_q = quantized_tensors(data)
@@ -176,14 +183,14 @@ def sklearn_tflite(ir: "ModelIR", quantize: str | None = None) -> bytes:
         raise CompileError(f"tflite target: TFLite could not convert the lowered {ir.estimator.family}: {str(exc).splitlines()[-1]}") from exc
 
 
-def keras_tflite(model: Any, quantize: str | None = None) -> bytes:
-    """Keras model -> TFLite via ``model.export()`` + ``from_saved_model``; optional float16/int8 (dynamic range)."""
+def keras_tflite(graph: KerasGraph, quantize: str | None = None) -> bytes:
+    """Keras model -> TFLite via its SavedModel export + ``from_saved_model``; optional float16/int8 (dynamic range)."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "saved")
         try:
-            model.export(path, format="tf_saved_model", verbose=False)
+            graph.export_saved_model(path)
             conv = tf.lite.TFLiteConverter.from_saved_model(path)
             _quantize(conv, quantize)
             return bytes(conv.convert())

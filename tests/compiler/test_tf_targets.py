@@ -119,8 +119,11 @@ def test_keras_to_onnx_and_tflite(keras_model: Any, churn_data: dict[str, Any], 
 def test_keras_float16_quantization_reports_its_delta(keras_model: Any, churn_data: dict[str, Any]) -> None:
     X = churn_data["holdout"].dropna(subset=NUMERIC)[NUMERIC].to_numpy(np.float32)
     ref = keras_model.predict_proba(X)[:, 1]
-    full = keras_tflite(keras_model.model)
-    half = keras_tflite(keras_model.model, quantize="float16")
+    from compiler.frontends.keras import KerasFrontend
+
+    graph = KerasFrontend().lower(keras_model, churn_data["holdout"].dropna(subset=NUMERIC)).estimator
+    full = keras_tflite(graph)
+    half = keras_tflite(graph, quantize="float16")
     d_full = np.abs(_tflite_proba(full, X)[:, 0] - ref).max()
     d_half = np.abs(_tflite_proba(half, X)[:, 0] - ref).max()
     assert d_full <= TOL

@@ -1,4 +1,4 @@
-"""ONNX for Keras models: freeze a float64-input ``tf.function`` and convert it with tf2onnx.
+"""ONNX for Keras models (``KerasGraph`` nodes): freeze a float64-input ``tf.function`` and convert it with tf2onnx.
 
 ``tf2onnx.convert.from_keras`` fails on Keras 3 (``KeyError: 'keras_tensor_N'``, measured with
 keras 3.15.1 / tf2onnx 1.17.0), and ``from_function`` on an unfrozen function leaves the
@@ -7,8 +7,9 @@ keras 3.15.1 / tf2onnx 1.17.0), and ``from_function`` on an unfrozen function le
 input is ``features``. The graph has the ONNX target's contract: float64 ``features`` [N, F]
 in, ``label`` int64 [N] and ``probabilities`` [N, n_classes] out (float32, the model's dtype).
 
-``KerasAwareOnnxTarget`` is the ONNX target plus this path; registering it under ``onnx``
-instead of ``OnnxTarget`` lets one ``--targets onnx`` serve both frameworks.
+``compiler.targets.onnx.OnnxTarget`` dispatches ``KerasGraph`` nodes here. tf2onnx is an
+optional extra: ``check_available`` raises ``TargetUnavailableError`` when it cannot be
+imported (``compile()`` asks right after lowering, before any slow step).
 """
 
 from __future__ import annotations
@@ -16,25 +17,34 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from compiler.errors import CompileError
+from compiler.errors import CompileError, TargetUnavailableError
 from compiler.targets import Artifact
-from compiler.targets.onnx import OPSET, OnnxTarget
+from compiler.targets.onnx_sklearn import OPSET, RUNTIME_MIN_VERSION
 
 if TYPE_CHECKING:
-    from compiler.ir import ModelIR
+    from compiler.ir import KerasGraph, ModelIR
+
+INSTALL_HINT = "pip install 'edgefleet[tf]'"
 
 
-def keras_onnx(model: Any, n_fields: int) -> bytes:
+def check_available() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import tensorflow  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as exc:
+        raise TargetUnavailableError(f"the onnx target needs tensorflow and tf2onnx for a Keras model ({exc}); {INSTALL_HINT}") from exc
+
+
+def keras_onnx(graph: "KerasGraph", n_fields: int) -> bytes:
     import tensorflow as tf
     import tf2onnx
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     @tf.function(input_signature=[tf.TensorSpec([None, n_fields], tf.float64, name="features")])
     def run(features: Any) -> dict[str, Any]:
-        out = model(tf.cast(features, tf.float32), training=False)
-        proba = tf.concat([1.0 - out, out], axis=1) if out.shape[-1] == 1 else out
+        proba = graph.forward(tf.cast(features, tf.float32))
         return {"label": tf.argmax(proba, axis=1), "probabilities": proba}
-
     tf.get_logger().setLevel("ERROR")  # tf2onnx calls TF1 APIs that log deprecation warnings
     try:
         frozen = convert_variables_to_constants_v2(run.get_concrete_function())
@@ -55,26 +65,17 @@ def keras_onnx(model: Any, n_fields: int) -> bytes:
     return bytes(model_proto.SerializeToString())
 
 
-class KerasAwareOnnxTarget(OnnxTarget):
-    def check_available(self) -> None:
-        super().check_available()
-
-    def build(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
-        if ir.framework != "keras":
-            return super().build(ir, meta)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        try:
-            import tf2onnx  # noqa: F401
-        except ImportError as exc:
-            raise CompileError(f"onnx target: a Keras model needs tf2onnx ({exc}); pip install 'edgefleet[tf]'") from exc
-        n = len(ir.fields)
-        return Artifact(
-            format="onnx",
-            filename="model.onnx",
-            data=keras_onnx(ir.estimator.obj.model, n),
-            runtime=self.runtime,
-            runtime_min_version="1.16",
-            input_kind="tensor",
-            inputs=[{"name": "features", "dtype": "float64", "shape": [None, n]}],
-            outputs=[{"name": "label", "dtype": "int64"}, {"name": "probabilities", "dtype": "float32"}],
-        )
+def build(ir: "ModelIR", graph: "KerasGraph", runtime: str = "onnxruntime") -> Artifact:
+    """The ONNX artifact of a Keras model; ``TargetUnavailableError`` without tf2onnx."""
+    check_available()
+    n = len(ir.fields)
+    return Artifact(
+        format="onnx",
+        filename="model.onnx",
+        data=keras_onnx(graph, n),
+        runtime=runtime,
+        runtime_min_version=RUNTIME_MIN_VERSION,
+        input_kind="tensor",
+        inputs=[{"name": "features", "dtype": "float64", "shape": [None, n]}],
+        outputs=[{"name": "label", "dtype": "int64"}, {"name": "probabilities", "dtype": "float32"}],
+    )
