@@ -18,12 +18,12 @@ import json
 import logging
 import os
 import random
-import re
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from edgefleet.http import HttpClient
@@ -34,21 +34,14 @@ CHUNK = 64 * 1024
 
 log = logging.getLogger(__name__)
 
-_HTTP_STATUS = re.compile(r": HTTP (\d{3})(?::|$)")  # HttpClient's one-line error: "<METHOD> <path>: HTTP <code>: <reason>"
-
-
 class TransportError(DeviceError):
     """An HTTP or MQTT exchange failed; ``status`` is the HTTP status when there was one.
 
-    Built from a message alone too (``HttpClient`` raises its ``error`` class with one line),
-    in which case the status is read from that line.
+    ``HttpClient`` raises it with one line and sets ``status`` on it (``None``: no usable reply).
     """
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        if status is None:
-            m = _HTTP_STATUS.search(message)
-            status = int(m.group(1)) if m else None
         self.status = status
 
     @property
@@ -80,18 +73,13 @@ class Http:
 
     def get_json(self, path: str, etag: str | None = None) -> tuple[int, str | None, Any]:
         """A conditional GET: ``(status, etag, body)``; ``(304, etag, None)`` when unchanged."""
-        headers = {"If-None-Match": etag} if etag else {}
+        resp = self.client.exchange("GET", path, headers={"If-None-Match": etag} if etag else None)
+        if resp.status == 304:
+            return 304, etag, None
         try:
-            with self._open("GET", path, headers) as resp:
-                raw = resp.read()
-                return resp.status, resp.headers.get("ETag"), (json.loads(raw) if raw else None)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 304:
-                return 304, etag, None
-            detail = exc.read()[:300].decode("utf-8", "replace")
-            raise TransportError(f"GET {exc.url}: HTTP {exc.code} {detail}", exc.code) from exc
-        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
-            raise TransportError(f"GET {self._url(path)}: {getattr(exc, 'reason', exc)}") from exc
+            return resp.status, resp.headers.get("ETag"), resp.json()
+        except ValueError as exc:
+            raise TransportError(f"GET {self.base}{path}: the reply is not JSON: {exc}", resp.status) from exc
 
     def _url(self, path: str) -> str:
         return path if path.startswith("http") else self.base + path
