@@ -31,7 +31,6 @@ class Reconciler(threading.Thread):
         self.fleet, self.period = fleet, period
         self.stop_event = threading.Event()
         self.wake = threading.Event()
-        self.last_error: str | None = None
 
     def run(self) -> None:
         from fleet_server import rollouts

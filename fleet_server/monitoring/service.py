@@ -281,7 +281,6 @@ class Monitor(threading.Thread):
         super().__init__(name="monitor", daemon=True)
         self.fleet, self.period = fleet, period
         self.stop_event = threading.Event()
-        self.last_error: str | None = None
 
     def run(self) -> None:
         while not self.stop_event.wait(self.period):

@@ -126,7 +126,6 @@ class IngestQueue:
         self.queued_bytes = 0
         self.max_queued_bytes = max_queued_bytes
         self._bytes_lock = threading.Lock()
-        self.last_error: str | None = None
         self.database_down = False
         self.on_rejected: Callable[[str], Any] | None = None  # topic of a rejected message (the bridge clears it if retained)
         # The server's application ack: called with [(device id, ack)] after each commit, from
