@@ -7,8 +7,9 @@ Targets dispatch on the type of ``ir.estimator`` (``compiler.ir``), m2cgen's int
 ``NodeTarget.build`` calls ``build_<node in snake case>`` (``build_sklearn_estimator``,
 ``build_keras_graph``), and a target without that method raises ``UnsupportedNodeError`` naming
 the model, the target and the node. ``unsupported_reason`` says the same before anything is
-built, then asks the optional ``unsupported_<node>`` for node-specific limits. A target never
-reads ``ir.framework`` and never reaches into the source model except through
+built, then asks the optional ``unsupported_<node>`` for node-specific limits; the optional
+``available_<node>`` checks a converter only that node needs (tf2onnx for Keras). A target never
+branches on the framework name and never reaches into the source model except through
 ``ir.source_model(capability)``.
 """
 
