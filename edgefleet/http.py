@@ -85,4 +85,4 @@ class HttpClient:
         try:
             return resp.json()
         except ValueError:
-            raise _fail(self.error, f"{method} {path}: the server's reply is not JSON", resp.status) from None
+            raise _fail(self.error, f"{method} {path}: the server's reply is not JSON (a garbled reply: worth a retry)") from None
