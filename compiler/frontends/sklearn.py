@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from compiler.errors import CompileError, UnsupportedStepError
-from compiler.ir import Column, Field, Layer, ModelIR, SklearnEstimator, SourceCapability
+from compiler.ir import Column, Field, FieldType, Layer, MissingPolicy, ModelIR, SklearnEstimator, SourceCapability, UnseenPolicy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -281,24 +281,26 @@ class SklearnFrontend:
                 fill = self._cat_fill.get(i)
                 if fill is not None and fill not in cats and self._unseen[i] == "reject":
                     raise CompileError(f"field {name!r}: imputed value {fill!r} is not a known category")
+                missing: MissingPolicy
                 if None in cats or fill is not None:
                     missing = "impute"
                 else:
                     missing = "unseen" if self._unseen[i] == "ignore" else "reject"
-                out.append(Field(name, "categorical", cats, missing=missing, unseen=self._unseen[i], fill=fill))
+                unseen: UnseenPolicy = "ignore" if self._unseen[i] == "ignore" else "reject"
+                out.append(Field(name, "categorical", cats, missing=missing, unseen=unseen, fill=fill))
                 continue
             if s.dtype.kind not in "biuf":
                 raise CompileError(f"column {name!r} holds {s.dtype} values but reaches the model unencoded; it must be numeric")
-            ftype = "boolean" if s.dtype.kind == "b" else "numeric"
+            ftype: FieldType = "boolean" if s.dtype.kind == "b" else "numeric"
             vals = s.to_numpy(dtype=np.float64, na_value=np.nan)
             finite = vals[np.isfinite(vals)]
             cols_of_field = [j for j, c in enumerate(branch.columns) if c.field == i]
-            missing = "impute" if cols_of_field and all(j in imputed for j in cols_of_field) else "reject"
+            num_missing: MissingPolicy = "impute" if cols_of_field and all(j in imputed for j in cols_of_field) else "reject"
             out.append(Field(
                 name, ftype,
                 min=float(finite.min()) if finite.size else None,
                 max=float(finite.max()) if finite.size else None,
-                missing=missing,
+                missing=num_missing,
             ))
         # re-index columns to positions in the used-field list
         pos = {f: k for k, f in enumerate(used)}

@@ -216,13 +216,13 @@ def evaluate(spec: Any, features: np.ndarray) -> np.ndarray:
             elif kind == "gather":
                 out = np.take(ins[0], ins[1].astype(np.int64), axis=-1)
             elif kind in ("equal", "notEqual", "lessThan"):
-                f = {"equal": np.equal, "notEqual": np.not_equal, "lessThan": np.less}[kind]
-                out = f(ins[0], ins[1]).astype(np.float32)
+                cmp: Any = {"equal": np.equal, "notEqual": np.not_equal, "lessThan": np.less}[kind]
+                out = cmp(ins[0], ins[1]).astype(np.float32)
             elif kind == "whereBroadcastable":
                 out = np.where(ins[0] != 0, ins[1], ins[2]).astype(np.float32)
             elif kind in ("addBroadcastable", "subtractBroadcastable", "multiplyBroadcastable", "divideBroadcastable"):
-                f = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide}[kind[:-len("Broadcastable")]]
-                out = f(ins[0], ins[1]).astype(np.float32)
+                arith: Any = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide}[kind[:-len("Broadcastable")]]
+                out = arith(ins[0], ins[1]).astype(np.float32)
             elif kind == "innerProduct":
                 p = layer.innerProduct
                 w = np.asarray(p.weights.floatValue, np.float32).reshape(p.outputChannels, p.inputChannels)
