@@ -12,7 +12,7 @@ DEB_DEPS := java:default-jre-headless mosquitto:mosquitto mosquitto_sub:mosquitt
 # npm packages (@tensorflow/tfjs for TF.js parity; onnxruntime-web + playwright-core for the browser runtime and its tests): `npm ci` when missing or the lockfile changed.
 NODE_STAMP := node_modules/.edgefleet-installed
 
-.PHONY: install system-deps demo test test-all bench clean
+.PHONY: install system-deps demo lint test test-all bench clean
 
 install: system-deps $(STAMP) $(NODE_STAMP)
 
@@ -48,7 +48,11 @@ demo: install
 	$(BIN)/edgefleet verify $(OUT)/churn-v1.tar --pubkey $(OUT)/keys/public.pem
 	$(BIN)/python examples/fleet_demo.py --out $(OUT)
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy edgefleet runtimes/python compiler fleet_server edgefleet_cli
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 test-all: install
