@@ -1,9 +1,9 @@
 """Reference statistics and canary rows, computed once from the compile sample.
 
 Bins are fixed here and reused by device sketches and drift monitoring, so PSI compares like
-with like. For a numeric field with ``edges = [e1, ..., ek]`` there are k+1 bins: bin 0 is
-``x < e1``, bin i is ``e_i <= x < e_(i+1)``, bin k is ``x >= ek`` (``numpy.searchsorted(edges,
-x, side="right")``). Edges are the distinct deciles of the sample; a field with at most 12
+with like. For a numeric field with ``edges = [e1, ..., ek]`` there are k+1 bins, by the one
+binning rule ``edgefleet.protocol.bin_index`` (vectorised here as ``numpy.searchsorted(...,
+side="right")``, which tests/edgefleet/test_binning.py proves agrees with it). Edges are the distinct deciles of the sample; a field with at most 12
 distinct values gets one bin per value (edges at the midpoints). Missing values are counted
 apart. Categorical fields count each known category plus ``unseen`` and ``missing``. The
 score histogram uses the same rule on the positive-class probability.

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edgefleet.errors import KeyFileError, VerificationError
 
-__all__ = ["generate_keypair", "key_id", "load_private_key", "load_public_key", "sign", "verify_signature"]
+__all__ = ["generate_keypair", "key_id", "load_private_key", "load_public_key", "public_key_from_pem", "sign", "verify_signature"]
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -63,15 +63,19 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
-    data = _read(path, "public key")
+def public_key_from_pem(data: bytes | str, source: str = "key") -> Ed25519PublicKey:
+    """The one PEM public-key loader: ``KeyFileError`` naming ``source`` unless it is Ed25519."""
     try:
-        key = serialization.load_pem_public_key(data)
+        key = serialization.load_pem_public_key(data.encode() if isinstance(data, str) else data)
     except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path} is not a PEM public key: {exc}") from exc
+        raise KeyFileError(f"{source} is not a PEM public key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{path} holds a {type(key).__name__}, not an Ed25519 public key")
+        raise KeyFileError(f"{source} holds a {type(key).__name__}, not an Ed25519 public key")
     return key
+
+
+def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    return public_key_from_pem(_read(path, "public key"), str(path))
 
 
 def sign(private_key: Ed25519PrivateKey, data: bytes) -> bytes:

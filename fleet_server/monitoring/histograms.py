@@ -3,7 +3,7 @@
 A histogram has the shape of a device sketch body: ``{"n", "fields": {name: {"counts",
 "missing", "unseen"}}, "score": {"counts"}}``, with the bins of docs/bundle-format.md
 ("Reference statistics"): numeric ``edges`` give ``len(edges) + 1`` bins
-(``bisect_right(edges, x)``), categoricals one bin per manifest category. For drift, the
+(``edgefleet.protocol.bin_index``, the one binning rule), categoricals one bin per manifest category. For drift, the
 ``missing`` count (and for categoricals ``unseen``) is appended as one more bin: a rise in
 missing or unknown values is drift too. KS uses the numeric bins alone; chi2 is reported for
 categoricals. Nothing here touches the database.
@@ -11,10 +11,10 @@ categoricals. Nothing here touches the database.
 
 from __future__ import annotations
 
-import bisect
 import math
 from typing import Any, Iterable, Mapping
 
+from edgefleet.protocol import bin_index
 from fleet_server.monitoring import stats
 
 Hist = dict[str, Any]  # {"n": int, "fields": {name: {"counts", "missing", "unseen"}}, "score": {"counts"}}
@@ -99,8 +99,8 @@ class RecordBinner:
                     i = index.get(json_key(raw))
                     slots.append((f["name"], "unseen", -1) if i is None else (f["name"], "counts", i))
                 else:
-                    slots.append((f["name"], "counts", bisect.bisect_right(edges, float(raw))))  # type: ignore[arg-type]
-            return slots, bisect.bisect_right(self.score_edges, float(score))
+                    slots.append((f["name"], "counts", bin_index(edges, float(raw))))  # type: ignore[arg-type]
+            return slots, bin_index(self.score_edges, float(score))
         except (TypeError, ValueError):
             return None
 
