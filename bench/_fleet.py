@@ -76,10 +76,11 @@ def compile_bundles(tmp: Path, family: str = "lr", name: str = "churn", rows: in
     """Fit ``family`` on synthetic churn data and compile it to ONNX once; returns (bundles, seconds)."""
     import time
 
+    from train_churn import make_pipeline
+
     from compiler import compile as compile_model
     from edgefleet import keys
     from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
-    from train_churn import make_pipeline
 
     t0 = time.perf_counter()
     df = make_telco_churn(rows, seed=1)

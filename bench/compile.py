@@ -32,12 +32,12 @@ def _timed(fn, repeat: int = 1) -> tuple[float, object]:  # type: ignore[no-unty
 
 def main() -> None:
     import joblib
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from train_churn import make_pipeline
 
     from compiler import compile as compile_model
-    from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
     from edgefleet.encoding import encode_columns
-    from train_churn import make_pipeline
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=6000)

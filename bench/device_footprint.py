@@ -213,10 +213,10 @@ def main() -> None:
         import numpy as np
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from train_churn import make_pipeline
 
         from compiler import compile as compile_model
         from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
-        from train_churn import make_pipeline
 
         df = make_telco_churn(6000, seed=7)
         split = int(len(df) * 0.7)

@@ -59,12 +59,12 @@ def main() -> None:
     import numpy as np
     import onnxruntime as ort
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from train_churn import make_pipeline
 
     from compiler import compile as compile_model
-    from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
     from edgefleet.encoding import encode_records
+    from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
     from runtimes.python import Scorer
-    from train_churn import make_pipeline
 
     df = make_telco_churn(args.rows, seed=7)
     split = int(len(df) * 0.7)

@@ -91,9 +91,9 @@ def main() -> None:
     import logging
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from train_churn import make_pipeline
 
     from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn
-    from train_churn import make_pipeline
 
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     df = make_telco_churn(4000, seed=1)

@@ -16,9 +16,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from compiler.targets import Artifact
 from edgefleet import keys
 from edgefleet.bundle_format import MANIFEST, SIGNATURE, canonical_json, pack, sha256_hex, validate_manifest
-from compiler.targets import Artifact
 
 
 def artifact_entry(art: Artifact) -> dict[str, Any]:

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgefleet_cli import args as cli_types
-from edgefleet.http import HttpClient
 from edgefleet.errors import EdgefleetError
+from edgefleet.http import HttpClient
+from edgefleet_cli import args as cli_types
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 

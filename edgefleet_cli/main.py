@@ -28,14 +28,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from edgefleet.errors import EdgefleetError
 from edgefleet_cli import logs
 from edgefleet_cli.args import OneLineParser, http_url, mqtt_url, number, positive_int
-from edgefleet.errors import EdgefleetError
 
 
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
     from edgefleet import keys
-
     from edgefleet.errors import KeyFileError
 
     try:
@@ -195,9 +194,8 @@ def _number(cell: str, name: str, row: int) -> float | int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from runtimes.python import Scorer
-
     from edgefleet.errors import InputError
+    from runtimes.python import Scorer
 
     scorer = Scorer.from_bundle(args.bundle, args.pubkey, backend=args.backend)
     records = _read_records(args.input, scorer.fields)

@@ -14,8 +14,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC  # noqa: E402
 from train_churn import make_pipeline  # noqa: E402
+
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC  # noqa: E402
 
 
 def train_lr(train_df: Any) -> Any:

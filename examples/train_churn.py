@@ -23,7 +23,10 @@ MODELS = ("lr", "dt", "rf", "et", "gb", "hgb", "mlp")
 def make_pipeline(kind: str, seed: int = 0):  # type: ignore[no-untyped-def]
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import (
-        ExtraTreesClassifier, GradientBoostingClassifier, HistGradientBoostingClassifier, RandomForestClassifier,
+        ExtraTreesClassifier,
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
     )
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression

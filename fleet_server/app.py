@@ -9,16 +9,15 @@ that is a bug to fix, and the fuzz suite (tests/fleet_server/test_fuzz.py) fails
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
+from typing import Any
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from edgefleet.errors import EdgefleetError
-from fleet_server.core import Fleet, ServerConfig
 from fleet_server.api.body import IdConverter
+from fleet_server.core import Fleet, ServerConfig
 from fleet_server.errors import FleetError
 
 log = logging.getLogger(__name__)

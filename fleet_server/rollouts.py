@@ -36,7 +36,8 @@ from fleet_server.core import Fleet
 from fleet_server.db import Device, ModelVersion, Rollout, RolloutTarget, utcnow
 from fleet_server.errors import FleetError, NotFound
 from fleet_server.model_versions import get_version
-from fleet_server.validation import GATES as GATES_SCHEMA, NAME, SELECTOR, STEPS, VERSION, check
+from fleet_server.validation import GATES as GATES_SCHEMA
+from fleet_server.validation import NAME, SELECTOR, STEPS, VERSION, check
 
 SETTLED = {"installed", "failed", "incapable", "rolled_back"}
 Gate = Callable[[Fleet, Rollout, list[RolloutTarget]], "str | None"]

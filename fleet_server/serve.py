@@ -147,8 +147,8 @@ class FleetServer:
     def _start(self) -> "FleetServer":
         from waitress.server import create_server
 
-        from fleet_server.mqtt.broker import BrokerError
         from fleet_server.mqtt.bridge import IngestQueue, MqttBridge
+        from fleet_server.mqtt.broker import BrokerError
 
         mqtt_url = self.cfg.mqtt_url
         if mqtt_url is None and self.cfg.embedded_broker:

@@ -266,7 +266,7 @@ class SklearnFrontend:
     # -- schema -------------------------------------------------------------------------------
     def _is_categorical_field(self, i: int) -> bool:
         s = self._sample[self._field_names[i]]
-        return not (s.dtype.kind in "biuf")
+        return s.dtype.kind not in "biuf"
 
     def _fields(self, branch: _Branch) -> tuple[Field, ...]:
         """Fields actually read by some column, in input order, with sample ranges and policies."""

@@ -88,9 +88,8 @@ def _depth(left: np.ndarray, right: np.ndarray, leaf: np.ndarray) -> int:
 
 
 def forest(ir: "ModelIR", target: str) -> "Forest":
-    from compiler.lowering import Forest, LoweringError
-
     from compiler.ir import SklearnEstimator
+    from compiler.lowering import Forest, LoweringError
 
     family = ir.estimator.family
     if not isinstance(ir.estimator, SklearnEstimator):

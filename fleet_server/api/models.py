@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
-from fleet_server import provenance, model_versions as registry
+from fleet_server import model_versions as registry
+from fleet_server import provenance
 from fleet_server.api.auth import admin_required, fleet
 from fleet_server.db import ModelVersion
 

@@ -19,9 +19,9 @@ from fleet_server import validation
 from fleet_server.api.auth import admin_required, fleet
 from fleet_server.api.body import json_body
 from fleet_server.errors import FleetError
+from fleet_server.model_versions import get_version
 from fleet_server.monitoring import aggregate, metrics, policy, service
 from fleet_server.monitoring.tables import Alert
-from fleet_server.model_versions import get_version
 
 bp = Blueprint("monitoring", __name__)
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from fleet_server import model_versions as registry, validation
+from fleet_server import model_versions as registry
+from fleet_server import validation
 from fleet_server.api.auth import admin_required, fleet
 from fleet_server.api.body import json_body
 from fleet_server.errors import FleetError

@@ -16,8 +16,9 @@ from fleet_server import provenance, validation
 from fleet_server.api.auth import admin_required, fleet
 from fleet_server.api.body import json_body
 from fleet_server.errors import FleetError
-from fleet_server.monitoring import labeled, retrain_trigger as retrain
 from fleet_server.model_versions import get_version
+from fleet_server.monitoring import labeled
+from fleet_server.monitoring import retrain_trigger as retrain
 
 bp = Blueprint("retraining", __name__, url_prefix="/api/v1")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from fleet_server import rollouts, validation
 from fleet_server.api.auth import admin_required, fleet

@@ -33,7 +33,6 @@ from fleet_server.db import Counter, Device, ModelVersion
 from fleet_server.monitoring import service
 from fleet_server.monitoring.tables import Alert
 
-
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # the text format generate_latest writes
 
 

@@ -48,11 +48,12 @@ from sqlalchemy import select
 
 from edgefleet.protocol import alert_topic
 from fleet_server.core import Fleet
-from fleet_server.failures import LoggedError
 from fleet_server.db import ModelVersion, TelemetryRecord, utcnow
-from fleet_server.monitoring import aggregate, retrain_trigger as retrain, stats
-from fleet_server.monitoring.tables import Alert
+from fleet_server.failures import LoggedError
+from fleet_server.monitoring import aggregate, stats
+from fleet_server.monitoring import retrain_trigger as retrain
 from fleet_server.monitoring.policy import Policy, load
+from fleet_server.monitoring.tables import Alert
 
 SCORE = "<score>"
 PERF_SUBJECTS = (  # subject, where in a performance window, reference metric, policy limit

@@ -27,8 +27,8 @@ from compiler.targets import coreml_nn
 from compiler.targets.coreml import RUNTIME, evaluate
 from compiler.targets.tfjs import run_tfjs
 from compiler.targets.tflite import run_tflite
-from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 from edgefleet.encoding import encode_columns
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 from tests.compiler.test_variants import VARIANTS
 
 TOL = 1e-5

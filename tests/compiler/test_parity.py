@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edgefleet.bundle_format import open_bundle
-from edgefleet_cli.samples.telco_churn import CATEGORICAL, NUMERIC
 from edgefleet.encoding import encode_columns
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, NUMERIC
 from tests.conftest import FAMILIES, TARGETS
 
 TOL = 1e-5

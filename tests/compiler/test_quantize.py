@@ -19,8 +19,8 @@ import pytest
 from compiler import CompileError, compile
 from compiler._compile import QUANTIZED_TOLERANCE
 from compiler.targets.tflite import run_tflite
-from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 from edgefleet.encoding import encode_columns
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 from tests.compiler.test_errors import _cli
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "edgefleet" / "schema" / "manifest.schema.json").read_text())

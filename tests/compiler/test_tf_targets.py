@@ -19,8 +19,8 @@ from compiler._compile import field_dicts
 from compiler.lowering import LoweringError, lower
 from compiler.lowering.exact import from_keys, keys
 from compiler.targets.tflite import keras_tflite, run_tflite
-from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 from edgefleet.encoding import encode_columns
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 from tests.conftest import FAMILIES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -21,8 +21,8 @@ from compiler.lowering import lower
 from compiler.lowering.exact import from_keys
 from compiler.lowering.tfgraph import split3, split3_exact
 from compiler.targets.tfjs import TfjsTarget, graph_model, run_tfjs, sklearn_function
-from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 from edgefleet.encoding import encode_columns
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 from tests.conftest import FAMILIES
 
 TOL = 1e-5

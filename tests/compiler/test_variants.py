@@ -18,8 +18,8 @@ from sklearn.tree import DecisionTreeClassifier
 from compiler import compile
 from compiler.targets.pmml import score_file
 from edgefleet.bundle_format import open_bundle
-from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 from edgefleet.encoding import encode_columns
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC
 
 TOL = 1e-5
 

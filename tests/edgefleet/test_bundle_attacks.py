@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 import tracemalloc
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,7 @@ import jsonschema
 import pytest
 
 from edgefleet import keys
-from edgefleet.bundle_format import MAX_TOTAL_BYTES, canonical_json, open_bundle, pack, verify
+from edgefleet.bundle_format import MAX_TOTAL_BYTES, canonical_json, open_bundle, verify
 from edgefleet.errors import BundleError
 from edgefleet.manifest_schema import SCHEMA_PATH, ManifestError, check_manifest
 from runtimes.python.errors import InstallError

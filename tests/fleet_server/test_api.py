@@ -36,8 +36,8 @@ def test_upload_verifies_signature_and_versions_only_go_up(api: Api, make_bundle
     # a bundle signed by a key the server does not trust
     rogue_dir = tmp_path / "rogue"
     keys.generate_keypair(rogue_dir)
-    from edgefleet.bundle_format import open_bundle, pack
     from compiler.bundle import bundle_files
+    from edgefleet.bundle_format import open_bundle, pack
 
     b = open_bundle(make_bundle(3))
     rogue = keys.load_private_key(rogue_dir / "private.pem")

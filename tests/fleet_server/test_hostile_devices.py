@@ -24,11 +24,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from edgefleet.protocol import SERVER_PING_PREFIX as PING_PREFIX, SERVER_USERNAME, device_topic
+from edgefleet.protocol import SERVER_PING_PREFIX as PING_PREFIX
+from edgefleet.protocol import SERVER_USERNAME, device_topic
 from fleet_server.core import ServerConfig
 from fleet_server.db import Counter, TelemetryRecord
-from fleet_server.mqtt.dynsec import DynsecBroker
 from fleet_server.mqtt.bridge import IngestQueue
+from fleet_server.mqtt.dynsec import DynsecBroker
 from fleet_server.serve import FleetServer
 from tests.fleet_server.conftest import Api, enroll, wait_for
 from tests.fleet_server.test_broker_acl import Probe

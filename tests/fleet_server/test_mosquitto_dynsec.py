@@ -20,7 +20,6 @@ import pytest
 
 from edgefleet.protocol import SERVER_USERNAME, device_topic
 from fleet_server.mqtt.broker import DEVICE_CLIENT_PREFIX, BrokerError
-from fleet_server.mqtt.mosquitto import mosquitto_binary
 from fleet_server.mqtt.dynsec import (
     ADMIN_USERNAME,
     CONTROL_TOPIC,
@@ -30,6 +29,7 @@ from fleet_server.mqtt.dynsec import (
     dynsec_password,
     dynsec_plugin_path,
 )
+from fleet_server.mqtt.mosquitto import mosquitto_binary
 from tests.fleet_server.test_broker_acl import Probe
 
 # `make test` installs mosquitto and mosquitto-clients: a missing broker is a failure, not a skip.

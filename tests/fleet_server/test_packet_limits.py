@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 from amqtt.adapters import StreamReaderAdapter
 
-from edgefleet.protocol import MAX_BATCH_BYTES
-from edgefleet.protocol import device_topic
+from edgefleet.protocol import MAX_BATCH_BYTES, device_topic
 from fleet_server.mqtt.broker import MAX_PACKET_BYTES, PacketTooLarge, _BoundedReader
 from tests.fleet_server.conftest import wait_for
 from tests.fleet_server.test_hostile_devices import Stack, stack  # noqa: F401 - the two-stack fixture

@@ -13,8 +13,8 @@ import pytest
 from edgefleet import keys
 from runtimes.python.agent import Agent, AgentConfig
 from runtimes.python.errors import DeviceError
-from tests.runtimes.test_agent import DEVICE, assignment, make_agent, server, start, wait_for  # noqa: F401 - server is a fixture
 from tests.fleet_server.conftest import make_server  # noqa: F401 - a fixture
+from tests.runtimes.test_agent import DEVICE, assignment, make_agent, server, start, wait_for  # noqa: F401 - server is a fixture
 from tests.support.protocol_server import ProtocolServer
 
 

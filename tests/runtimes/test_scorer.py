@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgefleet_cli.samples.telco_churn import CATEGORICAL, NUMERIC
 from edgefleet.errors import VerificationError
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, NUMERIC
 from runtimes.python import Scorer, ScoringInputError
 
 

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 from edgefleet_cli.samples.telco_churn import LABEL, make_telco_churn
-from fleet_server.monitoring import retrain_trigger as retrain_policy
 from fleet_server.errors import FleetError
+from fleet_server.monitoring import retrain_trigger as retrain_policy
 from runtimes.python import Scorer
 from tests.fleet_server.conftest import Api
 from tests.fleet_server.monitoring.conftest import DeviceSim, add_device

@@ -17,8 +17,8 @@ from edgefleet_cli.samples.telco_churn import make_telco_churn
 from fleet_server.core import Fleet, ServerConfig
 from fleet_server.db import ModelVersion
 from fleet_server.monitoring import policy as policy_mod
-from fleet_server.monitoring.tables import Alert
 from fleet_server.monitoring.service import run_monitor
+from fleet_server.monitoring.tables import Alert
 from tests.fleet_server.monitoring.conftest import DAY, T0, DeviceSim, add_device
 
 PER_DEVICE = 400

@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from simulate_loop import run
 
 WINDOW_LIMIT = 2  # the drift alert fires for a window at most this many windows after the price increase starts
