@@ -1,6 +1,6 @@
 """The operator dashboard at /dashboard: a static page that plots what the admin API reports.
 
-    /dashboard/                    web_dashboard/index.html (and the page's other files by name)
+    /dashboard/                    fleet_server/pages/dashboard/index.html (and the page's other files by name)
     /dashboard/vendor/chart.umd.min.js   Chart.js from node_modules (pinned in package.json)
 
 The page holds no data of its own and the server renders nothing into it: the browser asks the
@@ -18,12 +18,12 @@ from typing import Any
 
 from flask import Blueprint
 
-from fleet_server.api.static import ROOT, node_modules, send_static, serve_page_dir
+from fleet_server.api.static import PACKAGE, node_modules, send_static, serve_page_dir
 from fleet_server.errors import NotFound
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
-PAGE_DIR = ROOT / "web_dashboard"
+PAGE_DIR = PACKAGE / "pages" / "dashboard"  # package data: ships in the wheel
 VENDOR = {"chart.umd.min.js": "chart.js/dist/chart.umd.min.js"}  # the only node_modules files served
 # the page talks to its own origin only; the token must not leak through a referrer either
 HEADERS = {

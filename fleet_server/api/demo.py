@@ -30,14 +30,14 @@ from sqlalchemy import select
 from edgefleet.bundle_format import Bundle, open_bundle
 from fleet_server import ingest, model_versions as registry, validation
 from fleet_server.api.auth import fleet
-from fleet_server.api.static import ROOT, node_modules, send_static, serve_page_dir
+from fleet_server.api.static import checkout_or_built, node_modules, send_static, serve_page_dir
 from fleet_server.db import ModelVersion
 from fleet_server.errors import FleetError, NotFound
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
 
-PAGE_DIR = ROOT / "web_demo"
-RUNTIME_DIR = ROOT / "runtimes" / "js"
+PAGE_DIR = checkout_or_built("demo", "web_demo")
+RUNTIME_DIR = checkout_or_built("runtime", "runtimes/js")
 BROWSER_FORMATS = ("onnx", "tfjs")
 VENDOR = {  # the only node_modules files served: name -> path under node_modules
     "ort": {f: f"onnxruntime-web/dist/{f}" for f in ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")},

@@ -15,21 +15,35 @@ from flask import Blueprint, redirect, request, send_file
 
 from fleet_server.errors import NotFound
 
-ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = Path(__file__).resolve().parents[1]  # fleet_server/
+ROOT = PACKAGE.parent  # the checkout, in an editable install
+BUILT = PACKAGE / "_static"  # a wheel's copy of web_demo/, runtimes/js and the vendor files (setup.py build_py)
 MIME = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm", ".html": "text/html",
         ".css": "text/css", ".json": "application/json", ".svg": "image/svg+xml", ".png": "image/png",
         ".webmanifest": "application/manifest+json"}
 
 
+def checkout_or_built(built: str, checkout: str) -> Path:
+    """``_static/<built>`` in an installed wheel, else ``<checkout>`` of the repository."""
+    return BUILT / built if (BUILT / built).is_dir() else ROOT / checkout
+
+
 def node_modules() -> Path:
-    """$EDGEFLEET_NODE_ROOT/node_modules, else the repository's (``make`` runs ``npm ci`` there)."""
+    """$EDGEFLEET_NODE_ROOT/node_modules, else the wheel's vendor copy, else the repository's (``make`` runs ``npm ci``)."""
     env = os.environ.get("EDGEFLEET_NODE_ROOT")
-    return (Path(env) if env else ROOT) / "node_modules"
+    if env:
+        return Path(env) / "node_modules"
+    return BUILT / "vendor" if (BUILT / "vendor").is_dir() else ROOT / "node_modules"
 
 
 def send_static(path: Path, label: str, *, immutable: bool = False, headers: dict[str, str] | None = None) -> Any:
     if not path.is_file():
-        hint = " (run `make` to install the npm packages)" if "node_modules" in path.parts else ""
+        if "node_modules" in path.parts:
+            hint = " (run `make` to install the npm packages)"
+        elif BUILT in path.parents:
+            hint = " (this installed package was built without it: rebuild the wheel from a checkout with node_modules)"
+        else:
+            hint = ""
         raise NotFound(f"{label}: {path.name} is not here{hint}")
     resp = send_file(path, mimetype=MIME.get(path.suffix, "application/octet-stream"), conditional=True, max_age=0)
     resp.headers["Cache-Control"] = "public, max-age=86400" if immutable else "no-cache"
