@@ -9,6 +9,7 @@ written) unless ``allow_parity_failure``; then the failure is recorded in the ma
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import platform
@@ -29,7 +30,8 @@ from compiler.progress import Progress
 from compiler.registry import Registry
 from compiler.targets import Artifact, Target
 from edgefleet import keys
-from edgefleet.bundle_format import FORMAT_NAME, FORMAT_VERSION
+from edgefleet.bundle_format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SIGNATURE, Bundle, verify
+from edgefleet.manifest import VerifiedManifest
 from edgefleet.encoding import encode_columns
 from edgefleet.errors import InputError
 
@@ -71,7 +73,7 @@ def default_targets() -> Registry[Target]:
 
 @dataclass
 class CompileResult:
-    manifest: dict[str, Any]
+    manifest: VerifiedManifest
     files: dict[str, bytes] = field(repr=False)
     bundle_dir: Path | None = None
     archive: Path | None = None
@@ -327,7 +329,10 @@ def compile(  # noqa: A001 - the public verb is compile
             },
         }
         files = bundle_files(manifest, artifacts, private_key)
-    result = CompileResult(manifest, files)
+    # The result's manifest is what a device would trust: the signed bundle verified with the
+    # signer's public key (a bug in signing or hashing fails the compile, not a device).
+    verified = verify(Bundle(f"compile {name} v{version}", files[MANIFEST], base64.b64decode(files[SIGNATURE]), files), private_key.public_key())
+    result = CompileResult(verified, files)
     if out_dir is not None:
         result.bundle_dir, result.archive = write_bundle(files, out_dir)
     progress.finish(f"compiled {name} v{version} to {', '.join(targets)}")

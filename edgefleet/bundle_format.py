@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgefleet import keys
 from edgefleet.errors import BundleError, VerificationError
+from edgefleet.manifest import VerifiedManifest, _issue
 from edgefleet.manifest_schema import ManifestError, check_manifest
 
 __all__ = [
@@ -61,6 +62,8 @@ _ARTIFACT_PATH = re.compile(r"artifacts/[A-Za-z0-9._-]+", re.ASCII)  # as in the
 
 def canonical_json(obj: Any) -> bytes:
     """The one byte form of a manifest: sorted keys, no whitespace, UTF-8, no NaN."""
+    if isinstance(obj, Mapping) and not isinstance(obj, dict):  # a VerifiedManifest is a read-only Mapping
+        obj = dict(obj)
     try:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except ValueError as exc:
@@ -286,8 +289,9 @@ def open_bundle(path: str | os.PathLike[str], *, max_total_bytes: int | None = N
     return Bundle(str(p), files[MANIFEST], signature, files)
 
 
-def verify(bundle: Bundle, public_key: Ed25519PublicKey, *, allow_partial: bool = False) -> dict[str, Any]:
-    """Check signature, format, then every artifact; return the now-trusted manifest.
+def verify(bundle: Bundle, public_key: Ed25519PublicKey, *, allow_partial: bool = False) -> VerifiedManifest:
+    """Check signature, format, then every artifact; return the now-trusted manifest (the only way to get a
+    :class:`~edgefleet.manifest.VerifiedManifest`).
 
     ``allow_partial`` accepts a bundle that carries only some of the listed artifacts (the
     fleet server sends each device only the format it can run); every artifact present is
@@ -332,7 +336,7 @@ def verify(bundle: Bundle, public_key: Ed25519PublicKey, *, allow_partial: bool 
     extra = sorted(n for n in bundle.files if n not in listed and n not in (MANIFEST, SIGNATURE))
     if extra:
         raise VerificationError(f"{bundle.source}: files not listed in the signed manifest: {', '.join(extra)}")
-    return manifest
+    return _issue(manifest)
 
 
 def validate_manifest(manifest: Any, source: str = "manifest.json") -> dict[str, Any]:

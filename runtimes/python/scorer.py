@@ -21,6 +21,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgefleet import keys
+from edgefleet.manifest import VerifiedManifest
 from edgefleet.bundle_format import Bundle, open_bundle, verify
 from edgefleet.encoding import RecordEncoder, encode_records
 from edgefleet.errors import BundleError, InputError
@@ -57,8 +58,11 @@ class Prediction(NamedTuple):
 
 
 class Scorer:
-    def __init__(self, manifest: Mapping[str, Any], files: Mapping[str, bytes], backend: str | None = None) -> None:
-        self.manifest = dict(manifest)
+    def __init__(self, manifest: VerifiedManifest, files: Mapping[str, bytes], backend: str | None = None) -> None:
+        if not isinstance(manifest, VerifiedManifest):
+            raise TypeError(f"Scorer needs a VerifiedManifest (from edgefleet.bundle_format.verify), not {type(manifest).__name__}: "
+                            "an unverified manifest is never scored")
+        self.manifest = manifest
         self.name: str = manifest["name"]
         self.version: int = int(manifest["version"])
         self.fields = manifest["input_schema"]["fields"]
