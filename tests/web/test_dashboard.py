@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from compiler.bundle import bundle_files
-from edgefleet.bundle_format import canonical_json, open_bundle, pack
+from edgefleet.bundle_format import canonical_json, open_bundle, pack, verify
 from edgefleet_cli.samples.telco_churn import make_telco_churn
 from fleet_server.core import ServerConfig
 from fleet_server.serve import FleetServer
@@ -118,7 +118,7 @@ def _populate(server: FleetServer, lr: Any, key: Any, tmp: Path) -> dict[str, An
     for v in (1, 2):  # the devices score with what they downloaded: the registered archives
         (tmp / f"churn-v{v}.tar").write_bytes(_bundle(lr, key, v))
         b = open_bundle(tmp / f"churn-v{v}.tar")
-        scorers[v] = Scorer(b.manifest, b.files)
+        scorers[v] = Scorer(verify(b, key.public_key()), b.files)  # as a device does: verified first
     sims = [HttpDevice(api, creds[d], scorers[1], seed=i) for i, (d, _, _) in enumerate(DEVICES) if d != SILENT]
     base = math.floor(time.time() / DAY) * DAY - WINDOWS * DAY
     events: list[dict[str, Any]] = []
