@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn
 
 
@@ -111,3 +114,44 @@ def http_url(text: str) -> str:
 
 def mqtt_url(text: str) -> str:
     return _url(text, ("mqtt", "mqtts", "tcp"), "mqtt://127.0.0.1:1883")
+
+
+# --- paths: resolved against the caller's working directory when the command line is parsed -------------
+# A relative path kept as given is resolved later against whatever folder the code then runs in
+# (Flask resolves a relative send_file path against the package folder): make it absolute up front.
+
+def path(text: str) -> str:
+    """Any file or folder path, made absolute against the cwd (``~`` expanded); existence is checked by its user."""
+    if not text or not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: a path cannot contain a NUL character")
+    return str(Path(text).expanduser().resolve())
+
+
+def writable_output_path(text: str) -> str:
+    """A file to (over)write: absolute, not a folder, its folder exists and is writable."""
+    out = Path(path(text))
+    if out.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder: give a file name in it, e.g. {out / 'scores.jsonl'}")
+    parent = out.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: the folder {parent} does not exist" if not parent.exists()
+                                         else f"{text!r}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text!r}: permission denied (cannot write in {parent})")
+    return str(out)
+
+
+def model_name(text: str) -> str:
+    """A model name as the bundle manifest's schema allows it (the schema is the single source of the rule)."""
+    pattern = manifest_name_pattern()
+    if not re.fullmatch(pattern.strip("^$"), text, re.ASCII):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a model name: it must match {pattern}, e.g. churn or churn-eu.v2")
+    return text
+
+
+def manifest_name_pattern() -> str:
+    from edgefleet.manifest_schema import schema
+
+    return str(schema()["properties"]["name"]["pattern"])
