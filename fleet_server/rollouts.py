@@ -34,7 +34,7 @@ from sqlalchemy import select
 from fleet_server import devices as devmod
 from fleet_server.core import Fleet
 from fleet_server.db import Device, ModelVersion, Rollout, RolloutTarget, utcnow
-from fleet_server.errors import FleetError, NotFound
+from fleet_server.errors import Conflict, FleetError, NotFound
 from fleet_server.model_versions import get_version
 from fleet_server.validation import GATES as GATES_SCHEMA
 from fleet_server.validation import NAME, SELECTOR, STEPS, VERSION, check
@@ -94,6 +94,7 @@ def start(fleet: Fleet, model: str, version: int, *, selector: dict[str, Any] | 
     if not steps or any(not 0 < x <= 100 for x in steps) or steps != sorted(steps) or steps[-1] != 100:
         raise FleetError(f"steps: {steps} must rise within (0, 100] and end at 100")
     with fleet.session() as s:
+        _require_targets(s, selector or {})
         busy = s.scalars(select(Rollout).where(Rollout.model == model, Rollout.state.in_(["running", "paused"]))).first()
         if busy is not None:
             raise FleetError(f"model: rollout {busy.id} of {model} v{busy.version} is still {busy.state}; abort or finish it first")
@@ -107,6 +108,27 @@ def start(fleet: Fleet, model: str, version: int, *, selector: dict[str, Any] | 
         _event(r, "step_started")
     reconcile(fleet)
     return r
+
+
+def _require_targets(s: Any, selector: dict[str, Any]) -> None:
+    """Refuse a rollout that would reach nobody: it would report COMPLETED 100 % with 0/0 installed.
+
+    Devices that join later still get a running or completed rollout's target (``_sync_targets``);
+    this only checks that the selector matches at least one device enrolled now.
+    """
+    devices = list(s.scalars(select(Device)))
+    if any(_matches(d, selector) for d in devices):
+        return
+    if not devices:
+        raise Conflict("selector: no device is enrolled yet, so the rollout would reach nobody; enroll one first "
+                       "(edgefleet devices token, then edgefleet device enroll)")
+    groups, tags = selector.get("groups") or [], selector.get("tags") or []
+    asked = " or ".join(p for p in (f"groups {groups}" if groups else "", f"tags {tags}" if tags else "") if p)
+    known = f"known groups: {', '.join(sorted({d.group for d in devices}))}"
+    all_tags = sorted({t for d in devices for t in (d.tags or [])})
+    if tags:
+        known += f"; known tags: {', '.join(all_tags) or '(none)'}"
+    raise Conflict(f"selector: {asked} match no enrolled device; {known}")
 
 
 def _sync_targets(s: Any, r: Rollout) -> list[RolloutTarget]:
@@ -292,3 +314,26 @@ def list_all(fleet: Fleet) -> list[dict[str, Any]]:
     with fleet.session() as s:
         ids = [r.id for r in s.scalars(select(Rollout).order_by(Rollout.id.desc()))]
     return [status(fleet, i) for i in ids]
+
+
+def reach_warnings(fleet: Fleet, name: str, version: int, formats: list[str]) -> list[str]:
+    """Why a just-published version would reach fewer devices than the fleet has, one line each.
+
+    Compared with what each device last reported it can run (``capabilities`` in its status,
+    the same field a rollout's ``choose_format`` reads); a device that has not reported yet is
+    not counted either way, and a fleet with no device yet gets no warning.
+    """
+    with fleet.session() as s:
+        devices = [d for d in s.scalars(select(Device)) if d.capabilities]
+    if not devices:
+        return []
+    cannot = [d for d in devices if devmod.choose_format(d.capabilities or {}, formats)[0] is None]
+    if not cannot:
+        return []
+    runs = sorted({f for d in cannot for f in (d.capabilities.get("formats") or d.capabilities.get("backends") or [])})
+    if len(cannot) == len(devices):
+        return [f"no enrolled device can run {name} v{version}: the bundle offers {sorted(formats)}, the {len(devices)} device(s) "
+                f"that reported run {runs}; compile it with --targets {','.join(runs) or 'onnx'}"]
+    ids = ", ".join(d.device_id for d in cannot[:5]) + (", ..." if len(cannot) > 5 else "")
+    return [f"{len(cannot)} of {len(devices)} device(s) cannot run {name} v{version} ({ids}): they run {runs}, the bundle offers "
+            f"{sorted(formats)}; a rollout marks them incapable"]

@@ -1,4 +1,4 @@
-"""Model registry routes: upload, list, get, trusted publisher keys."""
+"""Model registry routes: upload (with warnings when enrolled devices cannot run the bundle), list, get, trusted publisher keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
 from fleet_server import model_versions as registry
-from fleet_server import provenance
+from fleet_server import provenance, rollouts
 from fleet_server.api.auth import admin_required, fleet
 from fleet_server.db import ModelVersion
 
@@ -20,7 +20,8 @@ bp = Blueprint("models", __name__, url_prefix="/api/v1")
 def upload() -> Any:
     prov = provenance.parse_header(request.headers.get(provenance.HEADER))
     row = registry.register(fleet(), request.get_data(cache=False), prov)
-    return jsonify(registry.describe(row)), 201
+    warnings = rollouts.reach_warnings(fleet(), row.name, row.version, list(row.formats))
+    return jsonify({**registry.describe(row), "warnings": warnings}), 201
 
 
 @bp.get("/models")

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pytest
 
-from fleet_server import rollouts
+from fleet_server import devices, rollouts
 from fleet_server.app import create_app
 from fleet_server.core import Fleet, GateRegistry, ServerConfig
 from fleet_server.monitoring.gates import ml_canary_gate
@@ -22,6 +22,7 @@ def _rollout(fleet: Fleet, bundle: Path) -> int:
     client = create_app(fleet).test_client()
     auth = {"Authorization": f"Bearer {fleet.secrets.admin_token}"}
     assert client.post("/api/v1/models", data=bundle.read_bytes(), headers=auth).status_code == 201
+    devices.enroll(fleet, devices.create_enrollment_token(fleet), "gate-dev")  # a rollout must reach someone
     r = client.post("/api/v1/rollouts", json={"model": "churn", "steps": [100], "gates": {"ml": True}}, headers=auth)
     assert r.status_code == 201, r.get_json()
     return int(r.get_json()["id"])
