@@ -91,6 +91,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         raise ServerError(f"{args.bundle}: publish takes the bundle's .tar archive")
     out = call(args, "POST", "/api/v1/models", raw=data)
     print(f"published {out['name']} v{out['version']} ({', '.join(out['formats'])}), sha256 {out['sha256'][:16]}...")
+    for warning in out.get("warnings") or []:
+        print(f"edgefleet: warning: {warning}", file=sys.stderr)
     return 0
 
 
