@@ -63,7 +63,8 @@ def _margin(reference: np.ndarray, threshold: float) -> np.ndarray:
     if reference.shape[1] == 2:
         return np.abs(reference[:, 1] - threshold)
     top2 = np.sort(reference, axis=1)[:, -2:]
-    return top2[:, 1] - top2[:, 0]
+    margin: np.ndarray = top2[:, 1] - top2[:, 0]
+    return margin
 
 
 def quantization_delta(

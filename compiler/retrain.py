@@ -134,7 +134,7 @@ def _frame(rows: list[dict[str, Any]], fields: list[dict[str, Any]], label: str)
     return out
 
 
-def _champion(client: Client, model: str) -> tuple[int, int]:
+def _champion(client: HttpClient, model: str) -> tuple[int, int]:
     """(champion version = most common active version on devices, newest registered version)."""
     info = client.request("GET", f"/api/v1/models/{model}")
     newest = int(info["version"])

@@ -169,6 +169,8 @@ def _read_exact(fh: Any, size: int, name: str, source: str) -> bytes:
     data = fh.read(size)
     if len(data) != size:
         raise BundleError(f"{source}: member {name} is truncated ({len(data)} of {size} bytes)")
+    if not isinstance(data, bytes):
+        raise BundleError(f"{source}: member {name} did not read as bytes")
     if fh.read(1):
         raise BundleError(f"{source}: member {name} is longer than its {size} declared bytes")
     return data

@@ -60,6 +60,8 @@ def _check_keywords(node: Any, where: str) -> None:
 def schema() -> dict[str, Any]:
     data = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     _check_keywords(data, "#")
+    if not isinstance(data, dict):
+        raise RuntimeError(f"{SCHEMA_PATH}: the manifest schema is not a JSON object")
     return data
 
 
@@ -133,7 +135,8 @@ class _Validator:
     def resolve(self, ref: str) -> dict[str, Any]:
         if not ref.startswith("#/$defs/"):
             raise RuntimeError(f"manifest schema: unsupported $ref {ref!r}")
-        return self.root["$defs"][ref[len("#/$defs/"):]]
+        target: dict[str, Any] = self.root["$defs"][ref[len("#/$defs/"):]]
+        return target
 
     def errors(self, value: Any, node: dict[str, Any], path: str, depth: int = 0) -> str | None:
         """The first violation as ``field: reason``, or None."""
@@ -246,4 +249,5 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
     for i, row in enumerate(manifest["canary"]["rows"]):
         if len(row["probabilities"]) != len(classes):
             raise ManifestError(f"canary.rows[{i}].probabilities", f"has {len(row['probabilities'])} values for {len(classes)} classes")
-    return manifest
+    checked: dict[str, Any] = manifest  # validate() proved it is an object of this shape
+    return checked

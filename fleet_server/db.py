@@ -22,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     create_engine,
@@ -221,7 +222,7 @@ def _flush_counters(session: Any) -> None:
 
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = Counter.__table__
+    table: Table = Counter.__table__  # type: ignore[assignment]  # a mapped class's table is a Table
     for name in sorted(pending):
         stmt = insert(table).values(name=name, value=pending[name])
         session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": table.c.value + stmt.excluded.value}))

@@ -58,7 +58,7 @@ def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
             claimed = s.execute(update(EnrollmentToken).where(EnrollmentToken.token_hash == h, EnrollmentToken.used_by.is_(None),
                                                               EnrollmentToken.expires_at >= utcnow())
                                 .values(used_by=device_id).execution_options(synchronize_session=False))
-            if claimed.rowcount != 1:
+            if getattr(claimed, "rowcount", 0) != 1:  # an UPDATE's CursorResult
                 row = s.get(EnrollmentToken, h)
                 if row is None:
                     raise Unauthorized("token: unknown enrollment token")
@@ -66,6 +66,8 @@ def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
                     raise Conflict(f"token: already used by device {row.used_by}; enrollment tokens are one-time")
                 raise Unauthorized("token: enrollment token expired")
             row = s.get(EnrollmentToken, h)
+            if row is None:  # claimed a moment ago in this transaction
+                raise Unauthorized("token: unknown enrollment token")
             if s.get(Device, device_id) is not None:
                 raise Conflict(f"device_id: {device_id} is already enrolled")
             credential = "dev_" + secrets.token_urlsafe(32)
@@ -155,6 +157,7 @@ def issue_assignment(fleet: Fleet, device_id: str, model: ModelVersion, fmt: str
         "device_id": device_id, "serial": serial, "model": model.name, "version": model.version,
         "bundle_sha256": variant["sha256"], "size": variant["size"], "url": f"/api/v1/artifacts/{variant['sha256']}",
         "format": fmt, "rollback": rollback, "issued_at": utcnow().replace(microsecond=0).isoformat() + "Z",
+        "rollout_id": rollout_id,  # so the device can say which rollout an install or rollback belongs to
     }
     sig = keys.sign(fleet.secrets.signing_key, canonical_json(body))
     envelope = {"assignment": body, "key_id": fleet.secrets.signing_key_id, "signature": base64.b64encode(sig).decode()}

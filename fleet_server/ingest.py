@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 
+from edgefleet.protocol import MAX_FEATURE_CHARS
 from fleet_server.core import Fleet
 from fleet_server.db import TelemetryRecord, utcnow
 from fleet_server.errors import FleetError
-from fleet_server.validation import DEVICE_ID, MAX_FEATURE_CHARS, TELEMETRY_MESSAGE, check, clean, parse_json
+from fleet_server.validation import DEVICE_ID, TELEMETRY_MESSAGE, check, clean, parse_json
 
 KINDS = {"prediction", "sketch", "outcome"}
 MAX_MESSAGES = 5000
@@ -52,7 +54,7 @@ def parse_batch(fleet: Fleet, device_id: str, raw: bytes | Any) -> list[dict[str
     if isinstance(raw, (bytes, bytearray)):
         if len(raw) > fleet.cfg.max_telemetry_bytes:
             raise FleetError(f"body: {len(raw)} bytes is over the limit of {fleet.cfg.max_telemetry_bytes}")
-        raw = parse_json(raw)
+        raw = parse_json(bytes(raw))
     else:
         clean(raw)
     if not isinstance(raw, dict) or not isinstance(raw.get("messages"), list):
@@ -81,7 +83,7 @@ def insert_rows(fleet: Fleet, rows: list[dict[str, Any]], session: Any = None) -
     unique = list({r["id"]: r for r in rows}.values())
     insert = postgresql.insert if fleet.engine.dialect.name == "postgresql" else sqlite.insert
     accepted = 0
-    table = TelemetryRecord.__table__
+    table: Table = TelemetryRecord.__table__  # type: ignore[assignment]  # a mapped class's table is a Table
     stmt = insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
     for i in range(0, len(unique), 1000):
         # RETURNING names the rows this statement inserted, so two requests racing on one id

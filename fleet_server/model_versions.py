@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from edgefleet.bundle_format import BundleError, open_bundle, pack, slim, verify
+from edgefleet.bundle_format import open_bundle, pack, slim, verify
+from edgefleet.errors import BundleError
 from fleet_server.core import Fleet
 from fleet_server.db import ModelVersion
 from fleet_server.errors import Conflict, FleetError, NotFound

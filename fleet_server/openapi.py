@@ -14,12 +14,12 @@ from typing import Any
 
 from fleet_server import validation as v
 
-ADMIN = [{"admin": []}]
-DEVICE = [{"device": []}, {"admin": []}]
+ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
+DEVICE: list[dict[str, list[str]]] = [{"device": []}, {"admin": []}]
 PUBLIC: list[Any] = []
 
 S: dict[str, Any] = {"type": "string"}
-I: dict[str, Any] = {"type": "integer"}
+INT: dict[str, Any] = {"type": "integer"}
 N: dict[str, Any] = {"type": "number"}
 OBJ: dict[str, Any] = {"type": "object"}
 ARR: dict[str, Any] = {"type": "array"}
@@ -53,18 +53,18 @@ Q_WINDOW = [("start", UNIX), ("end", UNIX)]
 SCHEMAS: dict[str, Any] = {
     "Error": _obj(["error"], error={"type": "string", "description": "'<field or resource>: <reason>'"}),
     "Model": _obj(["name", "version", "sha256", "size", "formats", "key_id"],
-                  name=S, version=I, sha256=S, size=I, formats={"type": "array", "items": S}, key_id=S,
+                  name=S, version=INT, sha256=S, size=INT, formats={"type": "array", "items": S}, key_id=S,
                   created_at=_null(S), uploaded_at=S, parity=ARR, metrics=OBJ, provenance=_null(OBJ),
                   manifest=OBJ, variants=OBJ),
     "Device": _obj(["device_id", "group", "tags", "enrolled_at"],
                    device_id=S, group=S, tags={"type": "array", "items": S}, enrolled_at=S, last_seen=_null(S),
-                   active_model=_null(S), active_version=_null(I), health=_null(S), capabilities=_null(OBJ),
+                   active_model=_null(S), active_version=_null(INT), health=_null(S), capabilities=_null(OBJ),
                    last_install=_null(OBJ), status=_null(OBJ), assignment=_null(OBJ)),
     "Rollout": _obj(["id", "model", "version", "state", "steps", "targets", "counts", "progress", "history"],
-                    id=I, model=S, version=I, state=S, reason=_null(S), step_index=I, steps={"type": "array", "items": N},
-                    selector=OBJ, gates=OBJ, targets=I, counts={"type": "object", "additionalProperties": I}, progress=N,
+                    id=INT, model=S, version=INT, state=S, reason=_null(S), step_index=INT, steps={"type": "array", "items": N},
+                    selector=OBJ, gates=OBJ, targets=INT, counts={"type": "object", "additionalProperties": INT}, progress=N,
                     incapable=ARR, failed=ARR, history=ARR),
-    "Prediction": _obj(["probability", "model_version"], probability=N, label={}, model_version=I),
+    "Prediction": _obj(["probability", "model_version"], probability=N, label={}, model_version=INT),
     "Assignment": _obj(["assignment", "key_id", "signature"], assignment=OBJ, key_id=S, signature=S),
     "Report": {"type": "object", "properties": {"start": N, "end": _null(N)}},
 }
@@ -110,9 +110,9 @@ PATHS: dict[str, dict[str, Any]] = {
                                           "content": _json(_obj(["ready", "failing", "checks"], ready={"const": False},
                                                                 failing={"type": "array", "items": S}, checks=_CHECKS))}})},
     "/api/v1/openapi.json": {"get": _op("this document", PUBLIC, out=_js(_obj(["openapi", "paths"], openapi=S, paths=OBJ)))},
-    "/api/v1/counters": {"get": _op("ingest and rejection counters", ADMIN, out=_js({"type": "object", "additionalProperties": I}))},
+    "/api/v1/counters": {"get": _op("ingest and rejection counters", ADMIN, out=_js({"type": "object", "additionalProperties": INT}))},
     "/api/v1/models": {
-        "get": _op("list models and versions", ADMIN, out=_list("models", _obj(["name", "latest", "versions"], name=S, latest=I,
+        "get": _op("list models and versions", ADMIN, out=_list("models", _obj(["name", "latest", "versions"], name=S, latest=INT,
                                                                                 versions={"type": "array", "items": _ref("Model")}))),
         "post": _op("upload a signed bundle (.tar body)", ADMIN, "201", _js(_ref("Model")),
                     body={"type": "string", "format": "binary"}, ctype="application/x-tar")},
@@ -140,7 +140,7 @@ PATHS: dict[str, dict[str, Any]] = {
                                                           extra={"304": {"description": "not modified"}})},
     "/api/v1/devices/{device_id}/status": {"post": _op("report status", DEVICE, "204", body=v.STATUS)},
     "/api/v1/devices/{device_id}/telemetry": {"post": _op(
-        "telemetry batch, idempotent by message id", DEVICE, out=_js(_obj(["accepted", "duplicates"], accepted=I, duplicates=I)),
+        "telemetry batch, idempotent by message id", DEVICE, out=_js(_obj(["accepted", "duplicates"], accepted=INT, duplicates=INT)),
         body=v.TELEMETRY_BATCH)},
     "/api/v1/rollouts": {"get": _op("list rollouts", ADMIN, out=_list("rollouts", _ref("Rollout"))),
                          "post": _op("start a staged rollout", ADMIN, "201", _ROLL, body=v.ROLLOUT_REQUEST)},

@@ -176,7 +176,8 @@ def _describe(v: Any) -> str:
         return json.dumps(v)
     if isinstance(v, (int, float)):
         return _short(v)
-    return {dict: "an object", list: "a list", str: f"the string {_short(v)}"}.get(type(v), type(v).__name__)
+    names: dict[type, str] = {dict: "an object", list: "a list", str: f"the string {_short(v)}"}
+    return names.get(type(v), type(v).__name__)
 
 
 def _short(v: Any, n: int = 30) -> str:

@@ -57,7 +57,7 @@ def tf_function(program: TensorProgram, input_dtype: str = "float64", barrier: b
 
     cp = cut_parts(head) if split and isinstance(head, Forest) else None  # raises before tracing
 
-    @tf.function(input_signature=[spec])
+    @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator]  # TensorFlow ships no type hints
     def run(features: Any) -> dict[str, Any]:
         if isinstance(head, Forest) and cp is not None:
             out = _forest_split3(tf, head, cp, _column_parts(tf, program, features))
@@ -189,7 +189,8 @@ def split3_exact(x: np.ndarray) -> np.ndarray:
     """Where ``split3`` is exact: the parts add back to ``x`` (infinities count as exact)."""
     p = split3(x).astype(np.float64)
     x = np.asarray(x, dtype=np.float64)
-    return np.isinf(x) | (p[..., 0] + p[..., 1] + p[..., 2] == x)
+    exact: np.ndarray = np.isinf(x) | (p[..., 0] + p[..., 1] + p[..., 2] == x)
+    return exact
 
 
 def _column_parts(tf: Any, program: TensorProgram, features: Any) -> tuple[Any, Any, Any]:

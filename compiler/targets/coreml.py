@@ -281,8 +281,8 @@ def evaluate(spec: Any, features: np.ndarray) -> np.ndarray:
     T = TreeEnsemble_pb2.TreeEnsemblePostEvaluationTransform
     if transform == T.Value("Regression_Logistic"):
         p = 1.0 / (1.0 + np.exp(-z[:, 0]))
-        return np.stack([1.0 - p, p], axis=1)
+        return np.asarray(np.stack([1.0 - p, p], axis=1))
     if transform == T.Value("Classification_SoftMax"):
         e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-    return z
+        return np.asarray(e / e.sum(axis=1, keepdims=True))
+    return np.asarray(z)

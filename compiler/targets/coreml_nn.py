@@ -232,8 +232,16 @@ def evaluate(spec: Any, features: np.ndarray) -> np.ndarray:
             elif kind == "activation":
                 which = layer.activation.WhichOneof("NonlinearityType")
                 x = ins[0]
-                out = {"ReLU": lambda: np.maximum(x, np.float32(0)), "tanh": lambda: np.tanh(x),
-                       "sigmoid": lambda: np.float32(1) / (np.float32(1) + np.exp(-x)), "linear": lambda: x}[which]()
+                if which == "ReLU":
+                    out = np.maximum(x, np.float32(0))
+                elif which == "tanh":
+                    out = np.tanh(x)
+                elif which == "sigmoid":
+                    out = np.float32(1) / (np.float32(1) + np.exp(-x))
+                elif which == "linear":
+                    out = x
+                else:
+                    raise KeyError(which)
             elif kind == "softmaxND":
                 x = ins[0]
                 e = np.exp(x - x.max(axis=-1, keepdims=True))

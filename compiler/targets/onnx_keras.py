@@ -41,7 +41,7 @@ def keras_onnx(graph: "KerasGraph", n_fields: int) -> bytes:
     import tf2onnx
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    @tf.function(input_signature=[tf.TensorSpec([None, n_fields], tf.float64, name="features")])
+    @tf.function(input_signature=[tf.TensorSpec([None, n_fields], tf.float64, name="features")])  # type: ignore[untyped-decorator]  # TensorFlow ships no type hints
     def run(features: Any) -> dict[str, Any]:
         proba = graph.forward(tf.cast(features, tf.float32))
         return {"label": tf.argmax(proba, axis=1), "probabilities": proba}

@@ -151,7 +151,7 @@ def sklearn_function(ir: "ModelIR") -> Any:
 def keras_function(graph: KerasGraph, n_fields: int) -> Any:
     import tensorflow as tf
 
-    @tf.function(input_signature=[tf.TensorSpec([None, n_fields, 3], tf.float32, name="features")])
+    @tf.function(input_signature=[tf.TensorSpec([None, n_fields, 3], tf.float32, name="features")])  # type: ignore[untyped-decorator]  # TensorFlow ships no type hints
     def run(features: Any) -> dict[str, Any]:
         return {OUTPUT: graph.forward(tf.unstack(features, axis=2)[0])}
 

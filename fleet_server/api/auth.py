@@ -15,7 +15,8 @@ from fleet_server.errors import Forbidden, Unauthorized
 
 
 def fleet() -> Fleet:
-    return current_app.extensions["edgefleet"]
+    app_fleet: Fleet = current_app.extensions["edgefleet"]
+    return app_fleet
 
 
 def bearer() -> str | None:

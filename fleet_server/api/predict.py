@@ -36,7 +36,8 @@ def _scorer(name: str, version: int | None) -> Scorer:
             version = f.latest_versions.get(name)
         sc = f.scorers.get((name, version)) if version is not None else None
     if sc is not None:
-        return sc
+        cached: Scorer = sc
+        return cached
     row = registry.get_version(f, name, version)
     sc = Scorer.from_bundle(registry.artifact_path(f, row.sha256), f.trusted_keys())
     with _lock:

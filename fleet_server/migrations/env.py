@@ -10,7 +10,10 @@ connection = context.config.attributes.get("connection")
 if connection is None:  # `alembic` CLI use: build an engine from the ini's URL
     from fleet_server.db import make_engine
 
-    connection = make_engine(context.config.get_main_option("sqlalchemy.url")).connect()
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("alembic: set sqlalchemy.url in the ini file (or run `edgefleet server --db URL`, which migrates)")
+    connection = make_engine(url).connect()
 context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
 with context.begin_transaction():
     context.run_migrations()

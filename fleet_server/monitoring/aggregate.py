@@ -85,7 +85,12 @@ class MonitorConfig:
             raise ValueError("window_seconds must be positive and baseline_windows at least 1")
 
 
-def _clean(obj: Any) -> Any:
+def _clean_dict(obj: dict[str, Any]) -> dict[str, Any]:
+    cleaned: dict[str, Any] = _clean(obj)
+    return cleaned
+
+
+def _clean(obj: Any) -> Any:  # JSON-safe copy: non-finite floats become None, numpy scalars Python ones
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, (np.floating, np.integer)):
@@ -212,7 +217,7 @@ def drift_report(
         primary = entry[entry["primary"]]
         entry["verdict"] = None if primary is None else primary["verdict"]
         windows.append(entry)
-    return _clean({
+    return _clean_dict({
         "model": manifest["name"], "model_version": int(manifest["version"]), "window_seconds": config.window_seconds,
         "policy": asdict(policy), "rejected_sketches": agg["rejected_sketches"], "windows": windows,
     })
@@ -329,7 +334,7 @@ def performance_report(
             "realized": realized, "label_coverage": len(lab) / scores.size,
             "gap": {"auroc": est_auc - realized.get("auroc", math.nan), "average_precision": est_ap - realized.get("average_precision", math.nan)},
         })
-    return _clean({
+    return _clean_dict({
         "model": manifest["name"], "model_version": int(manifest["version"]), "window_seconds": config.window_seconds,
         "reference": manifest["reference"].get("metrics", {}), "assumptions": CBPE_ASSUMPTIONS,
         "unmatched_outcomes": joined["unmatched_outcomes"], "unknown_labels": joined["unknown_labels"], "windows": windows,

@@ -125,10 +125,12 @@ def evaluate(s: Any, rollout: Rollout, targets: list[RolloutTarget], policy: Pol
                        f"{verdict.n_cur} canary rows vs {out['score_baseline']})")
     if len(canary_scores) >= policy.min_count:
         est_new = stats.estimated_auroc(canary_scores)
+        est_old: float | None
         if len(champion_scores) >= policy.min_count:
             est_old, base = stats.estimated_auroc(champion_scores), "estimated"
         else:
-            est_old, base = ((old or {}).get("reference", {}).get("metrics", {}) or {}).get("auroc"), "reference"
+            ref_auroc = ((old or {}).get("reference", {}).get("metrics", {}) or {}).get("auroc")
+            est_old, base = (None if ref_auroc is None else float(ref_auroc)), "reference"
         out["estimated_auroc"] = {"canary": est_new, "champion": est_old, "champion_source": base}
         if est_old is not None and est_old - est_new > policy.max_auroc_drop:
             reasons.append(f"estimated AUROC {est_new:.3f} is {est_old - est_new:.3f} below v{champion_version}'s {base} "

@@ -30,7 +30,7 @@ def labeled_rows(session: Session, model: str, *, start: float | None, end: floa
         q = q.where(T.created >= start)
     if end is not None:
         q = q.where(T.created < end)
-    versions = sorted(int(v) for v in session.scalars(q))
+    versions = sorted(int(v) for v in session.scalars(q) if v is not None)
     if version is not None:
         versions = [v for v in versions if v == version]
     manifests = {mv.version: mv.manifest for mv in session.scalars(

@@ -167,7 +167,7 @@ def psi_null_mean(ref_counts: ArrayLike, cur_counts: ArrayLike) -> float:
     r, c = _pair(ref_counts, cur_counts)
     if r.sum() == 0 or c.sum() == 0:
         return float("nan")
-    return (r.size - 1) * (1.0 / r.sum() + 1.0 / c.sum())
+    return float((r.size - 1) * (1.0 / r.sum() + 1.0 / c.sum()))
 
 
 class KSResult(NamedTuple):

@@ -58,6 +58,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet.protocol import DEVICE_INGEST_TOPICS, SERVER_PING_PREFIX, SERVER_USERNAME, TOPIC_ROOT, device_topic
 from fleet_server import devices, ingest
@@ -411,7 +412,7 @@ class MqttBridge:
         self._ping_nonce: str | None = None
         self._ping_seen = threading.Event()
         self._last_rx = 0.0  # monotonic time of the last message received, pings included
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=SERVER_CLIENT_ID, clean_session=False, manual_ack=True)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=SERVER_CLIENT_ID, clean_session=False, manual_ack=True)
         if username:
             self.client.username_pw_set(username, password if password is not None else fleet.secrets.mqtt_password)
         self.client.max_inflight_messages_set(1000)
@@ -432,7 +433,8 @@ class MqttBridge:
 
     @property
     def last_error(self) -> str | None:
-        return self.ingest.last_error
+        error: str | None = self.ingest.last_error
+        return error
 
     def readiness(self) -> tuple[bool, str]:
         """``/readyz`` broker check: connected, and the last self-ping (if any since connecting) came back."""

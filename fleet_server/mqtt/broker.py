@@ -193,12 +193,12 @@ class BrokerAccess:
         return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
 
     @staticmethod
-    def allowed(username: str | None, op: Op, topic: str) -> bool:
+    def allowed(username: str | None, op: Action, topic: str) -> bool:
         """The ACL; ``topic`` is a filter for SUBSCRIBE. Devices get exact topics only, so a filter
         such as ``edgefleet/v1/devices/+/assignment`` is refused rather than trimmed."""
         if username == SERVER_USERNAME:
             return topic.startswith(f"{TOPIC_ROOT}/") and topic != f"{TOPIC_ROOT}/"
-        if not topic or not _DEVICE_ID.fullmatch(username or ""):
+        if not topic or username is None or not _DEVICE_ID.fullmatch(username):
             return False
         if op in (Op.SUBSCRIBE, Op.RECEIVE):
             return topic in (device_topic(username, "assignment"), device_topic(username, "ack"))
@@ -368,7 +368,7 @@ class _BoundedReader(ReaderAdapter):
             raise PacketTooLarge(f"packet: connection already refused ({self.refused} bytes > {self.limit})")
         if n < 0:  # read-to-EOF is unbounded; amqtt never asks for it
             raise PacketTooLarge("packet: unbounded read refused")
-        data = await self._inner.read(n)
+        data: bytes = await self._inner.read(n)
         self._follow(data)
         return data
 
@@ -447,7 +447,7 @@ class _ACLBroker(Broker):
         except NoDataError as exc:
             raise AMQTTError(exc) from exc
         handler.sink = self.sink
-        if not await self._authenticate(incoming, None):  # type: ignore[arg-type] - the listener is unused
+        if not await self._authenticate(incoming, None):  # the listener argument is unused
             self.logger.info("refused CONNECT before session lookup: username=%r client_id=%r",
                              incoming.username, incoming.client_id)
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
@@ -593,7 +593,7 @@ class EmbeddedBroker:
                 loop.run_until_complete(self._broker.start())
                 # amqtt keeps its listening sockets private; this is the only way to learn port 0.
                 server = self._broker._servers["default"].instance
-                self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+                self.port = int(server.sockets[0].getsockname()[1])
             except BaseException as exc:  # reported to start(), which raises BrokerError
                 failure.append(exc)
             ready.set()

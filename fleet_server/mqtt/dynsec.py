@@ -47,6 +47,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edgefleet.fsutil import atomic_write
 from edgefleet.protocol import SERVER_USERNAME, TOPIC_ROOT, device_topic
@@ -185,7 +187,7 @@ class DynsecAdmin:
         self.timeout = timeout
         self.bind_client_ids = bind_client_ids
         self._server_accounts: set[str] = {SERVER_USERNAME}
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgefleet-dynsec-{secrets.token_hex(6)}",
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgefleet-dynsec-{secrets.token_hex(6)}",
                                    protocol=mqtt.MQTTv311, clean_session=True)
         self._client.username_pw_set(admin_user, admin_password)
         if parts.scheme == "mqtts":
@@ -193,12 +195,12 @@ class DynsecAdmin:
         self._client.reconnect_delay_set(1, 10)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
+        self._ready = threading.Event()
         self._client.on_disconnect = lambda *a, **k: self._ready.clear()
         self._client.on_message = self._on_message
         self._lock = threading.Lock()  # guards _pending; taken by paho's network thread
         self._conn_lock = threading.Lock()  # guards connect/close; never taken by paho's thread
         self._pending: dict[str, _Pending] = {}
-        self._ready = threading.Event()
         self._failure: str | None = None
         self._sub_mid: int | None = None
         self._started = False
@@ -237,13 +239,13 @@ class DynsecAdmin:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: mqtt.ReasonCode, props: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
         if rc.is_failure:
             self._failure = f"login refused ({rc})"
             return
         _, self._sub_mid = client.subscribe(RESPONSE_TOPIC, qos=1)
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: list[mqtt.ReasonCode], props: Any) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any) -> None:
         if mid != self._sub_mid:
             return
         if rcs and rcs[0].is_failure:

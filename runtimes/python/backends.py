@@ -40,7 +40,7 @@ class OnnxBackend:
     input_kind = "tensor"
 
     def __init__(self, data: bytes, entry: Mapping[str, Any], threads: int = 1) -> None:
-        import onnxruntime as ort  # type: ignore[import-untyped]  # no stubs, no py.typed
+        import onnxruntime as ort  # no stubs, no py.typed: ignore_missing_imports
 
         opts = ort.SessionOptions()
         # ORT's default pool collapses under CPU contention (73 ms -> 288 ms measured); one
@@ -66,7 +66,7 @@ class TfliteBackend:
     input_kind = "tensor"
 
     def __init__(self, data: bytes, entry: Mapping[str, Any], threads: int = 1) -> None:
-        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-untyped]
+        from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_content=data, num_threads=threads)
         self.interpreter.allocate_tensors()
@@ -97,7 +97,7 @@ class PmmlBackend:
         import os
         import tempfile
 
-        from pypmml import Model  # type: ignore[import-untyped]
+        from pypmml import Model
 
         with tempfile.NamedTemporaryFile(suffix=".pmml", delete=False) as fh:
             fh.write(data)

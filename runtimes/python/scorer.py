@@ -21,10 +21,10 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgefleet import keys
-from edgefleet.manifest import VerifiedManifest
 from edgefleet.bundle_format import Bundle, open_bundle, verify
 from edgefleet.encoding import RecordEncoder, encode_records
 from edgefleet.errors import BundleError, InputError
+from edgefleet.manifest import VerifiedManifest
 from runtimes.python.backends import load_backend, one_line
 from runtimes.python.errors import ScoringInputError
 
@@ -71,7 +71,8 @@ class Scorer:
         self.binary = len(self.classes) == 2
         self.backend = load_backend(manifest, files, backend)
         self._encoder = RecordEncoder(self.fields)
-        self._pos, self._neg = (self.classes[1], self.classes[0]) if self.binary else (None, None)
+        self._pos: Any = self.classes[1] if self.binary else None
+        self._neg: Any = self.classes[0] if self.binary else None
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike[str], pubkey: PublicKeys, backend: str | None = None) -> "Scorer":
@@ -90,7 +91,8 @@ class Scorer:
                 f"bundle {self.name} v{self.version}: its {self.backend_name} artifact returned shape {getattr(proba, 'shape', None)}, "
                 f"expected ({len(records)}, {len(self.classes)}) for its {len(self.classes)} classes"
             )
-        return proba
+        checked: np.ndarray = proba
+        return checked
 
     @property
     def backend_name(self) -> str:
@@ -129,11 +131,12 @@ class Scorer:
         if not rows:
             return []
         fast = self._encoder.fast
-        encoded = [fast(r) if type(r) is dict else None for r in rows]
+        encoded: list[np.ndarray | None] = [fast(r) if type(r) is dict else None for r in rows]
         try:
             # The generated per-record encoder is ~2x faster than the general column path;
             # any record it does not take sends the whole batch through the path that names errors.
-            features = np.concatenate(encoded) if all(e is not None for e in encoded) else encode_records(self.fields, rows)
+            ready = [e for e in encoded if e is not None]
+            features = np.concatenate(ready) if len(ready) == len(encoded) else encode_records(self.fields, rows)
         except InputError as exc:
             raise ScoringInputError(exc.field, exc.reason) from None
         proba = np.asarray(self._predict(features, rows), dtype=np.float64)

@@ -58,6 +58,7 @@ from typing import Any, TypeGuard
 from edgefleet.bundle_format import Bundle, open_bundle, verify
 from edgefleet.errors import BundleError
 from edgefleet.fsutil import atomic_write, fsync_dir
+from edgefleet.manifest import VerifiedManifest
 from runtimes.python.errors import HealthCheckError, InstallError, RollbackRefusedError
 from runtimes.python.scorer import PublicKeys, Scorer, trusted_key_for
 
@@ -193,7 +194,7 @@ class ModelStore:
         log.warning("model store %s rebuilt: %s", self.root, self.last_error)
 
     # -- loading ---------------------------------------------------------------------------
-    def _verified(self, bundle: Bundle) -> dict[str, Any]:
+    def _verified(self, bundle: Bundle) -> VerifiedManifest:
         return verify(bundle, trusted_key_for(bundle, self.trusted_keys), allow_partial=True)
 
     def _load_slot(self, slot: str) -> Scorer:
