@@ -31,9 +31,9 @@ from compiler.registry import Registry
 from compiler.targets import Artifact, Target
 from edgefleet import keys
 from edgefleet.bundle_format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SIGNATURE, Bundle, verify
-from edgefleet.manifest import VerifiedManifest
 from edgefleet.encoding import encode_columns
 from edgefleet.errors import InputError
+from edgefleet.manifest import VerifiedManifest
 
 DEFAULT_TOLERANCE = 1e-5
 # A quantized artifact's own parity tolerance (max |dp| against the source model). Measured on
