@@ -35,7 +35,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def default_level(command: str | None, subcommand: str | None = None) -> str:
-    long_running = command == "server" or (command == "device" and subcommand == "run")
+    long_running = command == "server" or (command in ("agent", "device") and subcommand == "run")
     return "INFO" if long_running else "WARNING"
 
 

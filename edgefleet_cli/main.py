@@ -6,31 +6,70 @@
     edgefleet inspect BUNDLE [--json]
     edgefleet verify BUNDLE --pubkey FILE
     edgefleet score BUNDLE --pubkey FILE --input FILE.csv|FILE.jsonl [--backend onnx|tflite|pmml] [--output OUT]
-    edgefleet device run --server URL --device-id ID --credential FILE --data-dir DIR [--mqtt URL]
-    edgefleet device enroll --server URL --token T --device-id ID --out cred.json
+    edgefleet agent run --server URL --device-id ID --credential FILE --data-dir DIR [--mqtt URL]
+    edgefleet agent enroll --server URL --token T --device-id ID --out cred.json
     edgefleet server [--db URL] [--mqtt URL]
     edgefleet publish BUNDLE
-    edgefleet rollout start|status|pause|resume|abort|rollback
-    edgefleet devices list|show|token
+    edgefleet rollout start|status|pause|resume|abort|rollback|approve
+    edgefleet models list|show     edgefleet devices list|show|token     [--json]
+    edgefleet alerts list          edgefleet policies show|set
     edgefleet retrain --server URL --model N --trainer mod:fn --reference-data train.csv --key private.pem
 
-Global options (before the verb): ``--log-level LEVEL`` and ``--log-format text|json``
+Global options (before the verb): ``--version``, ``--log-level LEVEL`` and ``--log-format text|json``
 (:mod:`edgefleet_cli.logs`). Errors edgefleet raises on purpose are printed as one line, ``edgefleet: error: ...``, with
-exit status 1 (2 for bad usage); a traceback means a bug.
+exit status 1 (2 for bad usage); a traceback means a bug. A missing optional dependency names the extra that
+brings it (``install edgefleet[server]``). Every path option is made absolute against the caller's working
+directory when the command line is parsed. ``edgefleet device ...`` is the old spelling of ``edgefleet agent ...``
+(hidden, kept for one release). Server URL and admin token: flag > environment > config file
+(:mod:`edgefleet_cli.config`) > default.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from edgefleet.errors import EdgefleetError
 from edgefleet_cli import logs
-from edgefleet_cli.args import OneLineParser, http_url, mqtt_url, number, positive_int
+from edgefleet_cli.args import OneLineParser, http_url, model_name, mqtt_url, number, path, positive_int, writable_output_path
+
+# top-level module of a missing dependency -> the extra that installs it (pyproject.toml [project.optional-dependencies])
+EXTRA_OF = {
+    **dict.fromkeys(["flask", "werkzeug", "sqlalchemy", "alembic", "waitress", "amqtt", "psycopg", "aiomqtt", "prometheus_client"], "server"),
+    **dict.fromkeys(["sklearn", "pandas", "joblib", "skl2onnx", "onnx", "jsonschema", "google"], "compiler"),
+    **dict.fromkeys(["tensorflow", "keras", "tf2onnx", "ai_edge_litert", "coremltools"], "tf"),
+    **dict.fromkeys(["sklearn2pmml", "pypmml"], "pmml"),
+    **dict.fromkeys(["numpy", "onnxruntime", "cryptography", "paho"], "device"),
+}
+
+
+class MissingExtraError(EdgefleetError):
+    """A verb's optional dependency is not installed; the message names the package and the extra."""
+
+
+def missing_extra(exc: ModuleNotFoundError, command: str | None) -> MissingExtraError | None:
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF.get(top)
+    if extra is None:
+        return None  # one of ours, or unknown: a bug, let the traceback show it
+    verb = f"`edgefleet {command}`" if command else "this command"
+    return MissingExtraError(f"{verb} needs the Python package {top!r}, which is not installed: "
+                             f"install edgefleet[{extra}] (pip install 'edgefleet[{extra}]')")
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("edgefleet")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        import edgefleet
+
+        return str(getattr(edgefleet, "__version__", "unknown"))
 
 
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -45,53 +84,16 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(path: str, feature_names: str | None = None, classes: str | None = None) -> Any:
-    from compiler.errors import CompileError
-
-    p = Path(path)
-    if not p.is_file():
-        raise CompileError(f"model file {path} does not exist")
-    if p.suffix == ".keras":  # a .keras file knows neither its column names nor its class labels
-        from compiler.frontends.keras import KerasModel
-
-        if not feature_names:
-            raise CompileError(f"{path} is a Keras model: pass --feature-names (the sample columns it takes, in order)")
-        labels = [c.strip() for c in (classes or "0,1").split(",")]
-        parsed: list[Any] = [int(c) for c in labels] if all(c.lstrip("-").isdigit() for c in labels) else labels
-        return KerasModel.load(p, [n.strip() for n in feature_names.split(",")], parsed)
-    try:
-        import joblib
-
-        return joblib.load(p)
-    except Exception as exc:  # pickle can raise anything: EOFError, UnpicklingError, ModuleNotFoundError...
-        raise CompileError(f"cannot load model file {path} (expected a joblib or pickle file of a fitted scikit-learn model): {type(exc).__name__}: {exc}") from exc
-
-
-def _load_sample(path: str) -> Any:
-    import pandas as pd
-
-    from compiler.errors import CompileError
-
-    try:
-        if path.endswith((".jsonl", ".ndjson")):
-            return pd.read_json(path, lines=True)
-        if path.endswith(".parquet"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except FileNotFoundError as exc:
-        raise CompileError(f"sample file {path} does not exist") from exc
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise CompileError(f"cannot read sample {path}: {exc}") from exc
-
-
 def _cmd_compile(args: argparse.Namespace) -> int:
     from compiler import compile as compile_model
     from compiler.progress import Progress
     from edgefleet import keys
 
     key = keys.load_private_key(args.key)
-    model = _load_model(args.model, args.feature_names, args.classes)
-    sample = _load_sample(args.sample)
+    from edgefleet_cli.data import load_model, load_sample
+
+    model = load_model(args.model, args.feature_names, args.classes)
+    sample = load_sample(args.sample)
     result = compile_model(
         model, sample,
         targets=args.targets.split(","), name=args.name, version=args.version, private_key=key,
@@ -124,95 +126,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from edgefleet import keys
     from edgefleet.bundle_format import open_bundle, verify
 
+    if not args.pubkey:
+        raise EdgefleetError("--pubkey: give the trusted public key (PEM), or set pubkey in edgefleet.toml")
     manifest = verify(open_bundle(args.bundle), keys.load_public_key(args.pubkey))
     arts = ", ".join(f"{a['format']} ({a['size']} B)" for a in manifest["artifacts"])
     print(f"OK: {manifest['name']} v{manifest['version']} signed by key {manifest['key_id']}; artifacts verified: {arts}")
     return 0
 
 
-def _read_records(path: str, fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """CSV (typed by the schema: numbers parsed, empty cells missing) or JSON Lines records."""
-    from edgefleet.errors import InputError
-
-    try:
-        return _parse_records(path, fields)
-    except UnicodeDecodeError as exc:
-        raise InputError("--input", f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    except csv.Error as exc:
-        raise InputError("--input", f"{path} is not readable CSV: {exc}") from None
-
-
-def _parse_records(path: str, fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from edgefleet.errors import InputError
-
-    names = {f["name"]: f for f in fields}
-    try:
-        fh = open(path, newline="", encoding="utf-8")
-    except OSError as exc:
-        raise InputError("--input", f"cannot read {path}: {exc.strerror or exc}") from exc
-    with fh:
-        if path.endswith((".jsonl", ".ndjson", ".json")):
-            out = []
-            for i, line in enumerate(fh):
-                if line.strip():
-                    try:
-                        out.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise InputError("--input", f"line {i + 1} is not JSON: {exc}") from exc
-                    except RecursionError:
-                        raise InputError("--input", f"line {i + 1} is nested too deeply to be a record") from None
-            return out
-        reader = csv.DictReader(fh)
-        missing = [n for n in names if n not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(missing[0], f"the CSV has no column {missing[0]!r}")
-        records = []
-        for i, row in enumerate(reader):
-            rec: dict[str, Any] = {}
-            for name, f in names.items():
-                cell = row[name]
-                if cell is None or cell == "":
-                    rec[name] = None
-                elif f["type"] == "categorical":
-                    cats = f.get("categories", [])
-                    rec[name] = cell if any(isinstance(c, str) for c in cats) or not cats else _number(cell, name, i)
-                elif f["type"] == "boolean":
-                    rec[name] = cell.strip().lower() in ("1", "true", "yes")
-                else:
-                    rec[name] = _number(cell, name, i)
-            records.append(rec)
-        return records
-
-
-def _number(cell: str, name: str, row: int) -> float | int:
-    from edgefleet.errors import InputError
-
-    try:
-        return int(cell) if cell.lstrip("-").isdigit() else float(cell)
-    except ValueError:
-        raise InputError(name, f"row {row}: expected a number, got {cell!r}") from None
-
-
 def _cmd_score(args: argparse.Namespace) -> int:
-    from edgefleet.errors import InputError
-    from runtimes.python import Scorer
+    from edgefleet_cli import score
 
-    scorer = Scorer.from_bundle(args.bundle, args.pubkey, backend=args.backend)
-    records = _read_records(args.input, scorer.fields)
-    preds = scorer.score_many(records)
-    try:
-        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    except OSError as exc:
-        raise InputError("--output", f"cannot write {args.output}: {exc.strerror or exc}") from None
-    try:
-        for i, p in enumerate(preds):
-            out.write(json.dumps({"row": i, "probability": p.probability, "label": p.label, "model_version": p.version, "backend": scorer.backend_name}) + "\n")
-    finally:
-        if args.output:
-            out.close()
-    if args.output:
-        print(f"scored {len(preds)} records with {scorer.name} v{scorer.version} ({scorer.backend_name}) -> {args.output}", file=sys.stderr)
-    return 0
+    return score.run(args)
 
 
 def _cmd_device_run(args: argparse.Namespace) -> int:
@@ -225,14 +150,31 @@ def _cmd_device_run(args: argparse.Namespace) -> int:
     )
     agent = Agent(cfg)
     model = f"{agent.scorer.name} v{agent.scorer.version}" if agent.scorer else "no model yet"
-    print(f"edgefleet device {cfg.device_id}: {model}; server {cfg.server}; mqtt {cfg.mqtt or 'off (HTTP polling)'}", file=sys.stderr, flush=True)
+    print(f"edgefleet agent {cfg.device_id}: {model}; server {cfg.server}; mqtt {cfg.mqtt or 'off (HTTP polling)'}", file=sys.stderr, flush=True)
     return agent.run()
+
+
+def _add_agent_group(d: argparse.ArgumentParser, cli_fleet: Any) -> None:
+    dsub = d.add_subparsers(dest="device_command", required=True, metavar="ACTION")
+    dr = dsub.add_parser("run", help="sync models and telemetry with the fleet server; score offline")
+    dr.add_argument("--server", type=http_url, help="fleet server URL (default: from the credential file)")
+    dr.add_argument("--device-id", help="this device's id (default: from the credential file)")
+    dr.add_argument("--credential", type=path, required=True, help="credential JSON from enrollment (token, trusted keys)")
+    dr.add_argument("--data-dir", type=path, required=True, help="where models, the outbox and state live")
+    dr.add_argument("--mqtt", type=mqtt_url, help="mqtt://host:port (default: from the credential file; HTTP polling without)")
+    dr.add_argument("--poll-seconds", type=number(0, 86400, lo_open=True), default=30.0, help="HTTP assignment poll period while MQTT is down")
+    dr.add_argument("--sample-rate", type=number(0, 1), default=1.0, help="fraction of predictions sent as telemetry")
+    dr.add_argument("--no-features", action="store_true", help="privacy switch: never send raw features")
+    dr.add_argument("--input-dir", type=path, help="score *.jsonl files dropped here (MiNiFi-style); results in INPUT_DIR/scored")
+    dr.set_defaults(func=_cmd_device_run)
+    cli_fleet.add_agent_parsers(dsub)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="edgefleet", description="Compile, sign, verify and ship ML models to offline edge devices.")
+    parser.add_argument("--version", action="version", version=f"edgefleet {_version()}")
     parser.add_argument("--log-level", type=str.upper, choices=logs.LEVELS,
-                        help="log threshold (default INFO for `server` and `device run`, WARNING otherwise)")
+                        help="log threshold (default INFO for `server` and `agent run`, WARNING otherwise)")
     parser.add_argument("--log-format", choices=logs.FORMATS, default="text",
                         help="text, or json: one object a line with ts, level, logger, message, exc")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -240,21 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keys", help="manage signing keys")
     ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     kg = ksub.add_parser("generate", help="write a new Ed25519 key pair (private.pem, public.pem)")
-    kg.add_argument("--out", required=True, help="folder for the key pair")
+    kg.add_argument("--out", type=path, required=True, help="folder for the key pair")
     kg.add_argument("--force", action="store_true", help="overwrite an existing private key")
     kg.set_defaults(func=_cmd_keys_generate)
 
     c = sub.add_parser("compile", help="compile a trained model into a signed, parity-checked bundle")
-    c.add_argument("model", help="joblib/pickle file of a fitted scikit-learn classifier or Pipeline, or a .keras file")
+    c.add_argument("model", type=path, help="joblib/pickle file of a fitted scikit-learn classifier or Pipeline, or a .keras file")
     c.add_argument("--feature-names", help=".keras only: comma-separated sample columns the model takes, in order")
     c.add_argument("--classes", help=".keras only: comma-separated class labels in output order (default 0,1)")
-    c.add_argument("--sample", required=True, help="CSV/JSONL/Parquet of data the model was not trained on (schema, statistics, parity)")
+    c.add_argument("--sample", type=path, required=True, help="CSV/JSONL/Parquet of data the model was not trained on (schema, statistics, parity)")
     c.add_argument("--label", help="label column in the sample (enables AUROC / AP in the reference metrics)")
-    c.add_argument("--name", required=True, help="model name, e.g. churn")
+    c.add_argument("--name", type=model_name, required=True, help="model name, e.g. churn (the manifest's pattern: lower-case letters, digits, . _ -)")
     c.add_argument("--version", required=True, type=positive_int, help="monotonically increasing integer version")
     c.add_argument("--targets", default="onnx", help="comma-separated: onnx,pmml,tflite,tfjs,coreml (default onnx)")
-    c.add_argument("--key", required=True, help="Ed25519 private key (from `edgefleet keys generate`)")
-    c.add_argument("--out", required=True, help="bundle folder to write; OUT.tar is written beside it")
+    c.add_argument("--key", type=path, required=True, help="Ed25519 private key (from `edgefleet keys generate`)")
+    c.add_argument("--out", type=path, required=True, help="bundle folder to write; OUT.tar is written beside it")
     c.add_argument("--tolerance", type=number(0), default=1e-5, help="max |probability difference| per row (default 1e-5)")
     c.add_argument("--parity-rows", type=positive_int, default=5000, help="sample rows scored for parity (default 5000)")
     c.add_argument("--quantize", choices=["float16", "int8"], help="quantize the tflite artifact (Keras, LogisticRegression, MLPClassifier); deltas vs unquantized go in the manifest")
@@ -264,58 +206,100 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_compile)
 
     i = sub.add_parser("inspect", help="summarize a bundle: formats, sizes, parity, schema, metrics")
-    i.add_argument("bundle", help="bundle folder or .tar")
+    i.add_argument("bundle", type=path, help="bundle folder or .tar")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=_cmd_inspect)
 
     v = sub.add_parser("verify", help="check a bundle's signature, then every artifact's size and sha256")
-    v.add_argument("bundle", help="bundle folder or .tar")
-    v.add_argument("--pubkey", required=True, help="trusted Ed25519 public key (PEM)")
+    v.add_argument("bundle", type=path, help="bundle folder or .tar")
+    v.add_argument("--pubkey", type=path, help="trusted Ed25519 public key (PEM; default: the config file's pubkey)")
+    v.set_defaults(fleet_settings=True)
     v.set_defaults(func=_cmd_verify)
 
     sc = sub.add_parser("score", help="score records offline with a verified bundle")
-    sc.add_argument("bundle", help="bundle folder or .tar")
-    sc.add_argument("--pubkey", required=True, help="trusted Ed25519 public key (PEM); nothing unverified is scored")
-    sc.add_argument("--input", required=True, help="records: FILE.csv or FILE.jsonl")
+    sc.add_argument("bundle", type=path, help="bundle folder or .tar")
+    sc.add_argument("--pubkey", type=path, required=True, help="trusted Ed25519 public key (PEM); nothing unverified is scored")
+    sc.add_argument("--input", type=path, required=True, help="records: FILE.csv, FILE.jsonl or FILE.parquet")
     sc.add_argument("--backend", choices=["onnx", "tflite", "pmml"], help="force a runtime (default: the first one installed that the bundle offers)")
-    sc.add_argument("--output", help="write JSON Lines here instead of stdout")
+    sc.add_argument("--output", type=writable_output_path,
+                    help="results file; its extension picks the format (.csv, .jsonl, .ndjson, .parquet); default: JSON Lines on stdout")
+    sc.add_argument("--format", choices=["csv", "jsonl", "parquet"], help="output format, whatever the --output extension")
+    sc.add_argument("--id-column", help="input column passed through to every result (default: _entity_id, else the first input "
+                                        "column that is not a model input)")
     sc.set_defaults(func=_cmd_score)
-
-    d = sub.add_parser("device", help="run the device agent")
-    dsub = d.add_subparsers(dest="device_command", required=True, metavar="ACTION")
-    dr = dsub.add_parser("run", help="sync models and telemetry with the fleet server; score offline")
-    dr.add_argument("--server", type=http_url, help="fleet server URL (default: from the credential file)")
-    dr.add_argument("--device-id", help="this device's id (default: from the credential file)")
-    dr.add_argument("--credential", required=True, help="credential JSON from enrollment (token, trusted keys)")
-    dr.add_argument("--data-dir", required=True, help="where models, the outbox and state live")
-    dr.add_argument("--mqtt", type=mqtt_url, help="mqtt://host:port (default: from the credential file; HTTP polling without)")
-    dr.add_argument("--poll-seconds", type=number(0, 86400, lo_open=True), default=30.0, help="HTTP assignment poll period while MQTT is down")
-    dr.add_argument("--sample-rate", type=number(0, 1), default=1.0, help="fraction of predictions sent as telemetry")
-    dr.add_argument("--no-features", action="store_true", help="privacy switch: never send raw features")
-    dr.add_argument("--input-dir", help="score *.jsonl files dropped here (MiNiFi-style); results in INPUT_DIR/scored")
-    dr.set_defaults(func=_cmd_device_run)
 
     from edgefleet_cli import fleet as cli_fleet
 
-    cli_fleet.add_enroll_parser(dsub)
+    _add_agent_group(sub.add_parser("agent", help="the device side: enroll, then run the agent"), cli_fleet)
+    _add_agent_group(sub.add_parser("device"), cli_fleet)  # the old spelling: no help, so not listed; still works
     cli_fleet.add_parsers(sub)
 
-    from compiler import retrain
-
-    retrain.add_parser(sub)
+    try:
+        from compiler import retrain
+    except ModuleNotFoundError as exc:  # a [device] or [server] install: `retrain` says which extra it needs
+        err = missing_extra(exc, "retrain")
+        if err is None:
+            raise
+        stub = sub.add_parser("retrain", help="retrain, compile, upload and roll out a challenger (needs edgefleet[compiler])")
+        stub.add_argument("rest", nargs=argparse.REMAINDER)
+        stub.set_defaults(func=lambda _args: (_ for _ in ()).throw(err))
+    else:
+        retrain.add_parser(sub)
+        sub.choices["retrain"].set_defaults(fleet_settings=True)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logs.configure(args.log_level or logs.default_level(args.command, getattr(args, "device_command", None)), args.log_format)
+def _leaf_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub-)sub-command's own parser, so its usage errors name it (``edgefleet publish: error: ...``)."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or getattr(args, subs[0].dest, None) not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[getattr(args, subs[0].dest)]
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away (``edgefleet inspect B --json | head``): stop quietly, as cat does.
+
+    Python flushes stdout again at exit and would print a second BrokenPipeError: point it at devnull.
+    """
     try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    command: str | None = None
+    try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _leaf_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+        command = args.command
+        if command == "device":
+            print("edgefleet: note: `edgefleet device ...` is now `edgefleet agent ...`; the old spelling goes in the next release",
+                  file=sys.stderr)
+        logs.configure(args.log_level or logs.default_level(command, getattr(args, "device_command", None)), args.log_format)
+        if getattr(args, "fleet_settings", False):
+            from edgefleet_cli import config
+
+            config.apply(args)
         return int(args.func(args))
     except EdgefleetError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message holds
         print(f"{getattr(exc, 'prog', 'edgefleet')}: error: {message}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:
+        err = missing_extra(exc, command)
+        if err is None:
+            raise
+        print(f"edgefleet: error: {err}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except KeyboardInterrupt:
         print("edgefleet: interrupted", file=sys.stderr)
         return 130

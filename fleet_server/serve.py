@@ -99,6 +99,9 @@ class FleetServer:
     """All the server's parts, startable in-process (tests, benches) or from the CLI."""
 
     def __init__(self, config: ServerConfig) -> None:
+        # Absolute from here on: Flask's send_file resolves a relative path against the package
+        # folder (app.root_path), not the cwd, so a relative data dir stored artifacts it then could not serve.
+        config.data_dir = Path(config.data_dir).expanduser().resolve()
         self.cfg = config
         self.fleet = self._open_fleet(config)
         self.broker: Any = None
