@@ -32,7 +32,15 @@ When the model store rebuilt its state or fell back to an older slot (see store.
 says so in its status (``fallback``, ``store``) and re-installs the last assignment it had
 installed, so a device that lost its model converges again without waiting for the server.
 Scoring (``score``) never touches the network. SIGTERM sets a stop flag: the loop closes the
-sketch window, sends a last status if it can, and exits 0.
+sketch window into the outbox, makes a final flush bounded by ``final_flush_seconds`` (what is
+not acknowledged by then stays in the outbox, nothing is dropped to finish sooner), sends a last
+status within what is left of that bound, and exits 0.
+
+Everything the agent decides is logged through this module's logger (``runtimes.python.agent``;
+the store, transport, flush and inbox log under their own module names): the start-up summary,
+each assignment with its model, version and rollout, download start, resume and end, verify,
+canary, install, rollback with its cause, inbox files, flush failures with the next retry, and
+the final flush. Failures are WARNING or ERROR with their reason, the rest INFO.
 """
 
 from __future__ import annotations
@@ -95,6 +103,7 @@ class AgentConfig:
     ack_timeout: float = 10.0           # MQTT: seconds a PUBACKed batch waits for the server's ack before it is resent
     max_inflight_batches: int = 4       # MQTT: batches published and awaiting the server's ack
     input_dir: Path | None = None       # MiNiFi-style drop folder of *.jsonl records to score
+    final_flush_seconds: float = 5.0    # on SIGTERM: seconds to send the outbox (and a last status) before exit; 0 = none
 
     @classmethod
     def from_credential(cls, path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str], server: str | None = None,
@@ -306,16 +315,21 @@ class Agent(TelemetryFlush):
             self.last_install = {"result": f"refused assignment: {exc}", "ts": _iso(time.time())}
             self._status_dirty = True
             return
-        log.info("assignment received: serial %s, version %s%s, bundle %s", a["serial"], a["version"],
-                 " (ordered rollback)" if a.get("rollback") else "", a["bundle_sha256"][:12])
+        rollout = a.get("rollout_id")
+        log.info("assignment received: serial %s, version %s%s, bundle %s; model %s, %s, %s bytes", a["serial"], a["version"],
+                 " (ordered rollback)" if a.get("rollback") else "", a["bundle_sha256"][:12], a.get("model") or "(not named)",
+                 f"rollout {rollout}" if rollout is not None else "no rollout named", a["size"])
         state = self._agent_state()
         pending = state.get("pending")
         last = _int(state.get("serial"), -1)
         if pending and a["serial"] <= pending["serial"]:
-            return  # older than, or the same as, what is under way
+            log.info("assignment serial %s: ignored, serial %s is already under way", a["serial"], pending["serial"])
+            return
         if a["serial"] < last:
-            return  # a replay
+            log.warning("assignment serial %s: ignored as a replay (serial %s was already accepted)", a["serial"], last)
+            return
         if a["serial"] == last and not self._lost(a, state):
+            log.info("assignment serial %s: already done", a["serial"])
             return  # the retained copy of what is done
         active = self.scorer.version if self.scorer else None
         if active == a["version"] and not a.get("rollback"):
@@ -334,11 +348,13 @@ class Agent(TelemetryFlush):
         except DownloadError as exc:
             self._download_attempt += 1
             self._next_download = time.monotonic() + backoff_delay(self._download_attempt, self.cfg.backoff_base, self.cfg.backoff_cap)
-            log.warning("download of v%s failed (attempt %d, retrying with backoff): %s", a["version"], self._download_attempt, exc)
+            log.warning("download of %s v%s failed (attempt %d, retry in %.1fs): %s", a.get("model") or "the model", a["version"],
+                        self._download_attempt, self._next_download - time.monotonic(), exc)
             self.last_install = {"version": a["version"], "result": f"download pending: {exc}", "ts": _iso(time.time())}
             self._status_dirty = True
             return
         self._download_attempt = 0
+        before = self.scorer.version if self.scorer else None
         try:
             res = self.store.install(dest, allow_downgrade=bool(a.get("rollback")))
             self.scorer = res.scorer or self.store.load_active()
@@ -346,6 +362,10 @@ class Agent(TelemetryFlush):
             installed: dict[str, Any] | None = a
             log.info("assignment serial %s: installed v%s%s in %.3fs", a["serial"], a["version"],
                      " (ordered rollback)" if a.get("rollback") else "", res.seconds)
+            if a.get("rollback"):
+                log.info("rolled back %s v%s -> v%s: ordered by the fleet server's signed rollback assignment (serial %s%s)",
+                         res.name, before, res.version, a["serial"],
+                         f", rollout {a['rollout_id']}" if a.get("rollout_id") is not None else "")
         except InstallError as exc:
             log.error("assignment serial %s: v%s refused by the model store: %s", a["serial"], a["version"], exc)
             self.last_install = {"version": a["version"], "result": f"refused: {exc}", "ts": _iso(time.time())}
@@ -377,7 +397,7 @@ class Agent(TelemetryFlush):
 
     def _send_status(self) -> None:
         status = self.status()
-        if self.mqtt is not None and self.mqtt.publish("status", status, retain=True):
+        if self.mqtt is not None and self.mqtt.publish("status", status, retain=True, timeout=self._publish_timeout):
             return
         self.http.post(f"/api/v1/devices/{self.cfg.device_id}/status", status)
 
@@ -438,6 +458,7 @@ class Agent(TelemetryFlush):
             self.mqtt = MqttLink(self.cfg.mqtt, self.cfg.device_id, self.cfg.token, on_assignment=self._on_mqtt_assignment,
                                  on_ack=self._on_server_ack, reconnect_max=self.cfg.mqtt_reconnect_max)
             self.mqtt.start()
+        self._log_startup()
         try:
             while not self._stop.is_set():
                 try:
@@ -450,12 +471,37 @@ class Agent(TelemetryFlush):
                     log.exception("agent tick failed unexpectedly (%s)", type(exc).__name__)
                 self._stop.wait(self.cfg.tick_seconds)
         finally:
-            self.telemetry.flush_window()
-            try:
-                self._send_status()
-            except (TransportError, OSError) as exc:
-                log.warning("last status report before exit failed: %s", exc)
-            if self.mqtt is not None:
-                self.mqtt.stop()
-            self.outbox.close()
+            self._shutdown()
         return 0
+
+    def _shutdown(self) -> None:
+        """Close the window, then the bounded final flush and a last status in what is left of the bound."""
+        deadline = time.monotonic() + max(self.cfg.final_flush_seconds, 0.0)
+        if self.telemetry.flush_window():
+            log.info("closed the open sketch window into the outbox")
+        reserve = min(1.0, self.cfg.final_flush_seconds / 4)  # keeps time for the last status
+        self.final_flush(max(self.cfg.final_flush_seconds - reserve, 0.0))
+        left = max(deadline - time.monotonic(), 0.5)
+        self._publish_timeout = left
+        try:
+            with self.http.bounded(left):
+                self._send_status()
+        except (TransportError, OSError) as exc:
+            log.warning("last status report before exit failed: %s", exc)
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        self.outbox.close()
+        log.info("agent %s stopped", self.cfg.device_id)
+
+    def _log_startup(self) -> None:
+        s, cfg = self.scorer, self.cfg
+        if s is not None:
+            model = f"{s.name} v{s.version} active ({s.backend_name}), previous v{self.store.state().get('previous_version')}"
+        else:
+            model = "no model yet, waiting for the first assignment"
+        if self.store.fallback or self.store.recovery:
+            model += f"; the model store {'fell back' if self.store.fallback else 'was rebuilt'}: " \
+                     f"{(self.store.fallback or self.store.recovery or {}).get('reason')}"
+        log.info("agent %s starting: server %s, mqtt %s, data dir %s, %s; outbox %d message(s); inbox %s; "
+                 "final flush on SIGTERM up to %gs", cfg.device_id, cfg.server, cfg.mqtt or "off (HTTP polling)",
+                 Path(cfg.data_dir).resolve(), model, self.outbox.depth(), cfg.input_dir or "off", cfg.final_flush_seconds)

@@ -7,6 +7,11 @@ alone is dropped and counted) and is
 resent when that ack does not come within ``ack_timeout`` or the connection was replaced. Over
 HTTP the 2xx is the server's ack; a payload refusal halves the batch until the refused message
 is alone, and only that one is dropped (docs/protocol.md).
+
+On SIGTERM, once the open sketch window is in the outbox, :meth:`TelemetryFlush.final_flush`
+sends batches until the outbox is empty, a send fails, or its bound runs out (every request and
+MQTT wait is cut to the time left). It never drops anything to finish sooner: what is not
+acknowledged by then stays in the outbox and goes at the next start.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class TelemetryFlush:
     last_telemetry_error: str | None
     _mqtt_epoch: int = 0
     _next_flush: float = 0.0
+    _publish_timeout: float = 10.0  # seconds an MQTT publish waits for the broker's PUBACK
 
     def _on_server_ack(self, payload: bytes) -> None:
         """The server's ack (paho's thread): stored ids leave the outbox, rejected ones are dropped."""
@@ -78,7 +84,7 @@ class TelemetryFlush:
             return gone
         if self.mqtt is not None and self.mqtt.connected.is_set():
             bid = self.outbox.send(batch)  # in flight before the publish, so no ack can come first
-            if self.mqtt.publish("telemetry", self._batch(batch, bid)):
+            if self.mqtt.publish("telemetry", self._batch(batch, bid), timeout=self._publish_timeout):
                 return gone + len(batch)
             self.outbox.unsend(bid)
             log.warning("MQTT publish of batch %s (%d message(s)) was not acknowledged by the broker", bid, len(batch))
@@ -89,6 +95,45 @@ class TelemetryFlush:
                 self.last_telemetry_error = str(exc)[:300]
                 log.warning("telemetry POST of %d message(s) failed: %s", len(batch), exc)
         return gone
+
+    def final_flush(self, seconds: float) -> tuple[int, int, str]:
+        """Send what the outbox holds for at most ``seconds``; returns ``(sent, kept, reason)``,
+        ``sent`` counting the messages the server acknowledged and ``reason`` why it stopped.
+        Logged at INFO as ``final flush: sent N, kept M in the outbox (reason)``."""
+        t0 = time.monotonic()
+        deadline = t0 + seconds
+        before, dropped = self.outbox.depth(), _dropped(self.outbox.stats())
+        self.last_telemetry_error = None
+        reason = "the final flush is off (final_flush_seconds = 0)"
+        saved = self._publish_timeout
+        while seconds > 0:
+            if not self.outbox.depth():
+                reason = "the outbox is empty"
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waiting = self.outbox.inflight()
+                reason = f"the {seconds:g}s bound ran out" + (f"; {waiting} batch(es) sent but not yet acknowledged by the server" if waiting else "")
+                break
+            self._publish_timeout = left
+            try:
+                with self.http.bounded(left):
+                    moved = self.flush_once()
+            finally:
+                self._publish_timeout = saved
+            if moved:
+                continue
+            if self.outbox.inflight() and self.mqtt is not None and self.mqtt.connected.is_set():
+                time.sleep(min(0.02, max(left, 0.0)))  # the server's acks are on their way
+                continue
+            reason = self.last_telemetry_error or "nothing was delivered"
+            break
+        kept = self.outbox.depth()
+        lost = _dropped(self.outbox.stats()) - dropped
+        sent = before - kept - lost
+        log.info("final flush: sent %d, kept %d in the outbox (%s)%s in %.2fs", sent, kept, reason,
+                 f"; {lost} dropped as undeliverable" if lost else "", time.monotonic() - t0)
+        return sent, kept, reason
 
     def _batch(self, msgs: list[Message], batch_id: str | None = None) -> dict[str, Any]:
         """The wire batch; ``batch_id`` leads it (the server's ack names it)."""
@@ -139,3 +184,7 @@ class TelemetryFlush:
                     mid = len(part) // 2
                     stack += [part[mid:], part[:mid]]
         return done
+
+
+def _dropped(stats: dict[str, int]) -> int:
+    return sum(v for k, v in stats.items() if k.startswith("dropped_"))

@@ -12,6 +12,7 @@ names come from ``edgefleet.protocol``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -21,7 +22,7 @@ import random
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -81,6 +82,18 @@ class Http:
         except ValueError as exc:
             raise TransportError(f"GET {self.base}{path}: the reply is not JSON: {exc}", resp.status) from exc
 
+    @contextlib.contextmanager
+    def bounded(self, seconds: float) -> Iterator[None]:
+        """Within the block no request waits longer than ``seconds`` (at least 0.1 s) for the
+        server: the final flush on SIGTERM must end within its bound even if the server hangs."""
+        saved = self.timeout, self.client.timeout
+        limit = max(0.1, seconds)
+        self.timeout, self.client.timeout = min(self.timeout, limit), min(self.client.timeout, limit)
+        try:
+            yield
+        finally:
+            self.timeout, self.client.timeout = saved
+
     def _url(self, path: str) -> str:
         return path if path.startswith("http") else self.base + path
 
@@ -108,7 +121,10 @@ class Http:
         if 0 < have < size:
             headers = {"Range": f"bytes={have}-", "If-Range": f'"{sha256}"'}
         if have < size:
-            log.info("downloading %s: %d of %d bytes already on disk", url, have, size)
+            if have:
+                log.info("downloading %s: resuming at byte %d of %d (%d bytes already on disk)", url, have, size, have)
+            else:
+                log.info("downloading %s: starting, %d bytes announced", url, size)
             try:
                 with self._open("GET", path, headers) as resp:
                     mode = "ab"
@@ -132,8 +148,11 @@ class Http:
             except urllib.error.HTTPError as exc:
                 if exc.code == 416:
                     part.unlink(missing_ok=True)
-                raise DownloadError(f"GET {url}: HTTP {exc.code}") from exc
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # a cut connection keeps .part for the resume
+                raise DownloadError(f"GET {url}: HTTP {exc.code} ({_server_says(exc)})") from exc
+            except urllib.error.URLError as exc:  # no reply at all: refused, unresolvable, timed out
+                raise DownloadError(f"GET {url}: cannot reach the fleet server ({exc.reason}); "
+                                    f"{part.stat().st_size if part.exists() else 0} of {size} bytes on disk") from exc
+            except (OSError, http.client.HTTPException) as exc:  # a cut connection keeps .part for the resume
                 raise DownloadError(f"GET {url}: interrupted after {part.stat().st_size if part.exists() else 0} of {size} bytes: {getattr(exc, 'reason', exc)}") from exc
         got = part.stat().st_size
         if got != size:
@@ -148,6 +167,17 @@ class Http:
         os.replace(part, dest)
         log.info("downloaded %s: %d bytes, sha256 matches the assignment", url, size)
         return dest
+
+
+def _server_says(exc: urllib.error.HTTPError) -> str:
+    """The reason an HTTP error reply gives: the ``error`` of its JSON body, else the status text."""
+    try:
+        body = exc.read(4096)
+        msg = json.loads(body).get("error") if body else None
+    except (ValueError, AttributeError, OSError, http.client.HTTPException):
+        msg = None
+    text = str(msg) if msg else str(exc.reason or "no reason given")
+    return ("server error: " if exc.code >= 500 else "") + text[:300]
 
 
 class MqttLink:
@@ -176,6 +206,7 @@ class MqttLink:
         self._on_ack = on_ack
         self.epoch = 0
         self.connected = threading.Event()
+        self._stopping = False
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgefleet-device-{device_id}", clean_session=True)
         if token:
             self.client.username_pw_set(device_id, token)
@@ -191,6 +222,7 @@ class MqttLink:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -207,7 +239,9 @@ class MqttLink:
         self.connected.set()
 
     def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
-        if self.connected.is_set():
+        if self._stopping:
+            log.info("MQTT disconnected from %s:%s (stopping)", self.host, self.port)
+        elif self.connected.is_set():
             log.warning("MQTT connection to %s:%s lost: %s; paho reconnects with backoff", self.host, self.port, reason)
         self.connected.clear()
 
