@@ -61,6 +61,22 @@ def missing_extra(exc: ModuleNotFoundError, command: str | None) -> MissingExtra
                              f"install edgefleet[{extra}] (pip install 'edgefleet[{extra}]')")
 
 
+def require(command: str, *modules: str) -> None:
+    """The verb's import boundary: a missing dependency is named with its extra before any work (and
+    before a broad ``except`` deeper down can turn it into a misleading message)."""
+    import importlib.util
+
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ModuleNotFoundError, ValueError):
+            found = False
+        if not found:
+            err = missing_extra(ModuleNotFoundError(f"No module named {module!r}", name=module), command)
+            if err is not None:
+                raise err
+
+
 def _version() -> str:
     from importlib import metadata
 
@@ -85,6 +101,7 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
+    require("compile", "numpy", "pandas", *(("tensorflow", "keras") if str(args.model).endswith(".keras") else ("sklearn", "joblib", "skl2onnx", "onnx")))
     from compiler import compile as compile_model
     from compiler.progress import Progress
     from edgefleet import keys
@@ -287,7 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edgefleet_cli import config
 
             config.apply(args)
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
+        return status
     except EdgefleetError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message holds
         print(f"{getattr(exc, 'prog', 'edgefleet')}: error: {message}", file=sys.stderr)
