@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from fleet_server import validation as v
+from fleet_server.api import cdsw
 
 ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
 DEVICE: list[dict[str, list[str]]] = [{"device": []}, {"admin": []}]
@@ -122,6 +123,10 @@ PATHS: dict[str, dict[str, Any]] = {
         "score one record or a list; 422 names the bad field", ADMIN,
         out=_js({"oneOf": [_ref("Prediction"), {"type": "array", "items": _ref("Prediction")}]}),
         body=v.PREDICT_REQUEST, query=[Q_VERSION])},
+    "/api/v1/models/{name}/cdsw": {"post": _op(
+        "score one record in the CDSW model API shape: {\"feature\": \"<comma-separated values>\"} or "
+        "{\"accessKey\": ..., \"request\": {...}} (answered as {\"success\": true, \"response\": ...}); 400 names the field",
+        ADMIN, out=_js(cdsw.RESPONSE), body=cdsw.REQUEST, query=[Q_VERSION])},
     "/api/v1/keys": {"post": _op("trust a publisher's Ed25519 public key (PEM body)", ADMIN, "201", _js(_obj(["key_id"], key_id=S)),
                                  body={"type": "string"}, ctype="application/x-pem-file")},
     "/api/v1/artifacts/{sha256}": {"get": _op(
