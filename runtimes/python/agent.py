@@ -363,9 +363,13 @@ class Agent(TelemetryFlush):
             log.info("assignment serial %s: installed v%s%s in %.3fs", a["serial"], a["version"],
                      " (ordered rollback)" if a.get("rollback") else "", res.seconds)
             if a.get("rollback"):
-                log.info("rolled back %s v%s -> v%s: ordered by the fleet server's signed rollback assignment (serial %s%s)",
-                         res.name, before, res.version, a["serial"],
-                         f", rollout {a['rollout_id']}" if a.get("rollout_id") is not None else "")
+                order = f"the fleet server's signed rollback assignment (serial {a['serial']}" + \
+                    (f", rollout {a['rollout_id']})" if a.get("rollout_id") is not None else ")")
+                if before != res.version:
+                    log.info("rolled back %s v%s -> v%s: ordered by %s", res.name, before, res.version, order)
+                else:  # e.g. the rollback that follows a refused update: the device never left this version
+                    log.info("rollback to %s v%s ordered by %s: v%s was already active, nothing changed", res.name, res.version,
+                             order, res.version)
         except InstallError as exc:
             log.error("assignment serial %s: v%s refused by the model store: %s", a["serial"], a["version"], exc)
             self.last_install = {"version": a["version"], "result": f"refused: {exc}", "ts": _iso(time.time())}
