@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from compiler.targets import Artifact
 from edgefleet import keys
 from edgefleet.bundle_format import MANIFEST, SIGNATURE, canonical_json, pack, sha256_hex, validate_manifest
+from edgefleet.fsutil import atomic_write
 
 
 def artifact_entry(art: Artifact) -> dict[str, Any]:
@@ -67,7 +68,5 @@ def write_bundle(files: dict[str, bytes], out_dir: str | os.PathLike[str]) -> tu
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     archive = out.with_name(out.name + ".tar")
-    tmp_tar = archive.with_name(f".{archive.name}.tmp")
-    tmp_tar.write_bytes(pack(files))
-    os.replace(tmp_tar, archive)
+    atomic_write(archive, pack(files))  # a unique temp name: two compiles into one folder cannot clobber each other's
     return out, archive

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from edgefleet.bundle_format import open_bundle, pack, slim, verify
 from edgefleet.errors import BundleError
+from edgefleet.fsutil import atomic_write
 from fleet_server.core import Fleet
 from fleet_server.db import ModelVersion
 from fleet_server.errors import Conflict, FleetError, NotFound
@@ -28,10 +29,8 @@ from fleet_server.errors import Conflict, FleetError, NotFound
 def _store(fleet: Fleet, data: bytes) -> tuple[str, int]:
     sha = hashlib.sha256(data).hexdigest()
     path = fleet.artifacts_dir / f"{sha}.tar"
-    if not path.exists():
-        tmp = path.with_name(f".{sha}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+    if not path.exists():  # content-addressed: parallel uploads of one bundle each write a unique temp file
+        atomic_write(path, data)
     return sha, len(data)
 
 

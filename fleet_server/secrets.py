@@ -13,12 +13,15 @@ import hashlib
 import hmac
 import os
 import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet import keys
+from edgefleet.fsutil import atomic_write
 
 
 def token_hash(token: str) -> str:
@@ -30,11 +33,21 @@ def same_token(token: str, stored_hash: str) -> bool:
 
 
 def _secret_file(path: Path, make: bytes) -> tuple[bytes, bool]:
+    """The secret in ``path``, created with ``make`` if absent. Written whole to a temp file (0600, fsynced) and linked
+    into place, so a reader never sees a torn secret and of two processes racing, one wins and both use its value."""
     if path.exists():
         return path.read_bytes(), False
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(make)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(make)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        return path.read_bytes(), False
+    finally:
+        os.unlink(tmp)
     return make, True
 
 
@@ -60,8 +73,16 @@ class ServerSecrets:
         key_path = d / "server-key.pem"
         created = c1 or c2
         if not key_path.exists():
-            keys.generate_keypair(d, overwrite=False)
-            os.replace(d / "private.pem", key_path)
-            os.replace(d / "public.pem", d / "server-key.pub.pem")
-            created = True
+            # Generated in a private temp folder and linked into place (link refuses to overwrite), so of two servers
+            # starting on one data dir exactly one key wins, and the public half is written only by the winner.
+            fresh = Path(tempfile.mkdtemp(dir=d, prefix=".keypair."))
+            try:
+                keys.generate_keypair(fresh, overwrite=False)
+                os.link(fresh / "private.pem", key_path)
+                atomic_write(d / "server-key.pub.pem", (fresh / "public.pem").read_bytes())
+                created = True
+            except FileExistsError:
+                pass  # another process created the key first; use its key
+            finally:
+                shutil.rmtree(fresh, ignore_errors=True)
         return cls(d, admin.decode().strip(), mqtt_pw.decode().strip(), keys.load_private_key(key_path), created)
