@@ -1,5 +1,5 @@
 """The agent tells the operator what it does: one log line per decision, at INFO with its reason,
-failures at WARNING/ERROR. Real ``edgefleet device run`` (``--log-format json``) against a real
+failures at WARNING/ERROR. Real ``edgefleet agent run`` (``--log-format json``) against a real
 fleet server (waitress + SQLite) and a real Mosquitto: install, update, an ordered rollback, a
 refused bundle (its canary rows do not reproduce), inbox files scored and rejected; an artifact
 download the server answers with HTTP 500, then resumed from the bytes already on disk.
@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.fleet_server.conftest import Api, enroll, make_server, start_agent, wait_for  # noqa: F401 - fixture
-from tests.support.mqtt_broker import Mosquitto
+from tests.support.mqtt_broker import Mosquitto, free_port
 
 
 @pytest.fixture()
@@ -66,7 +66,7 @@ def test_install_update_rollback_refusal_and_inbox_are_logged_as_json(tmp_path: 
     data, inbox, log = tmp_path / "device", tmp_path / "inbox", tmp_path / "agent.log"
     inbox.mkdir()
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "edgefleet_cli.main", "--log-format", "json", "device", "run",
+        proc = subprocess.Popen([sys.executable, "-m", "edgefleet_cli.main", "--log-format", "json", "agent", "run",
                                  "--credential", str(cred_path), "--data-dir", str(data), "--input-dir", str(inbox)],
                                 stdin=subprocess.DEVNULL, stderr=fh)
     try:
@@ -168,3 +168,26 @@ def test_an_artifact_download_answered_with_500_is_a_warning_naming_path_and_sta
     size = stored.stat().st_size
     assert any(m.endswith(f"/api/v1/artifacts/{sha}: resuming at byte 5000 of {size} (5000 bytes already on disk)") for m in msgs), msgs
     assert any(m.startswith("downloaded http://") and sha in m for m in msgs)
+
+
+def test_an_unreachable_artifact_server_is_a_warning_naming_the_url(tmp_path: Path, broker: Mosquitto, make_server: Any,
+                                                                    make_bundle: Callable[..., Path],
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The assignment arrives over MQTT, but the HTTP side the agent was given does not answer."""
+    caplog.set_level(logging.INFO, logger="runtimes.python")
+    server = make_server(mqtt_url=broker.url)
+    api = Api(server)
+    assert api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())[0] == 201
+    dead = f"http://127.0.0.1:{free_port()}"
+    agent, t = start_agent(tmp_path, enroll(api, "logs-3"), server=dead)
+    try:
+        wait_for(lambda: _device(api, "logs-3").get("capabilities"), what="the agent's first status (over MQTT)")
+        _rollout(api, {"model": "churn", "version": 1, "steps": [100]})
+        wait_for(lambda: any(r.getMessage().startswith("download of churn v1 failed") for r in caplog.records), what="a failed download")
+    finally:
+        agent.stop()
+        t.join(10)
+    fail = next(r for r in caplog.records if r.getMessage().startswith("download of churn v1 failed"))
+    assert fail.levelno == logging.WARNING
+    assert f"GET {dead}/api/v1/artifacts/" in fail.getMessage() and "cannot reach the fleet server (" in fail.getMessage(), fail.getMessage()
+    assert agent.scorer is None
