@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session
 
 from edgefleet import keys
 from edgefleet.errors import KeyFileError
+from edgefleet.fsutil import atomic_write
 from fleet_server.db import bump_counter, init_db, make_engine, session_factory
 from fleet_server.errors import FleetError
 from fleet_server.secrets import ServerSecrets
@@ -156,13 +156,11 @@ class Fleet:
     # -- trusted publisher keys ------------------------------------------------------------
     def trust_key(self, pem: bytes) -> str:
         try:
-            key = serialization.load_pem_public_key(pem)
-        except ValueError as exc:
-            raise FleetError(f"key: not a PEM public key ({exc})") from exc
-        if not isinstance(key, Ed25519PublicKey):
-            raise FleetError(f"key: {type(key).__name__} is not an Ed25519 public key")
+            key = keys.public_key_from_pem(pem, "key")
+        except KeyFileError as exc:
+            raise FleetError(str(exc)) from exc
         kid = keys.key_id(key)
-        (self.trusted_dir / f"{kid}.pem").write_bytes(pem)
+        atomic_write(self.trusted_dir / f"{kid}.pem", pem)
         return kid
 
     def trusted_keys(self) -> list[Ed25519PublicKey]:
