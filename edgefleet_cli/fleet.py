@@ -1,4 +1,4 @@
-"""CLI verbs that talk to a fleet server: server, publish, rollout, devices, device enroll.
+"""CLI verbs that talk to a fleet server: server, publish, rollout, models, devices, alerts, policies, agent enroll.
 
 Admin verbs take the server and the admin token from, in this order: ``--server`` /
 ``--token-file``; ``EDGEFLEET_SERVER`` / ``EDGEFLEET_ADMIN_TOKEN``; a config file

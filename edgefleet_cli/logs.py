@@ -1,6 +1,6 @@
 """The one logging configuration of the ``edgefleet`` command (stdlib ``logging``, to stderr).
 
-``--log-level`` (default INFO for the long-running ``server`` and ``device run``, WARNING for the
+``--log-level`` (default INFO for the long-running ``server`` and ``agent run``, WARNING for the
 rest) and ``--log-format text|json``. JSON is one object a line: ``ts`` (UTC ISO 8601), ``level``,
 ``logger``, ``message`` and, when a record carries an exception, ``exc`` (its formatted traceback).
 """

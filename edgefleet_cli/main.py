@@ -296,10 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             _leaf_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
         command = args.command
-        if command == "device":
-            print("edgefleet: note: `edgefleet device ...` is now `edgefleet agent ...`; the old spelling goes in the next release",
-                  file=sys.stderr)
         logs.configure(args.log_level or logs.default_level(command, getattr(args, "device_command", None)), args.log_format)
+        if command == "device":  # through logging, so --log-format json stays one object a line
+            import logging
+
+            logging.getLogger("edgefleet_cli").warning("`edgefleet device ...` is now `edgefleet agent ...`; "
+                                                       "the old spelling goes in the next release")
         if getattr(args, "fleet_settings", False):
             from edgefleet_cli import config
 

@@ -63,11 +63,11 @@ def main() -> None:
         for i in range(3):
             enroll_token = run("devices", "token", "--group", "stores", *tok, env=env).strip()
             cred = out / f"device-{i}.json"
-            run("device", "enroll", "--token", enroll_token, "--device-id", f"store-{i}", "--out", str(cred), env=env)
+            run("agent", "enroll", "--token", enroll_token, "--device-id", f"store-{i}", "--out", str(cred), env=env)
             inbox = out / f"inbox-{i}"
             shutil.rmtree(inbox, ignore_errors=True)
             inbox.mkdir()
-            procs.append(subprocess.Popen([str(BIN), "device", "run", "--credential", str(cred), "--data-dir", str(out / f"device-{i}"),
+            procs.append(subprocess.Popen([str(BIN), "agent", "run", "--credential", str(cred), "--data-dir", str(out / f"device-{i}"),
                                            "--input-dir", str(inbox)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True))
         time.sleep(2)
         run("rollout", "start", "--model", "churn", "--steps", "34,100", "--groups", "stores", *tok, env=env)

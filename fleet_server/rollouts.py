@@ -121,7 +121,7 @@ def _require_targets(s: Any, selector: dict[str, Any]) -> None:
         return
     if not devices:
         raise Conflict("selector: no device is enrolled yet, so the rollout would reach nobody; enroll one first "
-                       "(edgefleet devices token, then edgefleet device enroll)")
+                       "(edgefleet devices token, then edgefleet agent enroll)")
     groups, tags = selector.get("groups") or [], selector.get("tags") or []
     asked = " or ".join(p for p in (f"groups {groups}" if groups else "", f"tags {tags}" if tags else "") if p)
     known = f"known groups: {', '.join(sorted({d.group for d in devices}))}"

@@ -1,6 +1,6 @@
 """The sync agent: keep a verified model active, score offline, ship telemetry when possible.
 
-    edgefleet device run --server URL --device-id ID --credential FILE --data-dir DIR [--mqtt URL]
+    edgefleet agent run --server URL --device-id ID --credential FILE --data-dir DIR [--mqtt URL]
 
 One loop does the work, so ordering is easy to reason about; paho's network thread only hands
 assignment payloads to a queue. Each tick: take the newest assignment (MQTT retained message,
@@ -60,7 +60,7 @@ from typing import Any, Mapping
 import edgefleet
 from edgefleet import keys
 from edgefleet.bundle_format import canonical_json
-from edgefleet.errors import EdgefleetError, VerificationError
+from edgefleet.errors import EdgefleetError, KeyFileError, VerificationError
 from edgefleet.fsutil import atomic_write
 from edgefleet.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES
 from runtimes.python.backends import available_backends
@@ -146,17 +146,15 @@ class AgentConfig:
 
 
 def _load_pems(cred: Mapping[str, Any], name: str, path: Any) -> list[Any]:
-    from cryptography.hazmat.primitives import serialization
-
     pems = cred.get(name) or []
     if not isinstance(pems, list):
         raise DeviceError(f"credential file {path}: {name!r} must be a list of PEM public keys")
     out = []
     for i, pem in enumerate(pems):
         try:
-            out.append(serialization.load_pem_public_key(str(pem).encode()))
-        except ValueError as exc:
-            raise DeviceError(f"credential file {path}: {name}[{i}] is not a PEM public key") from exc
+            out.append(keys.public_key_from_pem(str(pem), f"credential file {path}: {name}[{i}]"))
+        except KeyFileError as exc:
+            raise DeviceError(str(exc)) from exc
     return out
 
 

@@ -202,7 +202,8 @@ def test_agent_is_the_device_group_and_device_is_a_hidden_alias(tmp_path: Path) 
     one_line_error(new, "cannot reach the fleet server")
     lines = [ln for ln in old.stderr.splitlines() if ln.strip()]
     assert old.returncode == 1 and "Traceback" not in old.stderr and len(lines) == 2, old.stderr
-    assert "`edgefleet device ...` is now `edgefleet agent ...`" in lines[0] and lines[1] == new.stderr.strip(), lines
+    assert "WARNING" in lines[0] and "`edgefleet device ...` is now `edgefleet agent ...`" in lines[0], lines
+    assert lines[1] == new.stderr.strip(), lines
 
 
 # --------------------------------------------------------------------------------------- --output

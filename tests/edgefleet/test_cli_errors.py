@@ -177,8 +177,8 @@ def test_server_wrong_dynsec_admin_password(tmp_path: Path) -> None:
      "--parity-rows", "positive integer"),
     (["compile", "m.joblib", "--sample", "s.csv", "--name", "n", "--version", "1", "--key", "k", "--out", "o", "--tolerance", "x"],
      "--tolerance", "not a number"),
-    (["device", "run", "--credential", "c.json", "--data-dir", "d", "--sample-rate", "2"], "--sample-rate", "at most 1"),
-    (["device", "run", "--credential", "c.json", "--data-dir", "d", "--poll-seconds", "0"], "--poll-seconds", "above 0"),
+    (["agent", "run", "--credential", "c.json", "--data-dir", "d", "--sample-rate", "2"], "--sample-rate", "at most 1"),
+    (["agent", "run", "--credential", "c.json", "--data-dir", "d", "--poll-seconds", "0"], "--poll-seconds", "above 0"),
 ])
 def test_fleet_verb_bad_option(tmp_path: Path, args: list[str], option: str, reason: str) -> None:
     # no server is running at the default URL: a refused option must be refused before any request
@@ -202,8 +202,8 @@ def test_good_options_still_reach_the_server(tmp_path: Path) -> None:
     (["server", "--mqtt", "mqtt://127.0.0.1:99999"], "--mqtt"),
     (["server", "--public-url", "devices.example"], "--public-url"),
     (["rollout", "status", "--server", "junk"], "--server"),
-    (["device", "enroll", "--server", "ftp://x", "--token", "t", "--device-id", "d", "--out", "c.json"], "--server"),
-    (["device", "run", "--credential", "c.json", "--data-dir", "d", "--mqtt", "mqtt://:1883"], "--mqtt"),
+    (["agent", "enroll", "--server", "ftp://x", "--token", "t", "--device-id", "d", "--out", "c.json"], "--server"),
+    (["agent", "run", "--credential", "c.json", "--data-dir", "d", "--mqtt", "mqtt://:1883"], "--mqtt"),
 ])
 def test_bad_urls_are_refused(tmp_path: Path, args: list[str], option: str) -> None:
     proc = run_cli(*args, cwd=tmp_path, timeout=15)

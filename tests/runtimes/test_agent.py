@@ -218,7 +218,7 @@ def test_cli_agent_scores_offline_and_stops_cleanly_on_sigterm(tmp_path: Path, k
                                 "assignment_keys": [(tmp_path / "server-key" / "public.pem").read_text()]}))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "edgefleet_cli.main", "device", "run", "--server", f"http://127.0.0.1:{free_port()}",
+    proc = subprocess.Popen([sys.executable, "-m", "edgefleet_cli.main", "agent", "run", "--server", f"http://127.0.0.1:{free_port()}",
                              "--credential", str(cred), "--data-dir", str(data), "--input-dir", str(inbox), "--poll-seconds", "0.5"],
                             stderr=subprocess.PIPE, text=True)
     try:

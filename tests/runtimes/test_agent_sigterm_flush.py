@@ -1,7 +1,7 @@
 """SIGTERM: the agent closes its open sketch window into the outbox, then makes a bounded final
 flush before it exits; what is not sent stays in the outbox.
 
-Real ``edgefleet device run`` subprocesses against a real fleet server (waitress + SQLite) and a
+Real ``edgefleet agent run`` subprocesses against a real fleet server (waitress + SQLite) and a
 real Mosquitto; the unreachable case points the agent at a loopback port nothing listens on, and
 the bound is shown against a server that accepts connections and never answers.
 """
@@ -41,7 +41,7 @@ def broker(tmp_path: Path) -> Any:
 
 def _run_agent(cred_path: Path, data: Path, inbox: Path, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", "edgefleet_cli.main", "--log-format", "json", "device", "run",
+        return subprocess.Popen([sys.executable, "-m", "edgefleet_cli.main", "--log-format", "json", "agent", "run",
                                  "--credential", str(cred_path), "--data-dir", str(data), "--input-dir", str(inbox),
                                  "--poll-seconds", "0.5"], stdin=subprocess.DEVNULL, stderr=fh)
 
