@@ -14,18 +14,33 @@ Everything else raises ``InputError`` naming the field and the reason: a missing
 unexpected field, a wrong type, a non-finite number, an unseen category under ``reject``. The
 compiler, the Python device runtime and (through shared test vectors) the JS runtime use these
 exact rules, so a record means the same thing everywhere. Standard library and numpy only.
+
+Files (CSV, JSON Lines, Parquet: ``edgefleet score``, the device inbox, a compile sample) are
+read by one rule, ``file_record``, before the strict rules above apply:
+
+* extra fields are ignored (an id, a label, anything else rides along but never reaches the
+  model); ``_entity_id`` (``ENTITY_KEY``) is the documented entity key: the inbox and
+  ``score`` pass it through to the output to join outcomes;
+* a number given as a string is accepted for a numeric or numeric-category field, parsed
+  strictly (``"42"``, ``"-1.5e3"``; ``"forty"`` is refused naming the field); a boolean
+  as ``true/false``, ``1/0`` or ``yes/no``; an empty string is a missing value;
+* an integer for a string-category field is read as its text (CSV ``0`` and JSON ``0`` agree);
+* a field the model takes but the record lacks is refused naming the field.
+
+``delimiter_problem`` names a ``;``/tab/``|``-delimited file from its header line.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from edgefleet.errors import InputError
 
-__all__ = ["encode_columns", "encode_records"]
+__all__ = ["ENTITY_KEY", "delimiter_problem", "encode_columns", "encode_records", "file_record"]
 
 
 def _missing(v: Any) -> bool:
@@ -216,4 +231,66 @@ class RecordEncoder:
             if not isinstance(record, Mapping):
                 raise InputError("<record>", f"expected an object of field values, got {type(record).__name__}")
             return encode_records(self.fields, [record])
-        return out
+        encoded: np.ndarray = out
+        return encoded
+
+
+# -- files: one reading rule for CSV, JSON Lines and Parquet ---------------------------------
+ENTITY_KEY = "_entity_id"
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_number(text: str, field: str) -> int | float:
+    """A number written as text, parsed strictly; ``InputError`` names the field otherwise."""
+    s = text.strip()
+    if not _NUMBER.fullmatch(s):
+        raise InputError(field, f"{text!r} is not a number")
+    return int(s) if _INTEGER.fullmatch(s) else float(s)
+
+
+def file_value(field: Mapping[str, Any], value: Any) -> Any:
+    """One cell of a file, read by the module's file rule (``InputError`` names the field)."""
+    name, ftype = field["name"], field["type"]
+    if ftype == "categorical":
+        cats = field.get("categories", [])
+        strings = not cats or any(isinstance(c, str) for c in cats)
+        if strings:
+            is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+            return str(value) if is_int else value
+        if isinstance(value, str):
+            return None if not value.strip() else parse_number(value, name)
+        return value
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return None
+    if ftype == "boolean":
+        low = value.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise InputError(name, f"{value!r} is not a boolean (true/false, 1/0 or yes/no)")
+    return parse_number(value, name)
+
+
+def file_record(fields: Sequence[Mapping[str, Any]], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's fields of one file record, by the file rule: extras ignored, text numbers parsed."""
+    out: dict[str, Any] = {}
+    for f in fields:
+        name = f["name"]
+        if name not in raw:
+            raise InputError(name, "missing field")
+        out[name] = file_value(f, raw[name])
+    return out
+
+
+def delimiter_problem(source: str, header_line: str) -> str | None:
+    """Why a CSV header looks delimited by something other than ',' (None when it does not)."""
+    if "," in header_line:
+        return None
+    for sep, shown in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if header_line.count(sep) >= 1:
+            return (f"{source} looks {shown}-delimited; edgefleet reads comma-separated CSV: re-save it with ',' "
+                    f"(e.g. pandas: pd.read_csv(path, sep={sep!r}).to_csv(path, index=False))")
+    return None
