@@ -315,7 +315,8 @@ class ModelStore:
         self._write_state({"active": slot, "active_version": version, "previous": previous, "previous_version": previous_version,
                            "rolled_back": version < floor})
         self._collect(keep={slot, previous})
-        log.info("installed %s v%s in slot %s (previous v%s)%s", name, version, slot, previous_version,
+        log.info("installed %s v%s in slot %s (%s)%s", name, version, slot,
+                 f"previous v{previous_version}" if previous_version is not None else "the first model on this device",
                  " as an ordered rollback" if version < floor else "")
         return InstallResult(name, version, slot, active_version, time.perf_counter() - t0, scorer)
 

@@ -112,6 +112,7 @@ def test_install_update_rollback_refusal_and_inbox_are_logged_as_json(tmp_path: 
     _find(logs, "downloaded http://127.0.0.1:", logger="runtimes.python.transport")
     _find(logs, "verified bundle ", logger="runtimes.python.store")
     _find(logs, "canary check of churn v1 passed: ", logger="runtimes.python.store")
+    assert "(the first model on this device)" in _find(logs, "installed churn v1 in slot ", logger="runtimes.python.store")["message"]
     _find(logs, "assignment serial 1: installed v1 in ", logger="runtimes.python.agent")
     assert f"model churn, rollout {r2}, " in _find(logs, "assignment received: serial 2, version 2, ")["message"]
     _find(logs, "assignment serial 2: installed v2 in ")
