@@ -37,7 +37,7 @@ from fleet_server.db import Device, ModelVersion, Rollout, RolloutTarget, utcnow
 from fleet_server.errors import Conflict, FleetError, NotFound
 from fleet_server.model_versions import get_version
 from fleet_server.validation import GATES as GATES_SCHEMA
-from fleet_server.validation import NAME, SELECTOR, STEPS, VERSION, check
+from fleet_server.validation import MODEL_NAME, SELECTOR, STEPS, VERSION, check
 
 SETTLED = {"installed", "failed", "incapable", "rolled_back"}
 Gate = Callable[[Fleet, Rollout, list[RolloutTarget]], "str | None"]
@@ -79,7 +79,7 @@ def _event(r: Rollout, event: str, **kw: Any) -> None:
 
 def start(fleet: Fleet, model: str, version: int, *, selector: dict[str, Any] | None = None, steps: list[float] | None = None,
           gates: dict[str, Any] | None = None, approved: bool = False) -> Rollout:
-    check(model, NAME, "model")
+    check(model, MODEL_NAME, "model")
     check(version, VERSION, "version")
     if selector is not None:
         check(selector, SELECTOR, "selector")

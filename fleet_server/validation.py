@@ -23,6 +23,7 @@ import math
 import re
 from typing import Any
 
+from edgefleet.manifest_schema import schema as _manifest_schema
 from edgefleet.protocol import MAX_FEATURE_CHARS  # shared with the device: a feature value kept in telemetry
 from fleet_server.errors import FleetError
 
@@ -206,6 +207,8 @@ def _int(lo: int, hi: int = MAX_DB_INT, nullable: bool = False) -> dict[str, Any
 
 NAME = _str(MAX_NAME_CHARS, minLength=1, pattern=NAME_PATTERN)
 DEVICE_ID = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": DEVICE_ID_PATTERN}
+# a model name is what a signed manifest may carry: the manifest schema is the one source of the rule
+MODEL_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS, "pattern": _manifest_schema()["properties"]["name"]["pattern"]}
 VERSION = _int(1)
 NAMES = {"type": "array", "maxItems": 64, "items": _str(MAX_NAME_CHARS, minLength=1)}
 FREE_OBJECT = {"type": "object", "maxProperties": 64, "maxBytes": MAX_JSON_FIELD_BYTES}
@@ -291,7 +294,7 @@ GATES = {"type": "object", "maxBytes": MAX_JSON_FIELD_BYTES, "properties": {
     "ml": {"type": ["boolean", "object"], "maxProperties": 32}}}
 ROLLOUT_REQUEST = {
     "type": "object", "required": ["model"], "additionalProperties": False,
-    "properties": {"model": NAME, "version": VERSION, "selector": SELECTOR, "steps": STEPS, "gates": GATES},
+    "properties": {"model": MODEL_NAME, "version": VERSION, "selector": SELECTOR, "steps": STEPS, "gates": GATES},
 }
 APPROVE_REQUEST = {
     "type": "object", "additionalProperties": False,

@@ -166,6 +166,8 @@ def test_server_refuses_a_signed_bundle_with_a_bad_name(server_in_cwd: RunningSe
     assert "500" not in line
     listed = srv.cli("models", "list", "--json")
     assert json.loads(listed.stdout)["models"] == [], listed.stdout  # nothing registered: both web pages stay intact
+    status, body = srv.api("POST", "/api/v1/rollouts", {"model": "bad name/x", "steps": [100]})
+    assert status == 400 and body["error"].startswith("model:") and PATTERN in body["error"], (status, body)
 
 
 # ------------------------------------------------------------------------- --version, help, usage
