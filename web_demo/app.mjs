@@ -1,4 +1,5 @@
-// Churn Insight: the edgefleet browser demo. Loads the newest bundle the fleet server offers,
+// Churn Insight: the edgefleet browser demo. Loads the newest bundle the fleet server offers (or
+// the one picked: ?model=&version=; with none published it says which command to run),
 // verifies it in the page (runtimes/js), scores the form on every edit with ONNX Runtime Web or
 // TF.js, and keeps working with the server gone (service worker + verified-artifact cache).
 import { loadBundle, openScorer, TelemetryQueue } from './runtime/edgefleet.mjs';
@@ -54,6 +55,7 @@ function setOnline(online) {
 
 function showError(title, exc) {
   state.error = `${exc?.name || 'Error'}: ${exc?.message || exc}`;
+  if ($('#model-pill').textContent.startsWith('Loading')) $('#model-pill').textContent = 'No model';
   $('#error-title').textContent = title;
   $('#error-text').textContent = state.error;
   $('#error').hidden = false;
@@ -69,21 +71,82 @@ function check(id, status, note) {
   if (note !== undefined) el.dataset.note = note;
 }
 
+/** The server has no model the page can run: nothing was published yet. */
+class NoModelError extends Error {}
+
+/** The model and version asked for in the address (?model=&version=), else the newest upload. */
+function wanted() {
+  const q = new URLSearchParams(location.search);
+  return { model: q.get('model') || '', version: q.get('version') || '' };
+}
+
 /** current.json from the server, else the copy kept from the last visit (offline). */
 async function currentBundle() {
-  try {
-    const r = await fetch('bundle/current.json', { cache: 'no-store', signal: AbortSignal.timeout(4000) });
-    if (!r.ok) throw new Error(`bundle/current.json: HTTP ${r.status} ${(await r.json().catch(() => ({}))).error || ''}`);
-    const cur = await r.json();
-    localStorage.setItem('edgefleet.demo.current', JSON.stringify(cur));
-    setOnline(true);
-    return cur;
-  } catch (exc) {
-    const saved = localStorage.getItem('edgefleet.demo.current');
-    if (!saved) throw exc;
+  const w = wanted();
+  const q = new URLSearchParams(Object.entries(w).filter(([, v]) => v));
+  const url = `bundle/current.json${q.size ? `?${q}` : ''}`;
+  const fallback = (exc) => {  // the copy kept from the last visit, if it is the model asked for
+    const saved = JSON.parse(localStorage.getItem('edgefleet.demo.current') || 'null');
+    if (!saved || (w.model && saved.name !== w.model) || (w.version && String(saved.version) !== w.version)) throw exc;
     setOnline(false);
-    return JSON.parse(saved);
+    return saved;
+  };
+  let r;
+  try {
+    r = await fetch(url, { cache: 'no-store', signal: AbortSignal.timeout(4000) });
+  } catch (exc) {
+    return fallback(exc);
   }
+  if (!r.ok) {
+    const error = (await r.json().catch(() => ({}))).error || '';
+    if (r.status === 404 && /^model: no registered model/.test(error)) throw new NoModelError(error);
+    const exc = new Error(`${url}: HTTP ${r.status} ${error}`);
+    return r.status === 404 || r.status === 400 ? Promise.reject(exc) : fallback(exc);
+  }
+  setOnline(true);
+  const cur = await r.json();
+  localStorage.setItem('edgefleet.demo.current', JSON.stringify(cur));
+  return cur;
+}
+
+/** The picker: every model and version the server offers to the page, newest first. */
+async function fillPicker(cur) {
+  let list;
+  try {
+    const r = await fetch('bundle/models.json', { cache: 'no-store', signal: AbortSignal.timeout(4000) });
+    if (!r.ok) return;
+    list = (await r.json()).models;
+  } catch {
+    return;  // offline: the page runs what it has
+  }
+  const sel = $('#model-picker');
+  const options = list.flatMap((m) => m.versions.map((v, i) => {
+    const o = document.createElement('option');
+    o.value = `${m.name}@${v.version}`;
+    o.textContent = `${m.name} v${v.version}${i === 0 ? ' (newest)' : ''}`;
+    return o;
+  }));
+  sel.replaceChildren(...options);
+  sel.value = `${cur.name}@${cur.version}`;
+  $('#model-picker-wrap').hidden = options.length === 0;
+  $('#model-pill').hidden = options.length > 0;
+  sel.onchange = () => {
+    const [name, version] = [sel.value.slice(0, sel.value.lastIndexOf('@')), sel.value.slice(sel.value.lastIndexOf('@') + 1)];
+    const q = new URLSearchParams(location.search);
+    q.set('model', name);
+    q.set('version', version);
+    location.search = q.toString();
+  };
+}
+
+function showNoModel(exc) {
+  $('#empty').hidden = false;
+  document.querySelector('main.layout').hidden = true;
+  $('#model-pill').textContent = 'No model yet';
+  $('#model-pill').classList.add('pill-muted');
+  $('#empty-detail').textContent = exc.message.replace(/^model: /, 'The server says: ');
+  $('#label').textContent = 'No model published yet';
+  document.body.dataset.state = 'empty';
 }
 
 /** Trust on first use: the publisher keys seen on the first visit stay the only trusted ones. */
@@ -303,6 +366,13 @@ async function main() {
     state.manifest = first.manifest;
     if (first.offline) setOnline(false);
   } catch (exc) {
+    if (exc instanceof NoModelError) return showNoModel(exc);
+    $('#model-pill').textContent = 'No model';
+    if (!state.current) {
+      showError('The fleet server did not offer a model', exc);
+      $('#label').textContent = 'No score: no model could be loaded';
+      return;
+    }
     check('#check-signature', /signature/.test(exc.message) ? 'fail' : 'wait');
     check('#check-hash', /sha256|bytes/.test(exc.message) ? 'fail' : 'wait');
     showError('This model was refused and will not be used', exc);
@@ -310,6 +380,7 @@ async function main() {
   }
   const m = state.manifest;
   $('#model-pill').textContent = `${m.name} · v${m.version}`;
+  const picker = fillPicker(cur);
   $('#fact-model').textContent = `${m.name} v${m.version}`;
   $('#fact-threshold').textContent = `p > ${m.output.threshold}`;
   const t = m.output.threshold;
@@ -327,7 +398,7 @@ async function main() {
   }));
   await useRuntime(state.runtime);
   check('#check-offline', 'wait');
-  await Promise.all([cacheOtherFormats(cur, state.trusted), worker]);
+  await Promise.all([cacheOtherFormats(cur, state.trusted), worker, picker]);
   document.body.dataset.state = 'ready';
   state.telemetry.flush();
 }

@@ -2,7 +2,7 @@
 // opens and scores with no server. Bundles are not handled here: the runtime (runtimes/js/
 // bundle.mjs) keeps only *verified* manifests and artifacts in its own cache and re-verifies
 // them on every load, so this worker never serves an unverified model byte.
-const VERSION = 'edgefleet-demo-shell-v1';
+const VERSION = 'edgefleet-demo-shell-v2';  // bumped with the page's files (model picker, phone layout)
 let offlineUntil = 0;
 const VENDOR = ['vendor/ort/ort.wasm.min.mjs', 'vendor/ort/ort-wasm-simd-threaded.mjs', 'vendor/ort/ort-wasm-simd-threaded.wasm',
   'vendor/tfjs/tf.fesm.min.js'];

@@ -6,8 +6,10 @@ and a service worker needs for offline use:
     /demo/                         web_demo/index.html (and the page's other files by name)
     /demo/runtime/<file>.mjs       runtimes/js
     /demo/vendor/ort|tfjs/<file>   the few node_modules dist files the page loads
-    /demo/bundle/current.json      newest registered model with onnx or tfjs: name, version,
-                                   base URL, parity, and the trusted publisher keys
+    /demo/bundle/current.json      newest registered model with onnx or tfjs (or ``?model=&version=``):
+                                   name, version, base URL, parity, and the trusted publisher keys;
+                                   404 naming the command to run when nothing is published yet
+    /demo/bundle/models.json       every model and version the page can run, newest first (its picker)
     /demo/bundle/<name>/<v>/...    manifest.json, signature, artifacts/* of that version
     /demo/telemetry                POST a protocol telemetry batch (kept in memory, never in
                                    the fleet's tables); GET what arrived
@@ -28,7 +30,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from edgefleet.bundle_format import Bundle, open_bundle
-from fleet_server import ingest, model_versions as registry, validation
+from fleet_server import ingest, validation
+from fleet_server import model_versions as registry
 from fleet_server.api.auth import fleet
 from fleet_server.api.static import checkout_or_built, node_modules, send_static, serve_page_dir
 from fleet_server.db import ModelVersion
@@ -61,20 +64,46 @@ def vendor_file(lib: str, name: str) -> Any:
     return send_static(node_modules() / rel, "demo", immutable=True)
 
 
-def _newest(name: str | None) -> ModelVersion:
+NO_MODEL = ("model: no registered model has an onnx or tfjs artifact: no model published yet; run "
+            "`edgefleet publish build/churn-v1.tar` (a bundle compiled with --targets onnx or tfjs)")
+
+
+def _browser_rows() -> list[ModelVersion]:
+    """Every version the page can run (an onnx or tfjs artifact), newest upload first."""
     with fleet().session() as s:
         q = select(ModelVersion).order_by(ModelVersion.uploaded_at.desc(), ModelVersion.id.desc())
-        if name:
-            q = q.where(ModelVersion.name == name)
-        for row in s.scalars(q):
-            if any(f in BROWSER_FORMATS for f in row.formats):
-                return row
-    raise NotFound("model: no registered model has an onnx or tfjs artifact" + (f" under the name {name}" if name else ""))
+        return [row for row in s.scalars(q) if any(f in BROWSER_FORMATS for f in row.formats)]
+
+
+def _choose(name: str | None, version: int | None) -> ModelVersion:
+    rows = _browser_rows()
+    if not rows:
+        raise NotFound(NO_MODEL)
+    for row in rows:
+        if (not name or row.name == name) and (version is None or row.version == version):
+            return row
+    wanted = f"{name or 'any model'}" + (f" v{version}" if version is not None else "")
+    raise NotFound(f"model: {wanted} has no onnx or tfjs artifact here; the page can run "
+                   + ", ".join(sorted({f"{r.name} v{r.version}" for r in rows}))[:400])
+
+
+@bp.get("/bundle/models.json")
+def models() -> Any:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in _browser_rows():
+        out.setdefault(row.name, []).append({"version": row.version, "formats": [f for f in row.formats if f in BROWSER_FORMATS],
+                                             "uploaded_at": row.uploaded_at.isoformat() + "Z"})
+    resp = jsonify({"models": [{"name": n, "versions": v} for n, v in out.items()]})
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.get("/bundle/current.json")
 def current() -> Any:
-    row = _newest(request.args.get("model"))
+    name = request.args.get("model") or None
+    if name is not None and len(name) > validation.MAX_NAME_CHARS:
+        raise FleetError(f"model: at most {validation.MAX_NAME_CHARS} characters")
+    row = _choose(name, validation.int_arg(request.args.get("version"), "version"))
     m = row.manifest
     trusted = [p.read_text() for p in sorted(fleet().trusted_dir.glob("*.pem"))]
     resp = jsonify({

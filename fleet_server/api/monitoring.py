@@ -8,6 +8,7 @@ dir>/secrets/admin-token}`` in its scrape config.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -86,14 +87,18 @@ def list_alerts() -> Any:
 
 def _report(name: str, which: str) -> Any:
     mv = get_version(fleet(), name, validation.int_arg(request.args.get("version"), "version"))
+    # ?window_seconds= regroups the same telemetry for viewing (the dashboard's 1 h ... 7 d); alerts keep the policy's width
+    width = validation.int_arg(request.args.get("window_seconds"), "window_seconds", lo=60, hi=366 * 86_400)
     with fleet().session() as s:
         p = policy.load(s, name)
+        config = p.monitor_config() if width is None else dataclasses.replace(p.monitor_config(), window_seconds=float(width))
+        W = config.window_seconds
         end = _number_arg("end")
         start = _number_arg("start")
         if start is None:
-            start = math.floor((end or time.time()) / p.window_seconds) * p.window_seconds - p.lookback_windows * p.window_seconds
+            start = math.floor((end or time.time()) / W) * W - p.lookback_windows * W
         fn = aggregate.drift_report if which == "drift" else aggregate.performance_report
-        report = fn(s, mv.manifest, p.monitor_config(), start=start, end=end)
+        report = fn(s, mv.manifest, config, start=start, end=end)
     report["start"], report["end"] = start, end
     return jsonify(report)
 

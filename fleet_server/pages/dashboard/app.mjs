@@ -2,7 +2,9 @@
 // (window.Chart, served from node_modules by fleet_server/api/dashboard.py).
 //
 // Data:   GET /api/v1/devices, /rollouts, /models, /alerts, /models/<m>/policy,
-//         /models/<m>/drift?version=v, /models/<m>/performance?version=v
+//         /models/<m>/drift?version=v&window_seconds=W, /models/<m>/performance?version=v&window_seconds=W
+// Window: the picker's width (1 h ... 7 d) regroups the same telemetry; "auto" keeps the policy's
+//         width unless that shows fewer than MIN_WINDOWS windows (a fresh server), then 1 h.
 // Token:  typed once into the gate (kept in sessionStorage for this tab) or passed as
 //         /dashboard/#token=...; the fragment is removed from the address bar at once.
 // Tests:  window.edgefleetDashboard exposes the state and the Chart instances;
@@ -15,9 +17,12 @@ const PALETTE = ['#4f46e5', '#0891b2', '#ea580c', '#16a34a', '#db2777', '#7c3aed
 const STATE_COLORS = { installed: '#16a34a', assigned: '#4f46e5', pending: '#cbd5e1', failed: '#dc2626', incapable: '#d97706', rolled_back: '#9333ea' };
 const SCORE = '<score>';
 const VISIBLE_FIELDS = 6;
+const MIN_WINDOWS = 3;
+const HOUR = 3600;
 
 const $ = (sel) => document.querySelector(sel);
-const state = { token: null, data: null, reports: {}, model: null, version: null, cohort: null, charts: {}, timer: null, updatedAt: null };
+const state = { token: null, data: null, reports: {}, model: null, version: null, cohort: null, window: 'auto', windowSeconds: null,
+  charts: {}, timer: null, updatedAt: null };
 
 class AuthError extends Error {}
 
@@ -30,6 +35,33 @@ Chart.defaults.maintainAspectRatio = false;
 Chart.defaults.plugins.legend.labels.boxWidth = 12;
 Chart.defaults.plugins.legend.labels.boxHeight = 12;
 Chart.defaults.plugins.tooltip.backgroundColor = '#111827';
+
+// Reference, alert and threshold lines: drawn across the whole plot at their value, so they show
+// with one window as well as with many (a line dataset of one point draws nothing). Their
+// datasets keep the values (legend, tooltip, scale) but Chart.js itself draws no line for them.
+const hlinePlugin = {
+  id: 'edgefleetHlines',
+  afterDatasetsDraw(chart) {
+    const { ctx, chartArea: area, scales: { y } } = chart;
+    chart.data.datasets.forEach((ds, i) => {
+      if (!ds.hline || !chart.isDatasetVisible(i)) return;
+      const py = y.getPixelForValue(ds.hline);
+      if (!(py >= area.top - 1 && py <= area.bottom + 1)) return;
+      ctx.save();
+      ctx.strokeStyle = ds.borderColor;
+      ctx.lineWidth = ds.borderWidth || 1.5;
+      ctx.setLineDash(ds.borderDash || []);
+      ctx.beginPath();
+      ctx.moveTo(area.left, py);
+      ctx.lineTo(area.right, py);
+      ctx.stroke();
+      ctx.restore();
+    });
+  },
+};
+Chart.register(hlinePlugin);
+const hline = (label, value, n, style) => ({ label, data: Array.from({ length: n }, () => value), hline: value, showLine: false,
+  pointRadius: 0, pointHoverRadius: 0, borderWidth: 1.5, backgroundColor: style.borderColor, ...style });
 
 // ---- token and API ---------------------------------------------------------------------------
 
@@ -122,10 +154,11 @@ function draw(name, canvasId, config) {
 }
 
 const axisTitle = (text) => ({ display: true, text, color: '#6b7280', font: { weight: '600' } });
-const lineOf = (value, n) => Array.from({ length: n }, () => value);
 
 function renderVersions(devices) {
-  if (!devices.length) return setEmpty('versions', 'No devices enrolled yet', 'Create an enrollment token and enroll a device: its running version shows here.');
+  if (!devices.length) {
+    return setEmpty('versions', 'No devices enrolled yet', 'Enroll one: edgefleet devices token --group stores, then on the device edgefleet agent enroll --token enr_... --device-id store-1 --out cred.json. Its running version shows here.');
+  }
   const cohorts = [...new Set(devices.flatMap(cohortsOf))].sort((a, b) => (a.startsWith('group=') === b.startsWith('group=') ? a.localeCompare(b) : a.startsWith('group=') ? -1 : 1));
   const labels = [...new Set(devices.map(versionLabel))].sort((a, b) => (a === 'no model') - (b === 'no model') || a.localeCompare(b, 'en', { numeric: true }));
   const datasets = labels.map((v, i) => ({
@@ -142,9 +175,13 @@ function renderVersions(devices) {
 function renderRollouts(rollouts) {
   const list = $('#rollout-list');
   list.replaceChildren();
-  if (!rollouts.length) return setEmpty('rollouts', 'No rollouts yet', 'Start one with POST /api/v1/rollouts: its steps and per-device states show here.');
+  if (!rollouts.length) {
+    const m = state.data.models.find((x) => x.name === state.model);
+    const cmd = m ? `edgefleet rollout start --model ${m.name} --version ${m.latest} --steps 10,50,100` : 'edgefleet publish build/churn-v1.tar, then edgefleet rollout start --model churn --version 1';
+    return setEmpty('rollouts', 'No rollouts yet', `Start one: ${cmd}. Its steps and per-device states show here.`);
+  }
   const shown = rollouts.slice(0, 6);
-  const labels = shown.map((r) => `#${r.id} ${r.model} v${r.version}`);
+  const labels = shown.map((r) => `#${r.id} ${r.model} v${r.version}${r.targets ? '' : ' · no devices'}`);
   const states = Object.keys(STATE_COLORS).filter((s) => shown.some((r) => r.counts[s]));
   draw('rollouts', 'chart-rollouts', {
     type: 'bar',
@@ -155,16 +192,25 @@ function renderRollouts(rollouts) {
   for (const r of shown.slice(0, 3)) {
     const li = el('li');
     li.dataset.rollout = String(r.id);
+    const look = rolloutLook(r);
+    li.dataset.look = look.badge;
     const bar = el('span', 'bar');
     const fill = el('i');
     fill.style.width = `${Math.round(r.progress * 100)}%`;
     bar.append(fill);
     const step = `step ${Math.min(r.step_index + 1, r.steps.length)}/${r.steps.length} · ${r.steps[Math.min(r.step_index, r.steps.length - 1)]}%`;
-    li.append(el('span', 'what', `#${r.id} v${r.version}`), el('span', `badge badge-${r.state}`, r.state.replace('_', ' ')),
-      el('span', 'muted', step), bar, el('span', 'pct', `${Math.round(r.progress * 100)}%`));
-    if (r.reason) li.title = r.reason;
+    li.append(el('span', 'what', `#${r.id} v${r.version}`), el('span', `badge badge-${look.badge}`, look.text),
+      el('span', 'muted', r.targets ? step : 'no target device'), bar, el('span', 'pct', look.value));
+    li.title = r.reason || (r.targets ? '' : 'this rollout matched no enrolled device');
     list.append(li);
   }
+}
+
+/** How a rollout reads: a rollout that reached no device is never a green "completed 0 %". */
+function rolloutLook(r) {
+  const installed = r.counts.installed || 0;
+  if (!r.targets) return { badge: 'empty', text: `${r.state.replace('_', ' ')} · no devices`, value: '0/0', sub: 'reached no device' };
+  return { badge: r.state, text: r.state.replace('_', ' '), value: `${Math.round(r.progress * 100)}%`, sub: `${installed}/${r.targets} installed` };
 }
 
 function driftSeries(windows) {
@@ -200,8 +246,7 @@ function renderDrift(report, cohort, policy) {
     pointBackgroundColor: s.points.map((r) => (r?.verdict === 'drift' ? '#dc2626' : PALETTE[i % PALETTE.length])),
     verdicts: s.points.map((r) => r?.verdict ?? 'no comparison'), raw: s.points.map((r) => r?.psi ?? null),
   }));
-  datasets.push({ label: `threshold ${threshold}`, data: lineOf(threshold, labels.length), borderColor: '#dc2626', borderDash: [6, 5],
-    borderWidth: 1.5, pointRadius: 0, backgroundColor: '#dc2626', isThreshold: true });
+  datasets.push({ ...hline(`threshold ${threshold}`, threshold, labels.length, { borderColor: '#dc2626', borderDash: [6, 5] }), isThreshold: true });
   draw('drift', 'chart-drift', {
     type: 'line', data: { labels, datasets },
     options: { interaction: { mode: 'nearest', intersect: false },
@@ -232,15 +277,18 @@ function renderPerf(name, canvasId, report, cohort, metric, limit) {
       n: windows.map((w) => w.n_predictions) },
   ];
   if (ref !== undefined && ref !== null) {
-    datasets.push({ label: `reference ${num(ref)}`, data: lineOf(ref, labels.length), borderColor: '#9ca3af', borderDash: [2, 3], borderWidth: 1.5, pointRadius: 0, backgroundColor: '#9ca3af' });
-    if (limit !== undefined) datasets.push({ label: `alert below ${num(ref - limit)}`, data: lineOf(ref - limit, labels.length), borderColor: '#dc2626', borderDash: [6, 5], borderWidth: 1.2, pointRadius: 0, backgroundColor: '#dc2626' });
+    datasets.push(hline(`reference ${num(ref)}`, ref, labels.length, { borderColor: '#6b7280', borderDash: [2, 3], borderWidth: 1.5 }));
+    if (limit !== undefined && limit !== null) {
+      datasets.push(hline(`alert below ${num(ref - limit)}`, ref - limit, labels.length, { borderColor: '#dc2626', borderDash: [6, 5], borderWidth: 1.5 }));
+    }
   }
   draw(name, canvasId, {
     type: 'line', data: { labels, datasets },
     options: { interaction: { mode: 'index', intersect: false },
       plugins: { legend: { position: 'bottom', labels: { usePointStyle: true, pointStyle: 'line' } },
         tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${num(ctx.parsed.y)}${ctx.dataset.n ? ` (n=${ctx.dataset.n[ctx.dataIndex]})` : ''}` } } },
-      scales: { y: { title: axisTitle(title), suggestedMin: metric === 'auroc' ? 0.5 : 0, suggestedMax: 1 }, x: { title: axisTitle('Window (UTC)') } } },
+      scales: { y: { title: axisTitle(title), suggestedMin: Math.min(metric === 'auroc' ? 0.5 : 0, ref == null ? 1 : ref - (limit ?? 0) - 0.05), suggestedMax: 1 },
+        x: { title: axisTitle('Window (UTC)') } } },
   });
 }
 
@@ -288,8 +336,9 @@ function renderKpis(d) {
   $('#kpi-model').textContent = m ? `${m.name} v${m.latest}` : '–';
   $('#kpi-model-sub').textContent = m ? `${m.versions.length} version${m.versions.length === 1 ? '' : 's'} registered` : 'no model registered';
   const r = d.rollouts[0];
-  $('#kpi-rollout').textContent = r ? `${Math.round(r.progress * 100)}%` : '–';
-  $('#kpi-rollout-sub').textContent = r ? `#${r.id} ${r.model} v${r.version} · ${r.state}` : 'no rollout yet';
+  const look = r ? rolloutLook(r) : null;
+  $('#kpi-rollout').textContent = r ? look.value : '–';
+  $('#kpi-rollout-sub').textContent = r ? `#${r.id} ${r.model} v${r.version} · ${r.state} · ${look.sub}` : 'no rollout yet';
   const firing = d.alerts.filter((a) => a.state === 'firing');
   $('#kpi-alerts').textContent = String(firing.length);
   $('#kpi-alerts-sub').textContent = firing.length ? `newest: ${firing[0].subject === SCORE ? 'score' : firing[0].subject} in ${firing[0].cohort}` : 'all clear';
@@ -304,15 +353,26 @@ function fillSelect(sel, options, value) {
   sel.disabled = options.length === 0;
 }
 
-async function report(model, version) {
-  const key = `${model}:${version}`;
+async function report(model, version, width = null) {
+  const key = `${model}:${version}:${width ?? 'policy'}`;
   if (!state.reports[key]) {
-    const q = `?version=${version}`;
+    const q = `?version=${version}${width ? `&window_seconds=${width}` : ''}`;
     const [drift, perf, policy] = await Promise.all([api(`models/${encodeURIComponent(model)}/drift${q}`), api(`models/${encodeURIComponent(model)}/performance${q}`),
       api(`models/${encodeURIComponent(model)}/policy`)]);
     state.reports[key] = { drift, perf, policy: policy.policy };
   }
   return state.reports[key];
+}
+
+const fmtWidth = (w) => (w > 86400 && w % 86400 === 0 ? `${w / 86400} d` : w % 3600 === 0 ? `${w / 3600} h` : `${w} s`);
+
+/** The reports at the chosen width; "auto" is the policy's unless that shows too few windows. */
+async function windowedReport(model, version) {
+  if (state.window !== 'auto') return report(model, version, Number(state.window));
+  const r = await report(model, version);
+  const starts = new Set([...r.drift.windows, ...r.perf.windows].map((w) => w.window_start));
+  if (starts.size >= MIN_WINDOWS || !starts.size || (r.policy?.window_seconds ?? 86400) <= HOUR) return r;
+  return report(model, version, HOUR);
 }
 
 function cohortOrder(a, b) {
@@ -344,13 +404,15 @@ async function renderModel() {
   fillSelect($('#sel-version'), m ? [...m.versions].reverse().map((v) => [v.version, `v${v.version}${v.version === m.latest ? ' (latest)' : ''}`]) : [], state.version);
   if (!m) {
     fillSelect($('#sel-cohort'), [], null);
-    const msg = ['No model registered yet', 'Upload a signed bundle (POST /api/v1/models) to see drift and performance.'];
+    const msg = ['No model registered yet', 'Publish a signed bundle to see drift and performance: edgefleet publish build/churn-v1.tar'];
     setEmpty('drift', ...msg); setEmpty('auroc', ...msg); setEmpty('ap', ...msg);
     renderAlerts(modelAlerts, 86400);
     return;
   }
-  const r = await report(state.model, state.version);
-  const cohorts = [...new Set([...r.drift.windows, ...r.perf.windows].map((w) => w.cohort))].sort(cohortOrder);
+  const r = await windowedReport(state.model, state.version);
+  // every cohort of the fleet, not only those with windows in this report: a cohort without
+  // telemetry for this version shows its own empty state rather than vanishing from the list
+  const cohorts = [...new Set(['all', ...d.devices.flatMap(cohortsOf), ...[...r.drift.windows, ...r.perf.windows].map((w) => w.cohort)])].sort(cohortOrder);
   if (!cohorts.includes(state.cohort)) {
     // the broadest cohort with a firing drift alert on this version, else the whole fleet
     const alerted = modelAlerts.filter((a) => a.state === 'firing' && a.kind === 'drift' && a.version === state.version && cohorts.includes(a.cohort))
@@ -363,7 +425,10 @@ async function renderModel() {
   renderPerf('ap', 'chart-ap', r.perf, state.cohort, 'average_precision', r.policy?.max_ap_drop);
   renderAlerts(modelAlerts, r.policy?.window_seconds);
   const W = r.drift.window_seconds;
-  $('#footnote').textContent = `Windows of ${W >= 3600 ? `${W / 3600} h` : `${W} s`} (UTC), last ${r.policy?.lookback_windows ?? '–'} windows. Estimated metrics: ${r.perf.assumptions}. Updated ${state.updatedAt.toLocaleTimeString('en-GB', { timeZone: 'UTC' })} UTC.`;
+  const P = r.policy?.window_seconds;
+  $('#sel-window').value = state.window;
+  $('#sel-window').options[0].textContent = `auto (${fmtWidth(W)})`;
+  $('#footnote').textContent = `Windows of ${fmtWidth(W)} (UTC)${P && P !== W ? `; alerts use the policy's ${fmtWidth(P)}` : ''}, last ${r.policy?.lookback_windows ?? '–'} windows. Estimated metrics: ${r.perf.assumptions}. Updated ${state.updatedAt.toLocaleTimeString('en-GB', { timeZone: 'UTC' })} UTC.`;
 }
 
 async function load() {
@@ -412,6 +477,7 @@ $('#sel-model').addEventListener('change', (e) => reselect(async () => {
 }));
 $('#sel-version').addEventListener('change', (e) => reselect(() => { state.version = Number(e.target.value); }));
 $('#sel-cohort').addEventListener('change', (e) => reselect(() => { state.cohort = e.target.value; }));
+$('#sel-window').addEventListener('change', (e) => reselect(() => { state.window = e.target.value; }));
 $('#btn-refresh').addEventListener('click', () => load());
 $('#btn-signout').addEventListener('click', () => { sessionStorage.removeItem(TOKEN_KEY); state.token = null; showGate(null); });
 $('#token-form').addEventListener('submit', (e) => {
