@@ -272,6 +272,76 @@ def cmd_policies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_outcomes(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Rows of a CSV or JSON Lines file as outcome bodies; one line naming the column or row when one is unusable."""
+    import csv
+
+    src = args.file
+    try:
+        fh = open(src, newline="", encoding="utf-8")
+    except OSError as exc:
+        raise ServerError(f"{src}: cannot read it: {exc.strerror or exc}") from None
+    with fh:
+        try:
+            if src.endswith((".jsonl", ".ndjson")):
+                rows = []
+                for i, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            rec = json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            raise ServerError(f"{src}: line {i} is not JSON: {exc.msg}") from None
+                        if not isinstance(rec, dict):
+                            raise ServerError(f"{src}: line {i} is not a JSON object")
+                        rows.append(rec)
+                columns = sorted({k for r in rows for k in r})
+            else:
+                reader = csv.DictReader(fh)
+                rows, columns = list(reader), list(reader.fieldnames or [])
+        except UnicodeDecodeError as exc:
+            raise ServerError(f"{src}: not UTF-8 text (byte {exc.start})") from None
+    wanted = [("--entity-column", args.entity_column), ("--label-column", args.label_column)]
+    if args.observed_at_column:
+        wanted.append(("--observed-at-column", args.observed_at_column))
+    for option, col in wanted:
+        if col not in columns:
+            raise ServerError(f"{option}: {src} has no column {col!r} (columns: {', '.join(columns[:20]) or 'none'})")
+    out = []
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for i, r in enumerate(rows, 1):
+        entity, label = r.get(args.entity_column), r.get(args.label_column)
+        if entity in (None, "") or label in (None, ""):
+            raise ServerError(f"{src}: row {i}: empty {args.entity_column if entity in (None, '') else args.label_column!r}")
+        observed = r.get(args.observed_at_column) if args.observed_at_column else None
+        body: dict[str, Any] = {"device_id": args.source, "entity_id": str(entity), "label": label, "observed_at": observed or now}
+        if args.model:
+            body["model"] = args.model
+        out.append(body)
+    return out
+
+
+def cmd_outcomes(args: argparse.Namespace) -> int:
+    """Delayed labels from a CSV/JSONL file, sent as ``outcome`` telemetry of the pseudo-device ``--source``.
+
+    The server joins an outcome to the entity's latest prediction at or before ``observed_at``
+    (fleet_server/monitoring/aggregate.py), whichever device made it. Message ids are derived from
+    the content, so uploading the same file twice stores nothing new (the server deduplicates by id).
+    """
+    import hashlib
+
+    bodies = _read_outcomes(args)
+    accepted = duplicates = 0
+    created = time.time()
+    for start in range(0, len(bodies), 2000):  # under the 5000-message and 4 MiB batch limits
+        msgs = [{"id": hashlib.sha256(json.dumps(b, sort_keys=True, default=str).encode()).hexdigest()[:32], "kind": "outcome",
+                 "created": created, "body": b} for b in bodies[start:start + 2000]]
+        out = call(args, "POST", f"/api/v1/devices/{_seg(args.source)}/telemetry", {"device_id": args.source, "messages": msgs})
+        accepted, duplicates = accepted + int(out["accepted"]), duplicates + int(out["duplicates"])
+    if not _emit(args, {"file": args.file, "rows": len(bodies), "accepted": accepted, "duplicates": duplicates, "source": args.source}):
+        print(f"uploaded {len(bodies)} outcomes from {args.file}: {accepted} stored, {duplicates} already there (source {args.source})")
+    return 0
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     cred = call(args, "POST", "/api/v1/devices/enroll", {"token": args.token, "device_id": args.device_id}, auth=False)
     out = Path(args.out)
@@ -290,6 +360,14 @@ def server_opts(p: argparse.ArgumentParser, *, json_output: bool = True) -> None
     if json_output:
         p.add_argument("--json", action="store_true", help="print the server's JSON instead of text")
     p.set_defaults(fleet_settings=True)
+
+
+def _device_id(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$")
+    return text
 
 
 def _leaf(sub: Any, name: str, func: Any, help: str, **kw: Any) -> argparse.ArgumentParser:
@@ -360,6 +438,16 @@ def add_parsers(sub: Any) -> None:
     al.add_argument("--model", type=cli_types.model_name, help="only this model's")
     al.add_argument("--state", choices=["firing", "cleared"], help="only firing or cleared alerts")
     al.add_argument("--limit", type=cli_types.positive_int, help="at most this many (server default 500)")
+
+    o = sub.add_parser("outcomes", help="delayed labels (outcomes) for monitoring and retraining")
+    osub = o.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ou = _leaf(osub, "upload", cmd_outcomes, "upload outcomes from a CSV or JSON Lines file: one row per entity and label")
+    ou.add_argument("file", type=cli_types.path, help="FILE.csv or FILE.jsonl")
+    ou.add_argument("--model", type=cli_types.model_name, help="model name recorded with each outcome (the join is by entity id)")
+    ou.add_argument("--entity-column", default="entity_id", help="column holding the entity id the devices scored (default entity_id)")
+    ou.add_argument("--label-column", default="label", help="column holding the observed label (default label)")
+    ou.add_argument("--observed-at-column", help="column with ISO 8601 times the outcomes were observed (default: now)")
+    ou.add_argument("--source", type=_device_id, default="labels-upload", help="device id the outcomes are stored under (default labels-upload)")
 
     po = sub.add_parser("policies", help="a model's monitoring policy (drift and performance thresholds)")
     posub = po.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -142,3 +142,34 @@ def test_verify_takes_pubkey_from_config(tmp_path: Path, make_bundle: Callable[.
     ok = run_cli("verify", str(make_bundle(1)), cwd=tmp_path, env=env)
     assert ok.returncode == 0 and ok.stdout.startswith("OK: churn v1"), ok.stderr
     one_line_error(run_cli("verify", str(make_bundle(1)), cwd=tmp_path), "--pubkey")
+
+
+def test_outcomes_upload_joins_predictions(server_in_cwd: RunningServer, make_bundle: Callable[..., Path], lr_result: Any) -> None:
+    import time
+
+    srv = server_in_cwd
+    _publish(srv, make_bundle(1))
+    record = lr_result.manifest["canary"]["rows"][0]["input"]
+    now = time.time() - 60
+    msgs = [{"id": f"p{i:031d}", "kind": "prediction", "created": now + i,
+             "body": {"device_id": "gw-01", "ts": now + i, "model": "churn", "model_version": 1, "score": 0.5, "label": 1,
+                      "sample_rate": 1.0, "entity_id": f"cust-{i}", "features": record}} for i in range(3)]
+    status, body = srv.api("POST", "/api/v1/devices/gw-01/telemetry", {"device_id": "gw-01", "messages": msgs})
+    assert status == 200 and body["accepted"] == 3, body
+
+    (srv.cwd / "labels.csv").write_text("customerID,Churn\ncust-0,1\ncust-1,0\nunknown,1\n")
+    up = srv.cli("outcomes", "upload", "labels.csv", "--model", "churn", "--entity-column", "customerID", "--label-column", "Churn")
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.strip() == "uploaded 3 outcomes from " + str(srv.cwd / "labels.csv") + ": 3 stored, 0 already there (source labels-upload)"
+    again = json.loads(srv.cli("outcomes", "upload", "labels.csv", "--entity-column", "customerID", "--label-column", "Churn",
+                               "--model", "churn", "--json").stdout)
+    assert again["accepted"] == 0 and again["duplicates"] == 3, again  # idempotent: same content, same ids
+
+    status, labeled = srv.api("GET", "/api/v1/models/churn/labeled")
+    assert status == 200, labeled
+    assert sorted((r["entity_id"], str(r["label"])) for r in labeled["rows"]) == [("cust-0", "1"), ("cust-1", "0")], labeled
+
+    one_line_error(srv.cli("outcomes", "upload", "labels.csv", "--entity-column", "customer_id"), "--entity-column", "'customer_id'",
+                   "customerID, Churn")
+    (srv.cwd / "bad.jsonl").write_text('{"entity_id": "a", "label": 1}\nnot json\n')
+    one_line_error(srv.cli("outcomes", "upload", "bad.jsonl"), "line 2", "not JSON")
