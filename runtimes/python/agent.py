@@ -219,6 +219,8 @@ class Agent(TelemetryFlush):
         self._etag: str | None = None
         self._next_poll = 0.0
         self._next_status = 0.0
+        self._status_attempt = 0
+        self._status_retry_at = 0.0  # a failed report waits for its backoff, dirty or not
         self._next_flush = 0.0
         self._flush_attempt = 0
         self._status_dirty = True
@@ -427,7 +429,7 @@ class Agent(TelemetryFlush):
             try:
                 self._poll_http()
             except TransportError as exc:
-                log.warning("assignment poll failed (next in %.0fs): %s", self.cfg.poll_seconds, exc)
+                log.warning("assignment poll failed (next in %gs): %s", self.cfg.poll_seconds, exc)
         if now >= self._next_flush and self.outbox.depth():
             if self.flush_once():
                 self._flush_attempt = 0
@@ -440,17 +442,23 @@ class Agent(TelemetryFlush):
                 log.warning("telemetry flush failed (attempt %d, %d message(s) waiting, retry in %.1fs): %s", self._flush_attempt,
                             self.outbox.depth(), self._next_flush - now, self.last_telemetry_error or "nothing was delivered")
         self.score_inbox()
-        if self._status_dirty or now >= self._next_status:
+        if now >= self._status_retry_at and (self._status_dirty or now >= self._next_status):
             self._report_status(now)
 
     def _report_status(self, now: float) -> None:
         try:
             self._send_status()
-            self._status_dirty = False
-            self._next_status = now + self.cfg.status_seconds
         except TransportError as exc:
-            self._next_status = now + backoff_delay(1, self.cfg.backoff_base, self.cfg.backoff_cap)
-            log.warning("status report failed: %s", exc)
+            self._status_attempt += 1
+            delay = backoff_delay(self._status_attempt, self.cfg.backoff_base, self.cfg.backoff_cap)
+            self._next_status = self._status_retry_at = now + delay
+            log.warning("status report failed: %s (attempt %d, retry in %.1fs)", exc, self._status_attempt, delay)
+            return
+        if self._status_attempt:
+            log.info("status report delivered after %d failed attempt(s)", self._status_attempt)
+        self._status_attempt = 0
+        self._status_dirty = False
+        self._next_status = now + self.cfg.status_seconds
 
     def run(self, *, install_signal_handlers: bool = True) -> int:
         if install_signal_handlers:
@@ -498,7 +506,8 @@ class Agent(TelemetryFlush):
     def _log_startup(self) -> None:
         s, cfg = self.scorer, self.cfg
         if s is not None:
-            model = f"{s.name} v{s.version} active ({s.backend_name}), previous v{self.store.state().get('previous_version')}"
+            prev = self.store.state().get("previous_version")
+            model = f"{s.name} v{s.version} active ({s.backend_name}), " + (f"previous v{prev}" if prev is not None else "no previous version")
         else:
             model = "no model yet, waiting for the first assignment"
         if self.store.fallback or self.store.recovery:

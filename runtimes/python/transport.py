@@ -207,12 +207,15 @@ class MqttLink:
         self.epoch = 0
         self.connected = threading.Event()
         self._stopping = False
+        self._failed_connects = 0  # since the last connect: the first failure is a WARNING, repeats are DEBUG
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgefleet-device-{device_id}", clean_session=True)
         if token:
             self.client.username_pw_set(device_id, token)
         self.client.reconnect_delay_set(min_delay=max(1, int(reconnect_min)), max_delay=int(reconnect_max))
+        self._reconnect_max = int(reconnect_max)
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
+        self.client.on_connect_fail = self._connect_failed
         self.client.on_message = self._message
         self.client.on_subscribe = self._subscribed
         self.client.max_queued_messages_set(0)
@@ -233,7 +236,16 @@ class MqttLink:
             topics = [(device_topic(self.device_id, "assignment"), 1)] + ([(device_topic(self.device_id, "ack"), 1)] if self._on_ack else [])
             client.subscribe(topics)  # connected once SUBACKed, so no ack can precede the subscription
 
+    def _connect_failed(self, client: Any, userdata: Any) -> None:
+        self._failed_connects += 1
+        level = logging.WARNING if self._failed_connects == 1 else logging.DEBUG
+        log.log(level, "MQTT broker %s:%s unreachable (attempt %d); paho retries with backoff up to %ss, HTTP carries "
+                "telemetry and status meanwhile", self.host, self.port, self._failed_connects, self._reconnect_max)
+
     def _subscribed(self, client: Any, userdata: Any, mid: Any, reasons: Any = None, properties: Any = None) -> None:
+        if self._failed_connects:
+            log.info("MQTT broker %s:%s reachable again after %d failed attempt(s)", self.host, self.port, self._failed_connects)
+        self._failed_connects = 0
         self.epoch += 1
         log.info("MQTT connected to %s:%s and subscribed (connection %d)", self.host, self.port, self.epoch)
         self.connected.set()
