@@ -25,6 +25,7 @@ import edgefleet
 from compiler import parity, reference
 from compiler.bundle import artifact_entry, bundle_files, write_bundle
 from compiler.errors import CompileError, ParityError
+from compiler.frontends._sample import not_a_number
 from compiler.ir import ModelIR
 from compiler.progress import Progress
 from compiler.registry import Registry
@@ -228,6 +229,10 @@ def compile(  # noqa: A001 - the public verb is compile
                 if reason:
                     raise CompileError(f"target {t} cannot quantize model {name!r} to {quantize}: {reason}")
         fields = field_dicts(ir)
+        for f in fields:  # a numeric field pandas read as text: a data error in a named row, before anything converts it
+            problem = None if f["type"] == "categorical" else not_a_number(sample, f["name"])
+            if problem:
+                raise CompileError(problem)
         progress.note(f"{ir.estimator.family}, {len(ir.fields)} input fields -> {len(ir.columns)} features")
 
     with progress.step("encoding sample and scoring the source model"):

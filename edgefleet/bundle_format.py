@@ -232,8 +232,12 @@ def _read_tar(path: Path, max_total: int) -> dict[str, bytes]:
                 if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
                     raise BundleError(f"{source}: bundle archives may hold only files ({member.name})")
                 if member.offset_data + member.size > archive_size:
-                    raise BundleError(f"{source}: member {member.name} claims {member.size} bytes, more than the archive holds")
+                    raise BundleError(f"{source} is truncated: member {member.name} claims {member.size} bytes, more than the archive holds")
                 members[plan.add(member.name, member.size)] = member
+            if not _ends_with_marker(path, tar.offset):
+                # tarfile stops quietly where a cut archive ends: without this a cut bundle reads as "signature missing"
+                raise BundleError(f"{source} is truncated or not a tar: it ends at byte {archive_size} without the tar end-of-archive "
+                                  "marker (an interrupted download or copy?)")
             # pass 2: manifest and signature, then only what the manifest lists
             for name in (MANIFEST, SIGNATURE):
                 if name in members:
@@ -246,8 +250,16 @@ def _read_tar(path: Path, max_total: int) -> dict[str, bytes]:
                 if name not in files:
                     files[name] = _read_member(tar, member, name, source)
     except (tarfile.TarError, EOFError) as exc:
-        raise BundleError(f"{path}: not a readable bundle archive: {exc}") from exc
+        raise BundleError(f"{path} is truncated or not a tar (not a readable bundle archive: {exc})") from exc
     return files
+
+
+def _ends_with_marker(path: Path, offset: int) -> bool:
+    """A complete tar has a zero block (the end-of-archive marker) right after its last member."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        block = fh.read(tarfile.BLOCKSIZE)
+    return len(block) == tarfile.BLOCKSIZE and not block.strip(b"\0")
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, source: str) -> bytes:

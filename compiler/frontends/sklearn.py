@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from compiler.errors import CompileError, UnsupportedStepError
+from compiler.frontends._sample import not_a_number
 from compiler.ir import Column, Field, FieldType, Layer, MissingPolicy, ModelIR, SklearnEstimator, SourceCapability, UnseenPolicy
 
 if TYPE_CHECKING:
@@ -124,8 +125,12 @@ class SklearnFrontend:
             names = getattr(steps[0][1], "feature_names_in_", None)
         if names is not None:
             return [str(n) for n in names]
-        n = getattr(model, "n_features_in_", None) or getattr(steps[-1][1], "n_features_in_")
-        return [f"x{i}" for i in range(int(n))]
+        n = getattr(model, "n_features_in_", None) or getattr(steps[-1][1], "n_features_in_", None)
+        raise CompileError(
+            f"the model was fitted without column names (on a numpy array: n_features_in_={n}, no feature_names_in_), so edgefleet "
+            "cannot tell which sample column is which: fit it on a pandas DataFrame with the sample's column names, or pass "
+            "--feature-names c1,c2,... (the sample columns in the order the model was trained on)"
+        )
 
     # -- column transformer -----------------------------------------------------------------
     def _lower_column_transformer(self, ct: Any, ct_name: str) -> _Branch:
@@ -178,6 +183,7 @@ class SklearnFrontend:
     def _numeric_only(self, branch: _Branch, kind: str, position: str) -> None:
         for c in branch.columns:
             if c.mode == "value" and self._is_categorical_field(c.field):
+                self._data_error(c.field)
                 raise UnsupportedStepError(kind, position, f"it receives string column {self._field_names[c.field]!r}; encode it first")
 
     def _step_SimpleImputer(self, branch: _Branch, imp: Any, position: str) -> None:
@@ -263,6 +269,12 @@ class SklearnFrontend:
         branch.columns = cols
         branch.layers = []
 
+    def _data_error(self, i: int) -> None:
+        """A numeric column with a few text cells is the sample's error (row and value named), not the pipeline's."""
+        problem = not_a_number(self._sample, self._field_names[i])
+        if problem:
+            raise CompileError(problem)
+
     # -- schema -------------------------------------------------------------------------------
     def _is_categorical_field(self, i: int) -> bool:
         s = self._sample[self._field_names[i]]
@@ -290,6 +302,7 @@ class SklearnFrontend:
                 out.append(Field(name, "categorical", cats, missing=missing, unseen=unseen, fill=fill))
                 continue
             if s.dtype.kind not in "biuf":
+                self._data_error(i)
                 raise CompileError(f"column {name!r} holds {s.dtype} values but reaches the model unencoded; it must be numeric")
             ftype: FieldType = "boolean" if s.dtype.kind == "b" else "numeric"
             vals = s.to_numpy(dtype=np.float64, na_value=np.nan)
