@@ -26,6 +26,7 @@ from edgefleet import keys
 from fleet_server.db import TelemetryRecord
 from runtimes.python.agent import Agent, AgentConfig
 from runtimes.python.store import ModelStore
+from runtimes.python.transport import MqttLink
 from tests.fleet_server.conftest import Api, enroll, make_server, wait_for  # noqa: F401 - fixture
 from tests.support.mqtt_broker import Mosquitto, free_port
 
@@ -196,3 +197,29 @@ def test_the_final_flush_ends_within_its_bound_when_the_server_hangs(tmp_path: P
     finally:
         agent.outbox.close()
         hole.close()
+
+
+def test_over_mqtt_without_the_servers_ack_the_final_flush_keeps_everything(tmp_path: Path, broker: Mosquitto, keypair: dict[str, Any],
+                                                                             make_bundle: Callable[..., Path]) -> None:
+    """The broker PUBACKs, but no fleet server is there to store and ack: a PUBACK is not delivery."""
+    cfg = AgentConfig(server=f"http://127.0.0.1:{free_port()}", device_id="term-4", token=None, data_dir=tmp_path / "device",
+                      trusted_keys=[keypair["public"]], mqtt=broker.url, final_flush_seconds=1.0)
+    agent = Agent(cfg)
+    agent.mqtt = MqttLink(broker.url, "term-4", None, on_assignment=lambda _p: None, on_ack=agent._on_server_ack)
+    agent.mqtt.start()
+    try:
+        wait_for(agent.mqtt.connected.is_set, timeout=15, what="connected to Mosquitto")
+        agent.scorer = agent.store.install(make_bundle(1)).scorer
+        for row in agent.scorer.manifest["canary"]["rows"]:  # type: ignore[union-attr]
+            agent.score(row["input"])
+        agent.telemetry.flush_window()
+        depth = agent.outbox.depth()
+        t0 = time.monotonic()
+        sent, kept, reason = agent.final_flush(cfg.final_flush_seconds)
+        took = time.monotonic() - t0
+        assert (sent, kept) == (0, depth) and agent.outbox.depth() == depth
+        assert reason == "the 1s bound ran out; 1 batch(es) sent but not yet acknowledged by the server", reason
+        assert cfg.final_flush_seconds <= took < cfg.final_flush_seconds + 0.5
+    finally:
+        agent.mqtt.stop()
+        agent.outbox.close()
