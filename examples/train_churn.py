@@ -15,40 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, NUMERIC, make_telco_churn  # noqa: E402
-
-MODELS = ("lr", "dt", "rf", "et", "gb", "hgb", "mlp")
-
-
-def make_pipeline(kind: str, seed: int = 0):  # type: ignore[no-untyped-def]
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import (
-        ExtraTreesClassifier,
-        GradientBoostingClassifier,
-        HistGradientBoostingClassifier,
-        RandomForestClassifier,
-    )
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-    from sklearn.tree import DecisionTreeClassifier
-
-    clf = {
-        "lr": lambda: LogisticRegression(max_iter=2000),
-        "dt": lambda: DecisionTreeClassifier(max_depth=8, random_state=seed),
-        "rf": lambda: RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1),
-        "et": lambda: ExtraTreesClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1),
-        "gb": lambda: GradientBoostingClassifier(random_state=seed),
-        "hgb": lambda: HistGradientBoostingClassifier(random_state=seed),
-        "mlp": lambda: MLPClassifier(hidden_layer_sizes=(32, 16), max_iter=400, random_state=seed),
-    }[kind]()
-    pre = ColumnTransformer([
-        ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
-        ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), NUMERIC),
-    ])
-    return Pipeline([("pre", pre), ("clf", clf)])
+from edgefleet_cli.samples.telco_churn import CATEGORICAL, LABEL, MODELS, NUMERIC, make_pipeline, make_telco_churn  # noqa: E402
 
 
 def main() -> None:

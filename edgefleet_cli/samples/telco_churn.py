@@ -9,7 +9,7 @@ drift experiments (price rise, network outage) without changing the schema.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -103,3 +103,50 @@ def make_telco_churn(
     for col in CATEGORICAL:
         df[col] = df[col].astype(object)
     return df
+
+
+MODELS = ("lr", "dt", "rf", "et", "gb", "hgb", "mlp")
+
+
+def make_pipeline(kind: str = "rf", seed: int = 0) -> Any:
+    """An unfitted scikit-learn Pipeline for this data: one-hot categoricals, imputed and scaled numerics, a classifier."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    makers: dict[str, Callable[[], Any]] = {
+        "lr": lambda: LogisticRegression(max_iter=2000),
+        "dt": lambda: DecisionTreeClassifier(max_depth=8, random_state=seed),
+        "rf": lambda: RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1),
+        "et": lambda: ExtraTreesClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1),
+        "gb": lambda: GradientBoostingClassifier(random_state=seed),
+        "hgb": lambda: HistGradientBoostingClassifier(random_state=seed),
+        "mlp": lambda: MLPClassifier(hidden_layer_sizes=(32, 16), max_iter=400, random_state=seed),
+    }
+    if kind not in makers:
+        raise ValueError(f"model kind {kind!r}: expected one of {', '.join(MODELS)}")
+    pre = ColumnTransformer([
+        ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
+        ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), NUMERIC),
+    ])
+    return Pipeline([("pre", pre), ("clf", makers[kind]())])
+
+
+# Trainers for ``edgefleet retrain --trainer edgefleet_cli.samples.telco_churn:fit_rf``: train_df holds the input
+# fields and the label (reference data plus labeled telemetry); each returns a fitted estimator.
+def fit_rf(train_df: "pd.DataFrame") -> Any:
+    return make_pipeline("rf").fit(train_df[CATEGORICAL + NUMERIC], train_df[LABEL].astype(int))
+
+
+def fit_lr(train_df: "pd.DataFrame") -> Any:
+    return make_pipeline("lr").fit(train_df[CATEGORICAL + NUMERIC], train_df[LABEL].astype(int))
