@@ -128,6 +128,8 @@ def _print_rollout(r: dict[str, Any]) -> None:
           + "".join(f", {k} {v}" for k, v in sorted(c.items()) if k != "installed"))
     if r.get("reason"):
         print(f"  reason: {r['reason']}")
+    if not r["targets"]:  # a row from before such rollouts were refused
+        print("  reached no device: its selector matched no enrolled device")
     for d in r.get("incapable", [])[:10]:
         print(f"  incapable {d['device_id']}: {d['reason']}")
 
