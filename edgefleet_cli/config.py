@@ -121,10 +121,12 @@ def admin_token(token_file_flag: str | None, cfg: FileConfig) -> tuple[str | Non
     return token, cfg.get("token_file") or str(Path(DEFAULT_TOKEN_FILE).resolve())
 
 
-def apply(args: Any) -> None:
-    """Fill the unset fleet options of a parsed command line (``server``, ``token_file``, ``pubkey``) in place."""
-    wanted = [k for k in ("server", "token_file", "pubkey") if hasattr(args, k) and getattr(args, k) is None]
+def apply(args: Any, keys: tuple[str, ...] = ("server", "token_file", "pubkey")) -> None:
+    """Fill the unset options ``keys`` of a parsed command line in place (the verb names the ones it takes)."""
+    wanted = [k for k in keys if hasattr(args, k) and getattr(args, k) is None]
     if not wanted:
+        if "token_file" in keys and hasattr(args, "token_file"):
+            args.admin_token = None  # --token-file given: it wins over the environment and the config file
         return
     cfg = load()
     if "server" in wanted:

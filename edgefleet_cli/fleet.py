@@ -361,7 +361,7 @@ def server_opts(p: argparse.ArgumentParser, *, json_output: bool = True) -> None
                                                              "or token_file, ./fleet-data/secrets/admin-token)")
     if json_output:
         p.add_argument("--json", action="store_true", help="print the server's JSON instead of text")
-    p.set_defaults(fleet_settings=True)
+    p.set_defaults(fleet_settings=("server", "token_file"))
 
 
 def _device_id(text: str) -> str:
@@ -466,4 +466,4 @@ def add_agent_parsers(asub: Any) -> None:
     e.add_argument("--token", required=True, help="enrollment token from `edgefleet devices token`")
     e.add_argument("--device-id", required=True)
     e.add_argument("--out", type=cli_types.path, required=True, help="credential file to write (mode 0600)")
-    e.set_defaults(func=cmd_enroll, fleet_settings=True)
+    e.set_defaults(func=cmd_enroll, fleet_settings=("server",))

@@ -12,7 +12,7 @@
     edgefleet publish BUNDLE
     edgefleet rollout start|status|pause|resume|abort|rollback|approve
     edgefleet models list|show     edgefleet devices list|show|token     [--json]
-    edgefleet alerts list          edgefleet policies show|set
+    edgefleet alerts list          edgefleet policies show|set     edgefleet outcomes upload FILE.csv
     edgefleet retrain --server URL --model N --trainer mod:fn --reference-data train.csv --key private.pem
 
 Global options (before the verb): ``--version``, ``--log-level LEVEL`` and ``--log-format text|json``
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check a bundle's signature, then every artifact's size and sha256")
     v.add_argument("bundle", type=path, help="bundle folder or .tar")
     v.add_argument("--pubkey", type=path, help="trusted Ed25519 public key (PEM; default: the config file's pubkey)")
-    v.set_defaults(fleet_settings=True)
+    v.set_defaults(fleet_settings=("pubkey",))
     v.set_defaults(func=_cmd_verify)
 
     sc = sub.add_parser("score", help="score records offline with a verified bundle")
@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_agent_group(sub.add_parser("agent", help="the device side: enroll, then run the agent"), cli_fleet)
     _add_agent_group(sub.add_parser("device"), cli_fleet)  # the old spelling: no help, so not listed; still works
     cli_fleet.add_parsers(sub)
+    from edgefleet_cli import quickstart
+
+    quickstart.add_parsers(sub)
 
     try:
         from compiler import retrain
@@ -262,7 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
         stub.set_defaults(func=lambda _args: (_ for _ in ()).throw(err))
     else:
         retrain.add_parser(sub)
-        sub.choices["retrain"].set_defaults(fleet_settings=True)
+        rt = sub.choices["retrain"]
+        for action in rt._actions:
+            if action.dest == "server":  # env > config file > default, as the other fleet verbs (its token: env or file)
+                action.default = None
+        rt.set_defaults(fleet_settings=("server",))
     return parser
 
 
@@ -302,10 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             logging.getLogger("edgefleet_cli").warning("`edgefleet device ...` is now `edgefleet agent ...`; "
                                                        "the old spelling goes in the next release")
-        if getattr(args, "fleet_settings", False):
+        if getattr(args, "fleet_settings", None):
             from edgefleet_cli import config
 
-            config.apply(args)
+            config.apply(args, tuple(args.fleet_settings))
         status = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
         return status
