@@ -18,7 +18,9 @@ in a stable pseudo-random order (sha256 of rollout id and device id), and walks 
    that answers ``Wait`` holds the step (no halt, no advance, even past the step timeout).
 
 Pause stops new assignments, resume continues, abort stops for good, rollback returns every
-touched device to its previous version.
+touched device to its previous version. A rollout whose selector matches no enrolled device is
+refused (409, naming the selector and the known groups and tags): it would only report
+"completed, 0/0 installed".
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ function showNoModel(exc) {
   document.querySelector('main.layout').hidden = true;
   $('#model-pill').textContent = 'No model yet';
   $('#model-pill').classList.add('pill-muted');
-  $('#empty-detail').textContent = exc.message.replace(/^model: /, 'The server says: ');
+  $('#empty').dataset.reason = exc.message;
   $('#label').textContent = 'No model published yet';
   document.body.dataset.state = 'empty';
 }

@@ -68,3 +68,17 @@ def test_publish_warns_when_no_enrolled_device_can_run_the_bundle(make_server: A
     code, body, _ = api("POST", "/api/v1/models", raw=make_bundle(3).read_bytes())
     assert code == 201 and len(body["warnings"]) == 1, body
     assert body["warnings"][0].startswith("1 of 2 device(s) cannot run churn v3 (lite-1): they run ['tflite']"), body
+
+
+def test_cli_status_of_an_old_rollout_that_reached_nobody_says_so(make_server: Any, make_bundle: Callable[..., Path]) -> None:
+    from fleet_server.db import Rollout
+
+    api = Api(make_server())
+    assert api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())[0] == 201
+    with api.server.fleet.session() as s:  # a row kept from before such rollouts were refused
+        s.add(Rollout(model="churn", version=1, selector={"groups": ["nosuchgroup"]}, steps=[100.0], gates={}, state="completed", history=[]))
+    proc = _cli(api, "rollout", "status")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[0].startswith("rollout 1: churn v1 COMPLETED") and "0/0 installed" in out[0], out
+    assert out[1] == "  reached no device: its selector matched no enrolled device", out

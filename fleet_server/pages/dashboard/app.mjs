@@ -253,7 +253,7 @@ function renderDrift(report, cohort, policy) {
       plugins: { legend: { position: 'right', labels: { usePointStyle: true, pointStyle: 'line' } },
         tooltip: { callbacks: { label: (ctx) => (ctx.dataset.isThreshold ? `threshold ${threshold}`
           : `${ctx.dataset.label}: ${num(ctx.parsed.y)} above noise (PSI ${num(ctx.dataset.raw[ctx.dataIndex])}, ${ctx.dataset.verdicts[ctx.dataIndex]})`) } } },
-      scales: { y: { title: axisTitle('PSI above noise'), suggestedMin: 0, suggestedMax: threshold * 2 }, x: { title: axisTitle('Window (UTC)') } } },
+      scales: { y: { title: axisTitle('PSI above noise'), suggestedMin: 0, suggestedMax: threshold * 2 }, x: { title: axisTitle('Window (UTC)'), offset: labels.length < 3 } } },
   });
   const last = windows[windows.length - 1];
   const drifting = last[last.primary]?.drifting || [];
@@ -288,7 +288,7 @@ function renderPerf(name, canvasId, report, cohort, metric, limit) {
       plugins: { legend: { position: 'bottom', labels: { usePointStyle: true, pointStyle: 'line' } },
         tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${num(ctx.parsed.y)}${ctx.dataset.n ? ` (n=${ctx.dataset.n[ctx.dataIndex]})` : ''}` } } },
       scales: { y: { title: axisTitle(title), suggestedMin: Math.min(metric === 'auroc' ? 0.5 : 0, ref == null ? 1 : ref - (limit ?? 0) - 0.05), suggestedMax: 1 },
-        x: { title: axisTitle('Window (UTC)') } } },
+        x: { title: axisTitle('Window (UTC)'), offset: labels.length < 3 } } },  // one or two windows sit mid-plot, not on its edge
   });
 }
 
