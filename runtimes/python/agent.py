@@ -46,6 +46,7 @@ the final flush. Failures are WARNING or ERROR with their reason, the rest INFO.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -55,7 +56,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import edgefleet
 from edgefleet import keys
@@ -145,6 +146,10 @@ class AgentConfig:
                    mqtt=mqtt or cred.get("mqtt"), assignment_keys=assignment, **kw)
 
 
+class _Interrupted(BaseException):
+    """A signal cut a network wait of the loop short (BaseException: no error handler takes it)."""
+
+
 def _load_pems(cred: Mapping[str, Any], name: str, path: Any) -> list[Any]:
     pems = cred.get(name) or []
     if not isinstance(pems, list):
@@ -221,6 +226,8 @@ class Agent(TelemetryFlush):
         self._next_status = 0.0
         self._status_attempt = 0
         self._status_retry_at = 0.0  # a failed report waits for its backoff, dirty or not
+        self._stop_at: float | None = None
+        self._net_wait = False  # the loop is in an exchange a signal may cut short
         self._next_flush = 0.0
         self._flush_attempt = 0
         self._status_dirty = True
@@ -242,10 +249,10 @@ class Agent(TelemetryFlush):
         return pred
 
     def score_inbox(self) -> int:
-        """MiNiFi-style: score every ``*.jsonl`` dropped in ``input_dir`` (see inbox.py)."""
+        """MiNiFi-style: score every ``*.jsonl`` and ``*.csv`` dropped in ``input_dir`` (see inbox.py)."""
         if self.cfg.input_dir is None or self.scorer is None:
             return 0
-        scored, rejected = score_folder(self.cfg.input_dir, self.score)
+        scored, rejected = score_folder(self.cfg.input_dir, self.score, self.scorer.fields)
         for name, reason in rejected:
             self.inputs_rejected += 1
             self.last_error = f"input {name} rejected: {reason}"[:500]
@@ -407,7 +414,26 @@ class Agent(TelemetryFlush):
 
     # -- loop ------------------------------------------------------------------------------
     def stop(self) -> None:
+        if not self._stop.is_set():
+            self._stop_at = time.monotonic()  # the final flush's bound counts from here
         self._stop.set()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGINT: stop, and cut a network wait of the loop short (see :meth:`_waiting`)."""
+        self.stop()
+        if self._net_wait:
+            self._net_wait = False
+            raise _Interrupted(signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """A network exchange of the loop that a signal may interrupt: the outbox rolls a cut
+        transaction back and keeps unacknowledged messages, so the cost is a resend."""
+        self._net_wait = True
+        try:
+            yield
+        finally:
+            self._net_wait = False
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -424,14 +450,17 @@ class Agent(TelemetryFlush):
         if pending:
             self._install(pending)
         mqtt_up = self.mqtt is not None and self.mqtt.connected.is_set()
-        if not mqtt_up and now >= self._next_poll:
+        if not mqtt_up and now >= self._next_poll and not self._stop.is_set():
             self._next_poll = now + self.cfg.poll_seconds
             try:
-                self._poll_http()
+                with self._waiting():
+                    self._poll_http()
             except TransportError as exc:
                 log.warning("assignment poll failed (next in %gs): %s", self.cfg.poll_seconds, exc)
-        if now >= self._next_flush and self.outbox.depth():
-            if self.flush_once():
+        if now >= self._next_flush and self.outbox.depth() and not self._stop.is_set():
+            with self._waiting():
+                moved = self.flush_once()
+            if moved:
                 self._flush_attempt = 0
                 self._next_flush = now  # keep draining
             elif self.outbox.inflight() and self.mqtt is not None and self.mqtt.connected.is_set():
@@ -442,12 +471,13 @@ class Agent(TelemetryFlush):
                 log.warning("telemetry flush failed (attempt %d, %d message(s) waiting, retry in %.1fs): %s", self._flush_attempt,
                             self.outbox.depth(), self._next_flush - now, self.last_telemetry_error or "nothing was delivered")
         self.score_inbox()
-        if now >= self._status_retry_at and (self._status_dirty or now >= self._next_status):
+        if now >= self._status_retry_at and (self._status_dirty or now >= self._next_status) and not self._stop.is_set():
             self._report_status(now)
 
     def _report_status(self, now: float) -> None:
         try:
-            self._send_status()
+            with self._waiting():
+                self._send_status()
         except TransportError as exc:
             self._status_attempt += 1
             delay = backoff_delay(self._status_attempt, self.cfg.backoff_base, self.cfg.backoff_cap)
@@ -462,8 +492,8 @@ class Agent(TelemetryFlush):
 
     def run(self, *, install_signal_handlers: bool = True) -> int:
         if install_signal_handlers:
-            signal.signal(signal.SIGTERM, lambda *_: self.stop())
-            signal.signal(signal.SIGINT, lambda *_: self.stop())
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
         if self.cfg.mqtt:
             self.mqtt = MqttLink(self.cfg.mqtt, self.cfg.device_id, self.cfg.token, on_assignment=self._on_mqtt_assignment,
                                  on_ack=self._on_server_ack, reconnect_max=self.cfg.mqtt_reconnect_max)
@@ -473,6 +503,9 @@ class Agent(TelemetryFlush):
             while not self._stop.is_set():
                 try:
                     self.tick()
+                except _Interrupted as sig:
+                    log.info("%s cut a network wait short; stopping", sig)
+                    break
                 except (DeviceError, OSError) as exc:  # never die on a network or disk hiccup
                     self.last_error = f"agent error: {exc}"[:500]
                     log.error("agent tick failed: %s", exc)
@@ -486,11 +519,11 @@ class Agent(TelemetryFlush):
 
     def _shutdown(self) -> None:
         """Close the window, then the bounded final flush and a last status in what is left of the bound."""
-        deadline = time.monotonic() + max(self.cfg.final_flush_seconds, 0.0)
+        deadline = (self._stop_at or time.monotonic()) + max(self.cfg.final_flush_seconds, 0.0)
         if self.telemetry.flush_window():
             log.info("closed the open sketch window into the outbox")
         reserve = min(1.0, self.cfg.final_flush_seconds / 4)  # keeps time for the last status
-        self.final_flush(max(self.cfg.final_flush_seconds - reserve, 0.0))
+        self.final_flush(max(deadline - reserve - time.monotonic(), 0.0))
         left = max(deadline - time.monotonic(), 0.5)
         self._publish_timeout = left
         try:

@@ -25,7 +25,6 @@ if not EDGEFLEET.exists():
 @pytest.fixture(scope="module")
 def bundle(train_model: Any, churn_data: dict[str, Any], keypair: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from compiler import compile
-
     from edgefleet_cli.samples.telco_churn import LABEL
 
     out = tmp_path_factory.mktemp("score_bundle") / "churn-lr"
