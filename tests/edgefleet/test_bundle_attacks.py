@@ -463,7 +463,7 @@ def test_score_cli_bad_input_files_are_one_line(good_bundle: Path, keypair: dict
     (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
     (tmp_path / "good.jsonl").write_text(json.dumps(lr_result.manifest["canary"]["rows"][0]["input"]) + "\n")
     cases = [("binary.jsonl", None, "binary.jsonl is not UTF-8 text"), ("binary.csv", None, "is not UTF-8"),
-             ("deep.jsonl", None, "line 1 is nested too deeply"), ("good.jsonl", str(tmp_path / "no" / "dir" / "out.jsonl"), "--output': cannot write")]
+             ("deep.jsonl", None, "line 1 is nested too deeply"), ("good.jsonl", str(tmp_path / "no" / "dir" / "out.jsonl"), "dir does not exist")]
 
     def run(case: tuple[str, str | None, str]) -> tuple[tuple[str, str | None, str], tuple[int, str, str, int]]:
         name, output, _ = case
@@ -471,6 +471,9 @@ def test_score_cli_bad_input_files_are_one_line(good_bundle: Path, keypair: dict
         return case, _cli(args + (["--output", output] if output else []), tmp_path)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for (name, _, expect), (rc, out, err, _) in pool.map(run, cases):
-            assert rc == 1 and out == "", (name, rc, out, err)
+        for (name, output, expect), (rc, out, err, _) in pool.map(run, cases):
+            # an unwritable --output is a usage error (argparse type, exit 2), refused before any scoring
+            assert rc == (2 if output else 1) and out == "", (name, rc, out, err)
+            if output:
+                assert "argument --output:" in err, err
             _one_line_refusal(err, expect, name)
