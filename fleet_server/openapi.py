@@ -49,6 +49,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
 }
 UNIX = {"type": "number", "minimum": 0, "maximum": 1e11, "description": "unix seconds"}
 Q_VERSION = ("version", v.VERSION)
+Q_WIDTH = ("window_seconds", {"type": "integer", "minimum": 60, "maximum": 366 * 86_400})  # view-only regrouping (the dashboard's picker)
 Q_WINDOW = [("start", UNIX), ("end", UNIX)]
 
 SCHEMAS: dict[str, Any] = {
@@ -156,10 +157,10 @@ PATHS: dict[str, dict[str, Any]] = {
                                                                                         model=S, stored={"type": "boolean"}, policy=OBJ))),
         "put": _op("update the monitoring policy (partial object); 400 names the field", ADMIN,
                    out=_js(_obj(["model", "stored", "policy"], model=S, stored={"type": "boolean"}, policy=OBJ)), body=v.POLICY_REQUEST)},
-    "/api/v1/models/{name}/drift": {"get": _op("drift per window and cohort; ?version=&start=&end=", ADMIN, out=_js(_ref("Report")),
-                                               query=[Q_VERSION, *Q_WINDOW])},
-    "/api/v1/models/{name}/performance": {"get": _op("realized and CBPE-estimated AUROC/AP per window and cohort; ?version=&start=&end=",
-                                                     ADMIN, out=_js(_ref("Report")), query=[Q_VERSION, *Q_WINDOW])},
+    "/api/v1/models/{name}/drift": {"get": _op("drift per window and cohort; ?version=&start=&end=&window_seconds=", ADMIN, out=_js(_ref("Report")),
+                                               query=[Q_VERSION, *Q_WINDOW, Q_WIDTH])},
+    "/api/v1/models/{name}/performance": {"get": _op("realized and CBPE-estimated AUROC/AP per window and cohort; ?version=&start=&end=&window_seconds=",
+                                                     ADMIN, out=_js(_ref("Report")), query=[Q_VERSION, *Q_WINDOW, Q_WIDTH])},
     "/api/v1/alerts": {"get": _op("alerts, newest first; ?model=&state=firing|cleared&limit=", ADMIN, out=_list("alerts", OBJ),
                                   query=[("model", {"type": "string", "maxLength": v.MAX_NAME_CHARS}),
                                          ("state", {"type": "string", "enum": ["cleared", "firing"]}),

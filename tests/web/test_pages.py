@@ -139,6 +139,9 @@ def session(web_bundle: dict[str, Any], lr_result: Any, keypair: dict[str, Any],
         stderr = proc.stderr.read() if proc.stderr else ""
         if not results:
             pytest.fail(f"the pages driver produced no results (exit {proc.returncode}): {stderr[-3000:]}")
+        fresh = Api(servers["fresh"])
+        results["api"] = {q: fresh("GET", f"/api/v1/models/churn/drift?{q}")[:2] for q in ("window_seconds=59", "window_seconds=abc")}
+        results["api"]["hourly"] = fresh("GET", "/api/v1/models/churn/performance?window_seconds=3600")[1]["window_seconds"]
         results.update(out=out, stderr=stderr, seconds=time.monotonic() - t0)
         return results
     finally:
@@ -233,3 +236,10 @@ def test_screenshots_are_saved(session: dict[str, Any]) -> None:
     noisy = [m for m in session.get("console", {}).get("console", []) if "404" not in m]  # the empty demo's current.json
     assert noisy == [], noisy
     print(f"pages session {session['seconds']:.1f}s; screenshots in {session['out']}")
+
+
+def test_report_window_width_is_checked_in_one_line(session: dict[str, Any]) -> None:
+    api = session["api"]
+    assert api["window_seconds=59"] == (400, {"error": "window_seconds: 59 is outside [60, 31622400]"}), api
+    assert api["window_seconds=abc"][0] == 400 and api["window_seconds=abc"][1]["error"].startswith("window_seconds: expected an integer")
+    assert api["hourly"] == 3600.0

@@ -44,7 +44,7 @@ const hlinePlugin = {
   afterDatasetsDraw(chart) {
     const { ctx, chartArea: area, scales: { y } } = chart;
     chart.data.datasets.forEach((ds, i) => {
-      if (!ds.hline || !chart.isDatasetVisible(i)) return;
+      if (ds.hline === undefined || !chart.isDatasetVisible(i)) return;
       const py = y.getPixelForValue(ds.hline);
       if (!(py >= area.top - 1 && py <= area.bottom + 1)) return;
       ctx.save();
