@@ -31,10 +31,11 @@ is refused (re-enroll).
 When the model store rebuilt its state or fell back to an older slot (see store.py), the agent
 says so in its status (``fallback``, ``store``) and re-installs the last assignment it had
 installed, so a device that lost its model converges again without waiting for the server.
-Scoring (``score``) never touches the network. SIGTERM sets a stop flag: the loop closes the
-sketch window into the outbox, makes a final flush bounded by ``final_flush_seconds`` (what is
-not acknowledged by then stays in the outbox, nothing is dropped to finish sooner), sends a last
-status within what is left of that bound, and exits 0.
+Scoring (``score``) never touches the network. SIGTERM sets a stop flag and cuts a network wait
+of the loop short (a poll, flush or status exchange; a hanging server cannot hold the exit for
+its 10 s timeout): the loop closes the sketch window into the outbox, makes a final flush (what
+is not acknowledged stays in the outbox, nothing is dropped to finish sooner) and sends a last
+status, both within ``final_flush_seconds`` counted from the signal, and exits 0.
 
 Everything the agent decides is logged through this module's logger (``runtimes.python.agent``;
 the store, transport, flush and inbox log under their own module names): the start-up summary,

@@ -104,7 +104,8 @@ class TelemetryFlush:
         deadline = t0 + seconds
         before, dropped = self.outbox.depth(), _dropped(self.outbox.stats())
         self.last_telemetry_error = None
-        reason = "the final flush is off (final_flush_seconds = 0)"
+        reason = "the final flush is off (final_flush_seconds = 0)" if self.cfg.final_flush_seconds <= 0 else \
+            "no time was left of the bound (the loop was still waiting on the server when the signal came)"
         saved = self._publish_timeout
         while seconds > 0:
             if not self.outbox.depth():
