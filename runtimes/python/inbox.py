@@ -5,14 +5,19 @@
                          ->  rejected/x.* and rejected/x.*.reason, when unreadable
 
 Both formats are read by the one file rule of :mod:`edgefleet.encoding` (``file_record``):
-extra fields are ignored, numbers given as strings are parsed strictly, and ``"_entity_id"``
-(a key in JSON Lines, a column in CSV) is kept out of the features and used to join outcomes.
+extra fields are ignored, numbers given as strings are parsed strictly, and the entity id is kept
+out of the features and sent with each prediction, so delayed outcomes can join it. The entity id
+is ``"_entity_id"`` (a key in JSON Lines, a column in CSV) when the file has it, else the first
+column (CSV) or the first key of the first record (JSON Lines) that is not a model input, such as
+``customerID``: the rule of ``edgefleet score``.
 A bad record gets an ``error`` naming the row and the field; the rest of the file still scores.
 A file that cannot be read as records at all (not UTF-8, not a regular file, over
 ``MAX_INPUT_BYTES``, no line a JSON object, a CSV that is empty, ';'-delimited or lacks a
 column the model takes, or any other kind of file) is moved to ``rejected/`` next to a
 ``<name>.reason`` file, so it neither stops the agent nor comes back on restart. Names starting
-with ``.`` or ending in ``.tmp``/``.part`` are files still being written: they are left alone.
+with ``.`` or ending in ``.tmp``/``.part`` are files still being written: they are left alone,
+and so is any file modified less than ``MIN_FILE_AGE`` seconds ago, so a plain ``cp`` into the
+folder is not read half-copied (NiFi's GetFile "Minimum File Age"; renaming into place is faster).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -34,6 +40,7 @@ from edgefleet.fsutil import atomic_write
 from runtimes.python.scorer import Prediction
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # a drop-folder file larger than this is rejected unread
+MIN_FILE_AGE = 1.0                  # seconds since a file's last change before it is read
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +56,7 @@ _ROW_PREFIX = re.compile(r"^row \d+: ")  # the encoder numbers rows within its b
 Fields = Sequence[Mapping[str, Any]]
 
 
-def score_folder(inbox: Path, score: ScoreFn, fields: Fields | None = None) -> tuple[int, list[tuple[str, str]]]:
+def score_folder(inbox: Path, score: ScoreFn, fields: Fields | None = None, min_age: float = MIN_FILE_AGE) -> tuple[int, list[tuple[str, str]]]:
     """Score every ``*.jsonl`` and ``*.csv`` in ``inbox``; returns (records scored, [(file, reason) rejected]).
 
     ``fields`` (the active manifest's input fields) applies the file rule; without it records go to ``score`` as read.
@@ -70,6 +77,8 @@ def score_folder(inbox: Path, score: ScoreFn, fields: Fields | None = None) -> t
                                                     "(for Parquet use `edgefleet score --input FILE.parquet`)")))
             continue
         try:
+            if min_age > 0 and time.time() - path.lstat().st_mtime < min_age:
+                continue  # still being written (a plain cp); the next pass takes it
             text = read_input(path)
         except RejectedInput as exc:
             rejected.append((name, reject(path, str(exc))))
@@ -92,8 +101,20 @@ def score_folder(inbox: Path, score: ScoreFn, fields: Fields | None = None) -> t
     return n, rejected
 
 
-def _one(rec: dict[str, Any], where: str, score: ScoreFn, fields: Fields | None) -> dict[str, Any]:
-    entity = rec.pop(ENTITY_KEY, None)
+def entity_column(columns: Sequence[str], fields: Fields | None) -> str | None:
+    """``_entity_id`` if present, else the first column that is not a model input (None when every column is one)."""
+    if ENTITY_KEY in columns:
+        return ENTITY_KEY
+    if fields is None:
+        return None
+    inputs = {str(f["name"]) for f in fields}
+    return next((c for c in columns if c not in inputs), None)
+
+
+def _one(rec: dict[str, Any], where: str, score: ScoreFn, fields: Fields | None, id_col: str | None = ENTITY_KEY) -> dict[str, Any]:
+    entity = rec.pop(id_col, None) if id_col is not None else None
+    if entity is not None and not isinstance(entity, (str, int)):
+        entity = str(entity)
     try:
         p = score(file_record(fields, rec) if fields is not None else rec, entity)
     except InputError as exc:
@@ -106,6 +127,7 @@ def _one(rec: dict[str, Any], where: str, score: ScoreFn, fields: Fields | None)
 def _score_jsonl(name: str, text: str, score: ScoreFn, fields: Fields | None) -> tuple[list[dict[str, Any]], int]:
     lines: list[dict[str, Any]] = []
     parsed = n = 0
+    id_col: str | None = None
     for i, line in enumerate(text.splitlines()):
         if not line.strip():
             continue
@@ -117,8 +139,10 @@ def _score_jsonl(name: str, text: str, score: ScoreFn, fields: Fields | None) ->
         if not isinstance(rec, dict):
             lines.append({"line": i + 1, "error": f"record: expected a JSON object, got {type(rec).__name__}"})
             continue
+        if parsed == 0:
+            id_col = entity_column(list(rec), fields)
         parsed += 1
-        result = {"line": i + 1, **_one(rec, f"line {i + 1}", score, fields)}
+        result = {"line": i + 1, **_one(rec, f"line {i + 1}", score, fields, id_col)}
         n += "error" not in result
         lines.append(result)
     if lines and not parsed:
@@ -144,13 +168,14 @@ def _score_csv(name: str, text: str, score: ScoreFn, fields: Fields | None) -> t
                                     f"{', '.join(str(f['name']) for f in fields)})")
         lines: list[dict[str, Any]] = []
         n = 0
+        id_col = entity_column(header, fields)
         for i, cells in enumerate(reader, start=1):
             if not cells:
                 continue
             if len(cells) != len(header):
                 lines.append({"row": i, "error": f"row {i}: {len(cells)} cells, the header has {len(header)}"})
                 continue
-            result = {"row": i, **_one(dict(zip(header, cells)), f"row {i}", score, fields)}
+            result = {"row": i, **_one(dict(zip(header, cells)), f"row {i}", score, fields, id_col)}
             n += "error" not in result
             lines.append(result)
     except csv.Error as exc:

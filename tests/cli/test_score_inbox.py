@@ -42,7 +42,7 @@ def test_csv_and_jsonl_score_alike_with_extras_and_string_numbers(scorer: Any, f
         seen.append(entity)
         return scorer.score(rec)
 
-    n, rejected = score_folder(tmp_path, score, scorer.fields)
+    n, rejected = score_folder(tmp_path, score, scorer.fields, min_age=0)
     assert rejected == [] and n == 22
     rows = list(csv.DictReader(open(tmp_path / "scored" / "batch.csv", newline="")))
     lines = [json.loads(x) for x in (tmp_path / "scored" / "batch.jsonl").read_text().splitlines()]
@@ -63,7 +63,7 @@ def test_files_it_cannot_read_are_rejected_with_the_reason(scorer: Any, fresh_da
     fresh_data.head(3).to_parquet(tmp_path / "batch.parquet", index=False)
     (tmp_path / "notes.txt").write_text("hello\n")
     fresh_data.head(3).to_csv(tmp_path / "writing.csv.tmp", index=False)  # still being written: left alone
-    n, rejected = score_folder(tmp_path, lambda rec, entity: scorer.score(rec), scorer.fields)
+    n, rejected = score_folder(tmp_path, lambda rec, entity: scorer.score(rec), scorer.fields, min_age=0)
     reasons = dict(rejected)
     assert n == 0 and sorted(reasons) == ["batch.parquet", "empty.csv", "notes.txt", "semi.csv", "short.csv"]
     assert "semi.csv looks ';'-delimited" in reasons["semi.csv"]
@@ -73,3 +73,32 @@ def test_files_it_cannot_read_are_rejected_with_the_reason(scorer: Any, fresh_da
     for name, reason in reasons.items():
         assert (tmp_path / "rejected" / f"{name}.reason").read_text().strip() == reason and not (tmp_path / name).exists()
     assert (tmp_path / "writing.csv.tmp").exists()
+
+
+def test_entity_id_defaults_to_the_first_non_input_column_and_fresh_files_wait(scorer: Any, fresh_data: Any, tmp_path: Path) -> None:
+    """customers.csv as exported (customerID first, no _entity_id): the id joins outcomes; a file still being copied is not read."""
+    import os
+    import time
+
+    df = fresh_data.head(5).reset_index(drop=True).drop(columns=["customerID"], errors="ignore")
+    df.insert(0, "customerID", [f"C-{i}" for i in range(len(df))])
+    df.to_csv(tmp_path / "customers.csv", index=False)
+    with open(tmp_path / "more.jsonl", "w") as fh:
+        for r in df.astype(object).where(df.notna(), None).to_dict("records"):
+            fh.write(json.dumps(r) + "\n")
+    seen: list[Any] = []
+
+    def score(rec: dict[str, Any], entity: Any) -> Any:
+        seen.append(entity)
+        return scorer.score(rec)
+
+    n, rejected = score_folder(tmp_path, score, scorer.fields)  # the default minimum age: both files were just written
+    assert (n, rejected, seen) == (0, [], []) and (tmp_path / "customers.csv").exists()
+    old = time.time() - 5
+    for name in ("customers.csv", "more.jsonl"):
+        os.utime(tmp_path / name, (old, old))
+    n, rejected = score_folder(tmp_path, score, scorer.fields)
+    assert n == 10 and rejected == []
+    assert seen == [f"C-{i}" for i in range(5)] * 2
+    rows = list(csv.DictReader(open(tmp_path / "scored" / "customers.csv", newline="")))
+    assert [r["entity_id"] for r in rows] == [f"C-{i}" for i in range(5)]
