@@ -40,6 +40,7 @@ $(NODE_STAMP): package-lock.json
 	@touch $(NODE_STAMP)
 
 demo: install
+	$(BIN)/edgefleet quickstart --once --dir $(OUT)/quickstart
 	$(BIN)/python examples/train_churn.py --model rf --out $(OUT)
 	@test -f $(OUT)/keys/private.pem || $(BIN)/edgefleet keys generate --out $(OUT)/keys
 	$(BIN)/edgefleet compile $(OUT)/churn_rf.joblib --sample $(OUT)/holdout.csv --label Churn \

@@ -103,24 +103,26 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 def _cmd_compile(args: argparse.Namespace) -> int:
     require("compile", "numpy", "pandas", *(("tensorflow", "keras") if str(args.model).endswith(".keras") else ("sklearn", "joblib", "skl2onnx", "onnx")))
     from compiler import compile as compile_model
+    from compiler.output import parity_line, third_party_output
     from compiler.progress import Progress
     from edgefleet import keys
-
-    key = keys.load_private_key(args.key)
     from edgefleet_cli.data import load_model, load_sample
 
-    model = load_model(args.model, args.feature_names, args.classes)
-    sample = load_sample(args.sample)
-    result = compile_model(
-        model, sample,
-        targets=args.targets.split(","), name=args.name, version=args.version, private_key=key,
-        label=args.label, out_dir=args.out, tolerance=args.tolerance,
-        allow_parity_failure=args.allow_parity_failure, parity_rows=args.parity_rows,
-        progress=Progress(quiet=args.quiet), quantize=args.quantize, quantized_tolerance=args.quantized_tolerance,
-    )
+    key = keys.load_private_key(args.key)
+
+    with third_party_output(args.verbose) as stream:  # TF/absl/onnx noise held back unless --verbose
+        model = load_model(args.model, args.feature_names, args.classes)
+        sample = load_sample(args.sample)
+        result = compile_model(
+            model, sample,
+            targets=args.targets.split(","), name=args.name, version=args.version, private_key=key,
+            label=args.label, out_dir=args.out, tolerance=args.tolerance,
+            allow_parity_failure=args.allow_parity_failure, parity_rows=args.parity_rows,
+            progress=Progress(quiet=args.quiet, stream=stream), quantize=args.quantize, quantized_tolerance=args.quantized_tolerance,
+        )
     for p in result.manifest["parity"]:
         status = "passed" if p["passed"] else "FAILED (recorded in the manifest)"
-        print(f"{p['format']}: {p['runtime']} {p['runtime_version']}, max |dp| {p['max_abs_diff']}, parity {status}")
+        print(f"{p['format']}: {p['runtime']} {p['runtime_version']}, {parity_line(p)}, parity {status}")
         q = p.get("quantization")
         if q:
             v = q["vs_unquantized"]
@@ -205,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="compile a trained model into a signed, parity-checked bundle")
     c.add_argument("model", type=path, help="joblib/pickle file of a fitted scikit-learn classifier or Pipeline, or a .keras file")
-    c.add_argument("--feature-names", help=".keras only: comma-separated sample columns the model takes, in order")
+    c.add_argument("--feature-names", help="comma-separated sample columns the model takes, in order: for a .keras file, or a "
+                                           "scikit-learn model fitted on a numpy array")
     c.add_argument("--classes", help=".keras only: comma-separated class labels in output order (default 0,1)")
     c.add_argument("--sample", type=path, required=True, help="CSV/JSONL/Parquet of data the model was not trained on (schema, statistics, parity)")
     c.add_argument("--label", help="label column in the sample (enables AUROC / AP in the reference metrics)")
@@ -220,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quantized-tolerance", type=number(0), help="parity tolerance of a quantized artifact (default 1e-2 float16, 5e-2 int8)")
     c.add_argument("--allow-parity-failure", action="store_true", help="write the bundle even if parity fails (recorded in the manifest)")
     c.add_argument("--quiet", action="store_true", help="no progress display")
+    c.add_argument("--verbose", action="store_true", help="show TensorFlow/absl/onnx output (held back by default)")
     c.set_defaults(func=_cmd_compile)
 
     i = sub.add_parser("inspect", help="summarize a bundle: formats, sizes, parity, schema, metrics")

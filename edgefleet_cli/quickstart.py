@@ -6,8 +6,8 @@
 ``quickstart`` does what the README then explains one command at a time, and prints each of
 those commands before it runs it (the same CLI, as a subprocess), so the output is a tutorial:
 
-1. ``edgefleet samples churn`` (train.csv, holdout.csv, customers.csv, outcomes.csv, churn_rf.joblib);
-2. ``edgefleet keys generate`` and ``edgefleet compile`` (ONNX + TF.js, parity-checked, signed);
+1. ``edgefleet samples churn`` (train.csv, holdout.csv, customers.csv, outcomes.csv, a drifted week 2, churn_rf.joblib);
+2. ``edgefleet keys generate`` and ``edgefleet compile`` (ONNX, parity-checked, signed);
 3. ``edgefleet server`` in the background (logs in DIR/server.log), waiting for ``/readyz``;
 4. ``edgefleet publish``, ``edgefleet devices token``, ``edgefleet agent enroll``;
 5. ``edgefleet agent run`` in the background (logs in DIR/agent.log) with an inbox folder;
@@ -58,6 +58,7 @@ def write_churn_sample(out: Path, rows: int = 6000, seed: int = 0, quiet: bool =
     ``train.csv`` (70 %, with the label) trains; ``holdout.csv`` (30 %, with the label) is the compile
     sample; ``customers.csv`` is the holdout without the label (what a device scores), and
     ``outcomes.csv`` holds ``customerID,Churn`` (the delayed labels that arrive later).
+    ``customers-week2.csv`` and ``outcomes-week2.csv`` are a later week with a fiber outage (drifted).
     """
     import joblib
 
@@ -72,6 +73,14 @@ def write_churn_sample(out: Path, rows: int = 6000, seed: int = 0, quiet: bool =
     holdout.to_csv(paths["holdout"], index=False)
     holdout.drop(columns=[LABEL]).to_csv(paths["customers"], index=False)
     holdout[["customerID", LABEL]].to_csv(paths["outcomes"], index=False)
+    # Week 2: new customers during a fiber outage (churn log-odds of fiber customers +3), so a model retrained on
+    # week 2's labeled telemetry beats the week-1 model on the newest rows (the README's retraining example).
+    week2 = make_telco_churn(max(int(rows * 0.3), 10), seed=seed + 1, outage=3.0)
+    week2["customerID"] = week2["customerID"].str.replace(f"C{seed + 1:03d}-", f"W2{seed:03d}-", regex=False)
+    paths["customers-week2"] = out / "customers-week2.csv"
+    paths["outcomes-week2"] = out / "outcomes-week2.csv"
+    week2.drop(columns=[LABEL]).to_csv(paths["customers-week2"], index=False)
+    week2[["customerID", LABEL]].to_csv(paths["outcomes-week2"], index=False)
     model = fit_rf(train)
     paths["model"] = out / "churn_rf.joblib"
     joblib.dump(model, paths["model"])
@@ -206,7 +215,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         bundle = root / "build" / "churn-v1.tar"
         if not bundle.is_file():
             run.cli("compile", ["compile", str(data / "churn_rf.joblib"), "--sample", str(data / "holdout.csv"), "--label", "Churn",
-                                "--name", "churn", "--version", "1", "--targets", "onnx,tfjs", "--key", str(keys / "private.pem"),
+                                "--name", "churn", "--version", "1", "--targets", "onnx", "--key", str(keys / "private.pem"),
                                 "--out", str(root / "build" / "churn-v1")])
         fleet_data = root / "fleet-data"
         run.background("server", ["server", "--data-dir", str(fleet_data), "--port", str(args.port), "--mqtt-port", str(args.mqtt_port),
@@ -219,7 +228,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         cred = root / "agent" / "cred.json"
         (root / "agent").mkdir(exist_ok=True)
         if not cred.is_file():
-            token = run.cli("token", ["devices", "token", "--group", "quickstart", *admin], capture=True).strip()
+            token = run.cli("token", ["devices", "token", "--group", "quickstart", *admin], capture=True, quiet=True).strip()
             print("$ edgefleet agent enroll --token \"$(edgefleet devices token --group quickstart)\" ...", flush=True)
             run.cli("enroll", ["agent", "enroll", "--server", url, "--token", token, "--device-id", device, "--out", str(cred)], quiet=True)
         inbox = root / "agent" / "inbox"
@@ -283,7 +292,36 @@ def _require_free_port(port: int, option: str) -> int:
         return int(s.getsockname()[1])
 
 
+def _cmd_ready(args: argparse.Namespace) -> int:
+    """Wait until the server's /readyz answers 200; one line naming what is not ready when the time is up."""
+    url = args.server.rstrip("/") + "/readyz"
+    deadline = time.monotonic() + args.timeout
+    status, body = 0, b""
+    while True:
+        status, body = _get(url, timeout=min(5.0, max(args.timeout, 0.5)))
+        if status == 200:
+            print(f"ready: {args.server}")
+            return 0
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
+    if status == 0:
+        raise QuickstartError(f"--server {args.server}: nothing answered at {url} within {args.timeout:g}s; is `edgefleet server` running?")
+    try:
+        failing = json.loads(body).get("failing") or []
+    except (ValueError, AttributeError):
+        failing = []
+    what = f"not ready: {', '.join(map(str, failing))}" if failing else f"HTTP {status}"
+    raise QuickstartError(f"--server {args.server}: {what} after {args.timeout:g}s (see the server's log)")
+
+
 def add_parsers(sub: Any) -> None:
+    r = sub.add_parser("ready", help="wait until a fleet server is ready (its /readyz answers 200)")
+    r.add_argument("--server", type=cli_types.http_url, help="fleet server URL (default: EDGEFLEET_SERVER, the config file's server, "
+                                                               "http://127.0.0.1:8080)")
+    r.add_argument("--timeout", type=cli_types.number(0), default=60.0, help="seconds to wait (default 60)")
+    r.set_defaults(func=_cmd_ready, fleet_settings=("server",))
+
     sa = sub.add_parser("samples", help="write sample data and a fitted model to try edgefleet with")
     ssub = sa.add_subparsers(dest="sample", required=True, metavar="SAMPLE")
     ch = ssub.add_parser("churn", help="synthetic telco churn: train/holdout/customers/outcomes CSVs and a fitted random forest")
