@@ -93,7 +93,7 @@ class TelemetryFlush:
                 return gone + self._post(batch)
             except TransportError as exc:
                 self.last_telemetry_error = str(exc)[:300]
-                log.warning("telemetry POST of %d message(s) failed: %s", len(batch), exc)
+                log.debug("telemetry POST of %d message(s) failed: %s", len(batch), exc)  # the caller logs it, with its retry
         return gone
 
     def final_flush(self, seconds: float) -> tuple[int, int, str]:
