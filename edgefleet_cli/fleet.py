@@ -277,6 +277,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
 def _read_outcomes(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Rows of a CSV or JSON Lines file as outcome bodies; one line naming the column or row when one is unusable."""
     import csv
+    import hashlib
 
     src = args.file
     try:
@@ -318,7 +319,9 @@ def _read_outcomes(args: argparse.Namespace) -> list[dict[str, Any]]:
         body: dict[str, Any] = {"device_id": args.source, "entity_id": str(entity), "label": label, "observed_at": observed or now}
         if args.model:
             body["model"] = args.model
-        out.append(body)
+        # the id comes from what the file says (not the default "now"), so a re-upload is a duplicate
+        key = json.dumps([args.model, args.source, str(entity), label, observed], default=str)
+        out.append({"id": hashlib.sha256(key.encode()).hexdigest()[:32], "body": body})
     return out
 
 
@@ -327,16 +330,14 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
 
     The server joins an outcome to the entity's latest prediction at or before ``observed_at``
     (fleet_server/monitoring/aggregate.py), whichever device made it. Message ids are derived from
-    the content, so uploading the same file twice stores nothing new (the server deduplicates by id).
+    the file's content (model, source, entity, label, observed-at cell), so uploading the same file
+    twice stores nothing new (the server deduplicates by id).
     """
-    import hashlib
-
     bodies = _read_outcomes(args)
     accepted = duplicates = 0
     created = time.time()
     for start in range(0, len(bodies), 2000):  # under the 5000-message and 4 MiB batch limits
-        msgs = [{"id": hashlib.sha256(json.dumps(b, sort_keys=True, default=str).encode()).hexdigest()[:32], "kind": "outcome",
-                 "created": created, "body": b} for b in bodies[start:start + 2000]]
+        msgs = [{**m, "kind": "outcome", "created": created} for m in bodies[start:start + 2000]]
         out = call(args, "POST", f"/api/v1/devices/{_seg(args.source)}/telemetry", {"device_id": args.source, "messages": msgs})
         accepted, duplicates = accepted + int(out["accepted"]), duplicates + int(out["duplicates"])
     if not _emit(args, {"file": args.file, "rows": len(bodies), "accepted": accepted, "duplicates": duplicates, "source": args.source}):
