@@ -10,7 +10,7 @@ Keys (all optional, all strings)::
     server = "http://127.0.0.1:8080"        # EDGEFLEET_SERVER
     admin_token = "adm_..."                 # EDGEFLEET_ADMIN_TOKEN
     token_file = "fleet-data/secrets/admin-token"
-    pubkey = "keys/public.pem"              # `verify` without --pubkey
+    pubkey = "keys/public.pem"              # `verify` and `score` without --pubkey
 
 A relative path in a config file is relative to that file's folder. A file that is not valid TOML,
 an unknown key or a value of the wrong type is one line naming the file, the line and the reason.

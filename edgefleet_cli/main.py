@@ -156,6 +156,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from edgefleet_cli import score
 
+    if not args.pubkey:
+        raise EdgefleetError("--pubkey: give the trusted public key (PEM), or set pubkey in edgefleet.toml")
+
     return score.run(args)
 
 
@@ -239,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="score records offline with a verified bundle")
     sc.add_argument("bundle", type=path, help="bundle folder or .tar")
-    sc.add_argument("--pubkey", type=path, required=True, help="trusted Ed25519 public key (PEM); nothing unverified is scored")
+    sc.add_argument("--pubkey", type=path, help="trusted Ed25519 public key (PEM; default: the config file's pubkey); nothing unverified is scored")
     sc.add_argument("--input", type=path, required=True, help="records: FILE.csv, FILE.jsonl or FILE.parquet")
     sc.add_argument("--backend", choices=["onnx", "tflite", "pmml"], help="force a runtime (default: the first one installed that the bundle offers)")
     sc.add_argument("--output", type=writable_output_path,
@@ -247,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--format", choices=["csv", "jsonl", "parquet"], help="output format, whatever the --output extension")
     sc.add_argument("--id-column", help="input column passed through to every result (default: _entity_id, else the first input "
                                         "column that is not a model input)")
-    sc.set_defaults(func=_cmd_score)
+    sc.set_defaults(func=_cmd_score, fleet_settings=("pubkey",))
 
     from edgefleet_cli import fleet as cli_fleet
 

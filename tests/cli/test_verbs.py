@@ -134,7 +134,8 @@ def test_malformed_config_is_one_line(tmp_path: Path) -> None:
     assert keys.returncode == 0, keys.stderr
 
 
-def test_verify_takes_pubkey_from_config(tmp_path: Path, make_bundle: Callable[..., Path], keypair: dict[str, Any]) -> None:
+def test_verify_and_score_take_pubkey_from_config(tmp_path: Path, make_bundle: Callable[..., Path], keypair: dict[str, Any],
+                                                   lr_result: Any) -> None:
     shutil.copy(keypair["public_path"], tmp_path / "trusted.pem")
     (tmp_path / "conf" / "edgefleet").mkdir(parents=True)
     (tmp_path / "conf" / "edgefleet" / "config.toml").write_text('pubkey = "../../trusted.pem"\n')  # relative to the file
@@ -142,6 +143,10 @@ def test_verify_takes_pubkey_from_config(tmp_path: Path, make_bundle: Callable[.
     ok = run_cli("verify", str(make_bundle(1)), cwd=tmp_path, env=env)
     assert ok.returncode == 0 and ok.stdout.startswith("OK: churn v1"), ok.stderr
     one_line_error(run_cli("verify", str(make_bundle(1)), cwd=tmp_path), "--pubkey")
+    (tmp_path / "in.jsonl").write_text(json.dumps(lr_result.manifest["canary"]["rows"][0]["input"]) + "\n")
+    scored = run_cli("score", str(make_bundle(1)), "--input", "in.jsonl", cwd=tmp_path, env=env)
+    assert scored.returncode == 0 and '"probability"' in scored.stdout, scored.stderr
+    one_line_error(run_cli("score", str(make_bundle(1)), "--input", "in.jsonl", cwd=tmp_path), "--pubkey", "edgefleet.toml")
 
 
 def test_outcomes_upload_joins_predictions(server_in_cwd: RunningServer, make_bundle: Callable[..., Path], lr_result: Any) -> None:
