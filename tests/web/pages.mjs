@@ -161,6 +161,16 @@ const scenarios = {
     return result;
   },
 
+  async dashboard_phone() {
+    const { context, page } = await newPage(390, 800);
+    await page.goto(`${plan.dashboard_url}#token=${encodeURIComponent(plan.token)}`);
+    await waitState(page, 'ready');
+    const result = { overflow: await overflow(page) };
+    await page.screenshot({ path: join(plan.out, 'dashboard-390.png'), fullPage: true });
+    await context.close();
+    return result;
+  },
+
   async dashboard_empty() {
     const { context, page } = await newPage(1360, 900);
     await page.goto(`${plan.empty_url}/dashboard/#token=${encodeURIComponent(plan.empty_token)}`);
@@ -172,7 +182,7 @@ const scenarios = {
 };
 
 try {
-  for (const name of ['demo_phone', 'demo_picker', 'demo_empty', 'dashboard_fresh', 'dashboard_empty']) {
+  for (const name of ['demo_phone', 'demo_picker', 'demo_empty', 'dashboard_fresh', 'dashboard_phone', 'dashboard_empty']) {
     const t0 = Date.now();
     try {
       emit('result', { scenario: name, ok: true, ...(await scenarios[name]()), seconds: (Date.now() - t0) / 1000 });

@@ -217,6 +217,11 @@ def test_rollouts_that_reached_nobody_are_not_shown_as_completed(session: dict[s
     assert all(row["pct"] == "0/0" for row in empty)
 
 
+def test_dashboard_fits_a_phone_screen(session: dict[str, Any]) -> None:
+    o = _ok(session, "dashboard_phone")["overflow"]
+    assert o["scrollWidth"] <= 390 and o["sticking_out"] == [], o
+
+
 def test_empty_dashboard_names_cli_commands(session: dict[str, Any]) -> None:
     cards = _ok(session, "dashboard_empty")["cards"]
     texts = {name: c["empty_text"] for name, c in cards.items()}

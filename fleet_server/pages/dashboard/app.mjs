@@ -234,7 +234,7 @@ function renderDrift(report, cohort, policy) {
   const series = driftSeries(windows).filter((s) => s.values.some((v) => v !== null));
   if (!windows.length || !series.length) {
     return setEmpty('drift', report?.windows?.length ? `No drift comparison for ${cohort} yet` : 'No drift windows yet',
-      'Devices send a histogram sketch at the end of each window; drift compares it with the manifest\'s reference statistics.');
+      'A device agent sends a histogram sketch when its sketch window closes (every hour by default) or when it stops; drift compares it with the manifest\'s reference statistics.');
   }
   const W = report.window_seconds;
   const labels = windows.map((w) => fmtWindow(w.window_start, W));
@@ -250,7 +250,7 @@ function renderDrift(report, cohort, policy) {
   draw('drift', 'chart-drift', {
     type: 'line', data: { labels, datasets },
     options: { interaction: { mode: 'nearest', intersect: false },
-      plugins: { legend: { position: 'right', labels: { usePointStyle: true, pointStyle: 'line' } },
+      plugins: { legend: { position: window.innerWidth < 700 ? 'bottom' : 'right', labels: { usePointStyle: true, pointStyle: 'line' } },
         tooltip: { callbacks: { label: (ctx) => (ctx.dataset.isThreshold ? `threshold ${threshold}`
           : `${ctx.dataset.label}: ${num(ctx.parsed.y)} above noise (PSI ${num(ctx.dataset.raw[ctx.dataIndex])}, ${ctx.dataset.verdicts[ctx.dataIndex]})`) } } },
       scales: { y: { title: axisTitle('PSI above noise'), suggestedMin: 0, suggestedMax: threshold * 2 }, x: { title: axisTitle('Window (UTC)'), offset: labels.length < 3 } } },
