@@ -27,6 +27,7 @@ from compiler.bundle import artifact_entry, bundle_files, write_bundle
 from compiler.errors import CompileError, ParityError
 from compiler.frontends._sample import not_a_number
 from compiler.ir import ModelIR
+from compiler.output import number, parity_line
 from compiler.progress import Progress
 from compiler.registry import Registry
 from compiler.targets import Artifact, Target
@@ -280,14 +281,14 @@ def compile(  # noqa: A001 - the public verb is compile
                 cand = target.score(art, ir, features, frame)
                 rep = parity.compare(ref_proba, cand, tolerance=tolerance, threshold=ir.threshold)
         rep = {"format": t, "runtime": target.runtime, "runtime_version": target.runtime_version(), **rep}
-        progress.note(f"{t}: max |dp| {rep['max_abs_diff']}, label agreement {rep.get('label_agreement')}, {'PASSED' if rep['passed'] else 'FAILED'}")
+        progress.note(f"{t}: {parity_line(rep)}, {'PASSED' if rep['passed'] else 'FAILED'}")
         artifacts.append(art)
         reports.append(rep)
 
     failed = [r for r in reports if not r["passed"]]
     if failed and not allow_parity_failure:
         lines = "; ".join(
-            f"target {r['format']} ({r['runtime']} {r['runtime_version']}): max |dp| {r['max_abs_diff']} > tolerance {r['tolerance']}"
+            f"target {r['format']} ({r['runtime']} {r['runtime_version']}): max |dp| {number(r['max_abs_diff'])} > tolerance {r['tolerance']:g}"
             f", {r.get('label_mismatches')} label mismatches{(' - ' + r['error']) if r.get('error') else ''}"
             for r in failed
         )
