@@ -127,7 +127,8 @@ async function fillPicker(cur) {
     return o;
   }));
   sel.replaceChildren(...options);
-  sel.value = `${cur.name}@${cur.version}`;
+  if (cur) sel.value = `${cur.name}@${cur.version}`;
+  else sel.selectedIndex = -1;
   $('#model-picker-wrap').hidden = options.length === 0;
   $('#model-pill').hidden = options.length > 0;
   sel.onchange = () => {
@@ -371,6 +372,7 @@ async function main() {
     if (!state.current) {
       showError('The fleet server did not offer a model', exc);
       $('#label').textContent = 'No score: no model could be loaded';
+      await fillPicker(null);  // a model or version asked for that is not there: pick one that is
       return;
     }
     check('#check-signature', /signature/.test(exc.message) ? 'fail' : 'wait');

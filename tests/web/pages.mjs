@@ -121,6 +121,10 @@ const scenarios = {
     await Promise.all([page.waitForNavigation(), page.selectOption('#model-picker', older.value)]);
     await waitState(page, 'ready');
     result.picked = { url: page.url(), model: await text(page, '#fact-model'), options: await options() };
+    await page.goto(`${plan.demo_url}?model=nosuch`);  // a model that is not there: the reason, and the picker to choose another
+    await waitState(page, 'error', 30000);
+    result.unknown = { error: await text(page, '#error-text'), picker_visible: await page.isVisible('#model-picker'), options: (await options()).length,
+      pill: await text(page, '#model-pill') };
     await context.close();
     return result;
   },

@@ -175,6 +175,9 @@ def test_demo_model_picker_lists_every_version_and_switches(session: dict[str, A
     picked = r["picked"]
     assert "model=churn" in picked["url"] and "version=1" in picked["url"]
     assert picked["model"] == "churn v1" and [o["value"] for o in picked["options"] if o["selected"]] == ["churn@1"]
+    unknown = r["unknown"]
+    assert "model: nosuch has no onnx or tfjs artifact here; the page can run churn v1, churn v2" in unknown["error"], unknown
+    assert unknown["picker_visible"] and unknown["options"] == 2, unknown
 
 
 def test_demo_without_a_model_says_how_to_publish_one(session: dict[str, Any]) -> None:
