@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from compiler.errors import CompileError, UnsupportedStepError
+from compiler.frontends._sample import not_a_number
 from compiler.ir import Column, Field, KerasGraph, KerasLayer, ModelIR
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class KerasFrontend:
         for n in names:
             col = sample[n]
             if col.dtype.kind not in "biuf":
-                raise CompileError(f"column {n!r} holds {col.dtype} values; a Keras model takes numeric inputs")
+                raise CompileError(not_a_number(sample, n) or f"column {n!r} holds {col.dtype} values; a Keras model takes numeric inputs")
             vals = col.to_numpy(dtype=np.float64, na_value=np.nan)
             finite = vals[np.isfinite(vals)]
             fields.append(Field(n, "numeric", min=float(finite.min()) if finite.size else None,

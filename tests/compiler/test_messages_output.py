@@ -55,3 +55,14 @@ def test_third_party_noise_is_held_back_unless_verbose(keras_file: Path, churn_d
     loud = subprocess.run(args + ["--out", str(tmp_path / "b"), "--verbose"], capture_output=True, text=True, timeout=600)
     assert loud.returncode == 0, loud.stderr
     assert any(noise in loud.stderr for noise in NOISE), "the noise this test guards against no longer exists: " + loud.stderr
+
+
+def test_a_bad_cell_in_a_keras_sample_is_a_data_error(keras_file: Path, churn_data: dict[str, Any], keypair: dict[str, Any], tmp_path: Path) -> None:
+    bad = churn_data["holdout"].astype({"tenure": object}).copy()
+    bad.loc[6, "tenure"] = "forty"
+    bad.to_csv(tmp_path / "forty.csv", index=False)
+    proc = subprocess.run([sys.executable, "-m", "edgefleet_cli.main", "compile", str(keras_file), "--feature-names", ",".join(NUMERIC),
+                           "--sample", str(tmp_path / "forty.csv"), "--name", "churnk", "--version", "1", "--key", str(keypair["private_path"]),
+                           "--out", str(tmp_path / "c"), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == "edgefleet: error: sample row 7, field 'tenure': 'forty' is not a number"
