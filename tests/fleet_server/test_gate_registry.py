@@ -22,7 +22,9 @@ def _rollout(fleet: Fleet, bundle: Path) -> int:
     client = create_app(fleet).test_client()
     auth = {"Authorization": f"Bearer {fleet.secrets.admin_token}"}
     assert client.post("/api/v1/models", data=bundle.read_bytes(), headers=auth).status_code == 201
-    devices.enroll(fleet, devices.create_enrollment_token(fleet), "gate-dev")  # a rollout must reach someone
+    devices.enroll(fleet, devices.create_enrollment_token(fleet), "gate-dev")  # a rollout must reach someone: one device,
+    devices.record_status(fleet, "gate-dev", {"capabilities": {"formats": ["onnx"]}, "health": "ok",  # already on v1, so
+                                              "active_model": "churn", "active_version": 1})  # its step settles at once
     r = client.post("/api/v1/rollouts", json={"model": "churn", "steps": [100], "gates": {"ml": True}}, headers=auth)
     assert r.status_code == 201, r.get_json()
     return int(r.get_json()["id"])
@@ -47,7 +49,7 @@ def test_two_apps_in_one_process_do_not_share_gates(tmp_path: Path, keypair: dic
     a.gates.register("probe", probe)
     rid_a, rid_b = _rollout(a, make_bundle(1)), _rollout(b, make_bundle(1))
     assert "probe" not in b.gates.names()
-    rollouts.reconcile(b)  # no devices: the step is settled at once and b's gates (ML only) pass
+    rollouts.reconcile(b)  # the one device runs v1: the step is settled at once and b's gates (ML only) pass
     rollouts.reconcile(a)
     assert calls == [("a", rid_a)], "the probe ran for a rollout of another Fleet, or not at all"
     with a.session() as s:
