@@ -75,3 +75,11 @@ def compiled(train_model: Any, churn_data: dict[str, Any], keypair: dict[str, An
         return _bundles[family]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def spark() -> Any:
+    """The shared local[2] SparkSession (tests/support/spark.py); created on first use only."""
+    from tests.support.spark import session_fixture
+
+    yield from session_fixture()
