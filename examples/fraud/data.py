@@ -52,7 +52,7 @@ def make_day(day: int, n: int, seed: int = 0, *, shift: bool = False, fraud_rate
     cols: dict[str, np.ndarray] = {}
     for name in V:
         cols[name] = rng.standard_normal(n) * SPREAD[name]
-    intensity = rng.uniform(0.35, 1.3, k)
+    intensity = rng.uniform(0.5, 1.3, k)
     new = rng.random(k) < (NEW_PATTERN_SHARE if shift else 0.0)
     for name, shift_by in PATTERN_A.items():
         col = cols[name]

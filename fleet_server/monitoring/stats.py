@@ -336,11 +336,14 @@ def average_precision(scores: ArrayLike, labels: ArrayLike) -> float:
     return _ap(*_curve(scores, y, 1.0 - y))
 
 
+PROBABILITY_SLACK = 1e-6  # float32 artifacts: 20 trees voting 0.05 each sum to 1.0000001 (ONNX random forests)
+
+
 def _probabilities(scores: ArrayLike) -> np.ndarray:
     p = np.asarray(scores, dtype=np.float64)
-    if p.ndim != 1 or not np.all((p >= 0.0) & (p <= 1.0)):
+    if p.ndim != 1 or not np.all((p >= -PROBABILITY_SLACK) & (p <= 1.0 + PROBABILITY_SLACK)):
         raise ValueError("CBPE needs probabilities in [0, 1]")
-    return p
+    return np.clip(p, 0.0, 1.0)
 
 
 def estimated_auroc(scores: ArrayLike) -> float:
