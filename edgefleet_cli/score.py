@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from edgefleet.encoding import ENTITY_KEY, file_record
+from edgefleet.encoding import ENTITY_KEY, FileRule
 from edgefleet.errors import InputError
 from edgefleet_cli.data import CHUNK_ROWS, Chunk, RecordFile, ResultWriter, check_output, format_of, pyarrow_parquet
 
@@ -99,11 +99,10 @@ def _located(where: str, n: int, exc: InputError) -> str:
     return f"{where} {n}, field {exc.field!r}: {_ROW_PREFIX.sub('', exc.reason)}"
 
 
-def score_chunk(scorer: Any, chunk: Chunk, id_col: str | None, where: str) -> list[dict[str, Any]]:
+def score_chunk(scorer: Any, rule: FileRule, chunk: Chunk, id_col: str | None, where: str) -> list[dict[str, Any]]:
     """One result row per input row; rows the schema refuses carry ``error``."""
     from runtimes.python.errors import ScoringInputError
 
-    fields = scorer.fields
     out: list[dict[str, Any]] = []
     good: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for n, raw in chunk.rows:
@@ -113,7 +112,7 @@ def score_chunk(scorer: Any, chunk: Chunk, id_col: str | None, where: str) -> li
             entry["error"] = raw
         else:
             try:
-                good.append((entry, file_record(fields, raw)))
+                good.append((entry, rule(raw)))
             except InputError as exc:
                 entry["error"] = _located(where, n, exc)
         out.append(entry)
@@ -149,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     source = RecordFile(args.input)
     scorer = Scorer.from_bundle(args.bundle, args.pubkey, backend=args.backend)
     inputs = {f["name"] for f in scorer.fields}
+    rule = FileRule(scorer.fields)
     if source.format != "jsonl":
         missing = [f["name"] for f in scorer.fields if f["name"] not in source.columns]
         if missing:
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                 id_col, why = pick_id_column(source.columns, inputs, label, args.id_column)
                 writer = ResultWriter(fmt, ([id_col] if id_col else []) + list(RESULT_COLUMNS), None if tmp else sys.stdout, tmp,
                                       keep=(id_col,) if id_col else (), label_values=scorer.classes)
-            results = score_chunk(scorer, chunk, id_col, source.where)
+            results = score_chunk(scorer, rule, chunk, id_col, source.where)
             bad = [r for r in results if "error" in r]
             rejected += len(bad)
             scored += len(results) - len(bad)
