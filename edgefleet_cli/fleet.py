@@ -192,7 +192,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(f"{m['name']} v{m['version']}  sha256 {m['sha256'][:16]}...  formats {', '.join(m['formats'])}  uploaded {m['uploaded_at']}")
     for p in m.get("parity", []):
-        print(f"  parity {p['format']:7} {p['runtime']:22} max |dp| {p['max_abs_diff']}  {'PASS' if p['passed'] else 'FAIL'}")
+        print(f"  parity {p['format']:7} {p['runtime']:22} max |dp| {float(p['max_abs_diff']):.2g}  {'PASS' if p['passed'] else 'FAIL'}")
     prov = m.get("provenance") or {}
     if not prov:
         print("  provenance: uploaded by hand (no retraining record)")
