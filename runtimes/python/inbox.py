@@ -17,7 +17,7 @@ column the model takes, or any other kind of file) is moved to ``rejected/`` nex
 ``<name>.reason`` file, so it neither stops the agent nor comes back on restart. Names starting
 with ``.`` or ending in ``.tmp``/``.part`` are files still being written: they are left alone,
 and so is any file modified less than ``MIN_FILE_AGE`` seconds ago, so a plain ``cp`` into the
-folder is not read half-copied (NiFi's GetFile "Minimum File Age"; renaming into place is faster).
+folder is not read half-copied (as NiFi's GetFile "Minimum File Age").
 """
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ def test_cli_agent_scores_offline_and_stops_cleanly_on_sigterm(tmp_path: Path, k
         out = wait_for(lambda: (inbox / "scored" / "batch.jsonl").exists() and (inbox / "scored" / "batch.jsonl").read_text(), what="scored output")
         rows = [json.loads(x) for x in out.splitlines()]
         assert rows[0]["model_version"] == 1 and rows[0]["entity_id"] == "c1" and 0 <= rows[0]["probability"] <= 1
-        assert "tenure" in rows[1]["error"] and "expected a number" in rows[1]["error"]
+        assert "tenure" in rows[1]["error"] and "'abc' is not a number" in rows[1]["error"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
