@@ -170,9 +170,7 @@ def _cmd_device_run(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds, sample_rate=args.sample_rate, include_features=not args.no_features,
         input_dir=Path(args.input_dir) if args.input_dir else None,
     )
-    agent = Agent(cfg)
-    model = f"{agent.scorer.name} v{agent.scorer.version}" if agent.scorer else "no model yet"
-    print(f"edgefleet agent {cfg.device_id}: {model}; server {cfg.server}; mqtt {cfg.mqtt or 'off (HTTP polling)'}", file=sys.stderr, flush=True)
+    agent = Agent(cfg)  # it logs its start-up summary (server, mqtt, data dir, model) itself, as JSON with --log-format json
     return agent.run()
 
 
