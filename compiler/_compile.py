@@ -60,6 +60,7 @@ def default_frontends() -> Registry[Any]:
 def default_targets() -> Registry[Target]:
     from compiler.targets.coreml import CoremlTarget
     from compiler.targets.onnx import OnnxTarget
+    from compiler.targets.pickle import PickleTarget
     from compiler.targets.pmml import PmmlTarget
     from compiler.targets.tfjs import TfjsTarget
     from compiler.targets.tflite import TfliteTarget
@@ -67,6 +68,7 @@ def default_targets() -> Registry[Target]:
     reg: Registry[Target] = Registry("target", required=("check_available", "build", "score", "unsupported_reason"))
     reg.register("coreml", CoremlTarget())
     reg.register("onnx", OnnxTarget())  # dispatches on the IR node: skl2onnx for sklearn, tf2onnx for Keras
+    reg.register("pickle", PickleTarget())  # the fitted sklearn pipeline itself (joblib), for Python servers and Spark jobs
     reg.register("pmml", PmmlTarget())
     reg.register("tfjs", TfjsTarget())
     reg.register("tflite", TfliteTarget())

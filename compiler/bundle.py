@@ -34,6 +34,7 @@ def artifact_entry(art: Artifact) -> dict[str, Any]:
         "outputs": art.outputs,
         **({"notes": art.notes} if art.notes else {}),
         **({"quantization": art.quantization} if art.quantization else {}),
+        **({"requires": art.requires} if art.requires else {}),
     }
 
 

@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("bundle", type=path, help="bundle folder or .tar")
     sc.add_argument("--pubkey", type=path, help="trusted Ed25519 public key (PEM; default: the config file's pubkey); nothing unverified is scored")
     sc.add_argument("--input", type=path, required=True, help="records: FILE.csv, FILE.jsonl or FILE.parquet")
-    sc.add_argument("--backend", choices=["onnx", "tflite", "pmml"], help="force a runtime (default: the first one installed that the bundle offers)")
+    sc.add_argument("--backend", choices=["onnx", "tflite", "pmml", "pickle", "spark"],
+                    help="force a runtime (default: the first one installed that the bundle offers; pickle and spark only when named)")
     sc.add_argument("--output", type=writable_output_path,
                     help="results file; its extension picks the format (.csv, .jsonl, .ndjson, .parquet); default: JSON Lines on stdout")
     sc.add_argument("--format", choices=["csv", "jsonl", "parquet"], help="output format, whatever the --output extension")
@@ -258,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     from edgefleet_cli import quickstart
 
     quickstart.add_parsers(sub)
+    from edgefleet_cli import batch  # batch-score, monitor aggregate (Spark)
+    batch.add_parsers(sub)
 
     try:
         from compiler import retrain

@@ -25,7 +25,9 @@ from fleet_server.errors import Conflict, FleetError, NotFound, Unauthorized
 from fleet_server.secrets import token_hash
 from fleet_server.validation import DEVICE_ID, ENROLL_REQUEST, ENROLLMENT_TOKEN_REQUEST, STATUS, check, clean
 
-FORMAT_PREFERENCE = ("onnx", "tflite", "tfjs", "pmml", "coreml")
+# pickle and spark last: chosen only for a device that declared it runs them (a pickle runs code
+# when loaded; a Spark model needs a JVM), and only when it declares none of the formats above.
+FORMAT_PREFERENCE = ("onnx", "tflite", "tfjs", "pmml", "coreml", "pickle", "spark")
 
 
 def create_enrollment_token(fleet: Fleet, group: str = "default", tags: list[str] | None = None, ttl: float | None = None) -> str:
@@ -40,8 +42,16 @@ def create_enrollment_token(fleet: Fleet, group: str = "default", tags: list[str
 RESERVED_IDS = {"edgefleet", "admin"}
 
 
-def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
+KINDS = ("agent", "minifi")
+
+
+def enroll(fleet: Fleet, token: str, device_id: str, kind: str | None = None) -> dict[str, Any]:
     """Exchange a one-time token for a device credential.
+
+    ``kind`` is ``agent`` (the edgefleet device agent, the default) or ``minifi`` (a MiNiFi/NiFi
+    C2 agent, fleet_server.c2). It is kept in the device's ``capabilities`` JSON (``kind``, with
+    the formats the ScoreChurn processor scores), so no column is added and a rollout can assign
+    the agent before it ever reports: a C2 agent never posts an edgefleet status.
 
     The token is consumed by one conditional UPDATE (``... WHERE used_by IS NULL``) whose row
     count says who won: on PostgreSQL the row lock makes a concurrent UPDATE wait and re-check
@@ -49,6 +59,8 @@ def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
     one token exactly one succeeds, whatever the isolation level.
     """
     check({"token": token, "device_id": device_id}, ENROLL_REQUEST, "")
+    if kind is not None and kind not in KINDS:
+        raise FleetError(f"kind: {str(kind)[:32]!r} is not one of {list(KINDS)}")
     if device_id.lower() in RESERVED_IDS or device_id.lower().startswith("edgefleet-"):
         # the server's and the broker admin's MQTT accounts: a device account of that name could never log in
         raise FleetError(f"device_id: {device_id!r} is reserved for the server's own broker accounts")
@@ -71,7 +83,8 @@ def enroll(fleet: Fleet, token: str, device_id: str) -> dict[str, Any]:
             if s.get(Device, device_id) is not None:
                 raise Conflict(f"device_id: {device_id} is already enrolled")
             credential = "dev_" + secrets.token_urlsafe(32)
-            s.add(Device(device_id=device_id, token_hash=token_hash(credential), group=row.group, tags=list(row.tags)))
+            caps = {"kind": "minifi", "formats": ["onnx", "pmml"]} if kind == "minifi" else {}
+            s.add(Device(device_id=device_id, token_hash=token_hash(credential), group=row.group, tags=list(row.tags), capabilities=caps))
             s.flush()
             if fleet.broker_access is not None:
                 # Broker first, inside the transaction: if the broker refuses, the enrollment rolls

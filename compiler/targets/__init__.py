@@ -43,6 +43,7 @@ class Artifact:
     outputs: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     quantization: dict[str, Any] | None = None  # {"mode", "tolerance", "unquantized_size"} for a quantized artifact
+    requires: dict[str, str] | None = None  # exact library versions the loading side must have (pickle, spark)
 
 
 class Target(Protocol):
