@@ -9,6 +9,7 @@ import pytest
 
 from examples.fraud.data import FEATURES, LABEL, make_day
 from tests.fleet_server.conftest import Api
+from tests.fleet_server.test_fuzz import target  # noqa: F401 - the fuzz target fixture (server, churn model, spec)
 
 # the first row of Kaggle's creditcard.csv without Time, as the companion README gives it
 KAGGLE_ROW = ("-1.3598071336738,-0.0727811733098497,2.53634673796914,1.37815522427443,-0.338320769942518,0.462387777762292,"
@@ -88,3 +89,12 @@ def test_cdsw_needs_the_admin_token_and_a_known_model(api: Api) -> None:
     assert code == 404 and body["error"].startswith("model")
     code, body, _ = api("POST", "/api/v1/models/fraud/cdsw", raw=b"{not json")
     assert code == 400 and "error" in body
+
+
+def test_fuzz_cdsw_route_never_answers_5xx(target: dict[str, Any]) -> None:
+    """schemathesis over this one operation (the shipped spec, a real server, the churn model's mixed fields)."""
+    from tests.fleet_server.test_fuzz import _assert_clean, run_schemathesis
+
+    fig = run_schemathesis(target, target["api"].token, name="cdsw", include=["--include-path-regex", r"^/api/v1/models/\{name\}/cdsw$"],
+                           max_examples=60, max_time=40)
+    _assert_clean(fig)
