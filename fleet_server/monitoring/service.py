@@ -20,6 +20,10 @@ One pass, per model (its policy from ``monitor_policies``, defaults when none):
      reference value minus the window's exceeds ``max_auroc_drop`` / ``max_ap_drop``. Only
      the fleet and device cohorts: a customer segment's AUROC differs from the population's
      by construction, so it is reported, not alerted on;
+   * ``fairness`` (when the policy names ``fairness_fields``), cohort ``<field>=<group>``,
+     subjects the policy's ``fairness_alert_metrics``: bad when the disparity's bootstrap
+     interval lies wholly beyond the tolerance, good when wholly inside it; ``inconclusive``
+     and ``insufficient_data`` change nothing (``fairness.alert_inputs``);
 4. the replayed state is compared with the stored alerts: an alert that should fire and has no
    ``firing`` row is created (event ``fired``); a ``firing`` row whose subject was judged and
    is no longer active is cleared (event ``cleared``). So a pass is idempotent: running it again
@@ -50,7 +54,7 @@ from edgefleet.protocol import alert_topic
 from fleet_server.core import Fleet
 from fleet_server.db import ModelVersion, TelemetryRecord, utcnow
 from fleet_server.failures import LoggedError
-from fleet_server.monitoring import aggregate, stats
+from fleet_server.monitoring import aggregate, fairness, stats
 from fleet_server.monitoring import retrain_trigger as retrain
 from fleet_server.monitoring.policy import Policy, load
 from fleet_server.monitoring.tables import Alert
@@ -174,6 +178,10 @@ def evaluate(fleet: Fleet, now: float | None = None) -> dict[str, Any]:
                 drift = aggregate.drift_report(s, mv.manifest, cfg, start=start, end=end, cohorts_of_device=cohorts)
                 perf = aggregate.performance_report(s, mv.manifest, cfg, start=start, end=end, cohorts_of_device=cohorts)
                 rep = _replay(drift, perf, policy)
+                if policy.fairness_fields:
+                    fair = fairness.fairness_report(s, mv.manifest, policy, start=start, end=end)
+                    for cohort, metric, bad, details in fairness.alert_inputs(fair):
+                        rep.feed((cohort, "fairness", metric), bad, details)
                 out["versions"].append({
                     "model": name, "version": mv.version, "policy": policy, "start": start, "end": end,
                     "active": rep.active(), "judged": rep.judged, "metrics": _latest_metrics(drift, perf),

@@ -35,7 +35,7 @@ class Alert(Base):
     model: Mapped[str] = mapped_column(String(128))
     version: Mapped[int] = mapped_column(Integer)
     cohort: Mapped[str] = mapped_column(String(256))
-    kind: Mapped[str] = mapped_column(String(16))        # drift | performance
+    kind: Mapped[str] = mapped_column(String(16))        # drift | performance | fairness
     subject: Mapped[str] = mapped_column(String(128))    # a field, "<score>", or a metric name
     state: Mapped[str] = mapped_column(String(16))       # firing | cleared
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
