@@ -39,6 +39,9 @@ def create_app(fleet: Fleet | ServerConfig) -> Flask:
 
     for mod in (meta, models, artifacts, devices, rollouts, predict, cdsw, demo, dashboard, monitoring, retraining):
         app.register_blueprint(mod.bp)
+    from fleet_server.c2 import api as c2
+
+    app.register_blueprint(c2.bp)  # MiNiFi/NiFi agents: /c2-protocol (docs/minifi.md)
 
     @app.before_request
     def refuse_nul_arguments() -> None:

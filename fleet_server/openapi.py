@@ -14,10 +14,12 @@ from typing import Any
 
 from fleet_server import validation as v
 from fleet_server.api import cdsw
+from fleet_server.c2 import protocol as c2
 
 ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
 DEVICE: list[dict[str, list[str]]] = [{"device": []}, {"admin": []}]
 PUBLIC: list[Any] = []
+AGENT: list[dict[str, list[str]]] = [{"device": []}, {"basic": []}]  # a C2 agent: its device token as bearer or Basic password
 
 S: dict[str, Any] = {"type": "string"}
 INT: dict[str, Any] = {"type": "integer"}
@@ -46,6 +48,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "rollout_id": {"type": "integer", "minimum": 0, "maximum": v.MAX_DB_INT},
     "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
     "action": {"type": "string", "enum": ["abort", "pause", "resume", "rollback"]},
+    "token": {"type": "string", "description": "a C2 agent's device token, in the path (the Java agent cannot send a header)"},
 }
 UNIX = {"type": "number", "minimum": 0, "maximum": 1e11, "description": "unix seconds"}
 Q_VERSION = ("version", v.VERSION)
@@ -105,6 +108,24 @@ _TAR = {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}
 _CHECKS = {"type": "object", "additionalProperties": _obj(["ok", "detail"], ok={"type": "boolean"}, detail=S)}
 _READY = _obj(["ready", "checks"], ready={"const": True}, checks=_CHECKS)
 
+_C2_OPS = _js(_obj(["requestedOperations"], requestedOperations={"type": "array", "items": _obj(
+    ["identifier", "operation", "operand", "args"], identifier=S, operation={"type": "string", "enum": ["SYNC", "UPDATE"]},
+    operand={"type": "string", "enum": ["resource", "asset"]}, args=OBJ)}))
+_C2_ACK = _js(_obj(["operationId", "state", "applied"], operationId=S, state=S, applied={"type": "boolean"}))
+_C2_HB = "C2 heartbeat of a MiNiFi agent (Basic user-info, bearer or path token); answers the operations to run"
+_C2_AK = "C2 acknowledgement of one operation; FULLY_APPLIED installs, NOT_APPLIED/PARTIALLY_APPLIED fail the install"
+_C2_PATHS: dict[str, dict[str, Any]] = {
+    "/c2-protocol/heartbeat": {"post": _op(_C2_HB, AGENT, out=_C2_OPS, body=c2.HEARTBEAT)},
+    "/c2-protocol/acknowledge": {"post": _op(_C2_AK, AGENT, out=_C2_ACK, body=c2.ACK)},
+    "/c2-protocol/agent/{token}/heartbeat": {"post": _op(_C2_HB, PUBLIC, out=_C2_OPS, body=c2.HEARTBEAT)},
+    "/c2-protocol/agent/{token}/acknowledge": {"post": _op(_C2_AK, PUBLIC, out=_C2_ACK, body=c2.ACK)},
+    "/c2-protocol/assets/{sha256}": {"get": _op(
+        "a C2 asset (slim bundle or publisher key) by sha256; ?agent=&sig= from the SYNC/UPDATE url, or the agent's credential; "
+        "409 if the stored bytes no longer match", [*AGENT, {}], out={"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        query=[("agent", {"type": "string", "maxLength": 64}), ("sig", {"type": "string", "maxLength": 64})],
+        extra={"304": {"description": "not modified"}})},
+}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {"get": _op("liveness", PUBLIC, out=_js(_obj(["ok"], ok={"type": "boolean"})))},
     "/readyz": {"get": _op("readiness: database, broker, ingest, monitor and reconciler", PUBLIC, out=_js(_READY),
@@ -139,7 +160,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "exchange an enrollment token for a device credential", PUBLIC, "201",
         _js(_obj(["device_id", "token", "server", "assignment_keys", "publisher_keys"], device_id=S, token=S, server=S,
                  mqtt=_null(S), assignment_keys={"type": "array", "items": S}, publisher_keys={"type": "array", "items": S})),
-        body=v.ENROLL_REQUEST)},
+        body={**v.ENROLL_REQUEST, "properties": {**v.ENROLL_REQUEST["properties"], "kind": {
+            "type": "string", "enum": ["agent", "minifi"], "description": "minifi: a MiNiFi/NiFi C2 agent (docs/minifi.md); default agent"}}})},
     "/api/v1/devices": {"get": _op("list devices", ADMIN, out=_list("devices", _ref("Device")))},
     "/api/v1/devices/{device_id}": {"get": _op("one device with its assignment", ADMIN, out=_js(_ref("Device")))},
     "/api/v1/devices/{device_id}/assignment": {"get": _op("signed assignment; ETag / If-None-Match", DEVICE, out=_js(_ref("Assignment")),
@@ -161,6 +183,10 @@ PATHS: dict[str, dict[str, Any]] = {
                                                query=[Q_VERSION, *Q_WINDOW, Q_WIDTH])},
     "/api/v1/models/{name}/performance": {"get": _op("realized and CBPE-estimated AUROC/AP per window and cohort; ?version=&start=&end=&window_seconds=",
                                                      ADMIN, out=_js(_ref("Report")), query=[Q_VERSION, *Q_WINDOW, Q_WIDTH])},
+    "/api/v1/models/{name}/fairness": {"get": _op(
+        "per sensitive field and window: each group's selection rate, TPR/FPR, calibration-in-the-large, AUROC and its disparities "
+        "against the reference group with bootstrap intervals and verdicts; ?version=&start=&end=&window_seconds=",
+        ADMIN, out=_js(OBJ), query=[Q_VERSION, *Q_WINDOW, Q_WIDTH])},
     "/api/v1/alerts": {"get": _op("alerts, newest first; ?model=&state=firing|cleared&limit=", ADMIN, out=_list("alerts", OBJ),
                                   query=[("model", {"type": "string", "maxLength": v.MAX_NAME_CHARS}),
                                          ("state", {"type": "string", "enum": ["cleared", "firing"]}),
@@ -174,6 +200,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/models/{name}/versions/{version}/approve": {"post": _op(
         "approve a challenger registered with approval_required: starts its rollout", ADMIN, "201", _ROLL,
         body=v.APPROVE_REQUEST, body_required=False)},
+    **_C2_PATHS,
     "/api/v1/models/{name}/retrains": {"get": _op("retrain jobs the monitor started, skipped or reaped", ADMIN,
                                                   out=_js(_obj(["model", "jobs"], model=S, jobs=ARR)))},
 }
@@ -193,7 +220,8 @@ SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "edgefleet fleet server", "version": "1"},
     "components": {
-        "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}, "device": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}, "device": {"type": "http", "scheme": "bearer"},
+                            "basic": {"type": "http", "scheme": "basic"}},
         "schemas": SCHEMAS,
         "responses": {"Error": {"description": "error: '<field>: <reason>'", "content": _json(_ref("Error"))}},
     },

@@ -29,7 +29,7 @@ def new_token() -> Any:
 @bp.post("/devices/enroll")
 def enroll() -> Any:
     body = json_body(validation.ENROLL_REQUEST)
-    return jsonify(devices.enroll(fleet(), body["token"], body["device_id"])), 201
+    return jsonify(devices.enroll(fleet(), body["token"], body["device_id"], body.get("kind"))), 201
 
 
 @bp.get("/devices")
