@@ -310,7 +310,7 @@ class ResultWriter:
         if self.format == "jsonl":
             assert self._fh is not None
             keep = self.keep
-            self._fh.write("".join(json.dumps({k: v for k, v in r.items() if v is not None or k in keep}) + "\n" for r in rows))
+            self._fh.write("".join(json.dumps({k: v for k, v in r.items() if v is not None or k in keep}, default=str) + "\n" for r in rows))
         elif self.format == "csv":
             self._csv.writerows([["" if r.get(c) is None else r[c] for c in self.columns] for r in rows])
         else:

@@ -214,3 +214,19 @@ def test_progress_on_a_terminal_never_reaches_stdout(bundle: dict[str, Any], cus
     assert proc.stdout == b""
     lines = (tmp_path / "big.jsonl").read_text().splitlines()
     assert len(lines) == 24_000 and all(line.startswith('{"customerID": "CUST-') for line in lines)
+
+
+def test_a_parquet_timestamp_id_is_carried_to_every_format(bundle: dict[str, Any], customers: Any, tmp_path: Path) -> None:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    frame = customers.head(3).drop(columns=["customerID"])
+    frame.insert(0, "seen_at", pd.to_datetime(["2026-01-01 08:00", "2026-01-02 12:30", "2026-01-03 09:15"]))
+    frame.to_parquet(tmp_path / "in.parquet", index=False)
+    for out in ("out.jsonl", "out.csv", "out.parquet"):
+        proc = score(bundle, "--input", "in.parquet", "--output", out, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "id column: seen_at" in summary(proc)
+    assert [json.loads(x)["seen_at"] for x in (tmp_path / "out.jsonl").read_text().splitlines()][1] == "2026-01-02 12:30:00"
+    assert [r["seen_at"] for r in csv.DictReader(open(tmp_path / "out.csv", newline=""))][1] == "2026-01-02 12:30:00"
+    assert str(pq.read_table(tmp_path / "out.parquet").schema.field("seen_at").type).startswith("timestamp")
