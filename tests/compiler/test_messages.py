@@ -119,3 +119,12 @@ def test_a_cut_bundle_archive_says_truncated(files: dict[str, Any]) -> None:
         (d / "cut.tar").write_bytes(data[:cut])
         line = error_line(cli("verify", str(d / "cut.tar"), "--pubkey", files["pub"], cwd=d))
         assert "cut.tar is truncated" in line and "signature file is missing" not in line, (cut, line)
+
+
+def test_a_parquet_sample_without_pyarrow_names_the_extra(files: dict[str, Any]) -> None:
+    """An install without pyarrow (its import blocked in the real CLI process) is told which extra to install."""
+    launcher = "import sys; sys.modules['pyarrow'] = None; from edgefleet_cli.main import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", launcher, *compile_args(files, "churn_lr.joblib", "holdout.parquet")], cwd=files["dir"],
+                          capture_output=True, text=True, timeout=300)
+    line = error_line(proc)
+    assert "holdout.parquet" in line and "Parquet needs pyarrow" in line and "pip install 'edgefleet[parquet]'" in line, line
