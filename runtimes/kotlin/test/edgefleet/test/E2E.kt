@@ -1,0 +1,5 @@
+package edgefleet.test
+
+object E2E {
+    fun run(args: List<String>) {}
+}
