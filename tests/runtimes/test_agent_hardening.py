@@ -131,7 +131,9 @@ def test_bad_drop_folder_files_are_rejected_and_the_agent_keeps_running(tmp_path
     (inbox / "good.jsonl").write_text(json.dumps(rec) + "\n" + "not json\n" + json.dumps({**rec, "tenure": "abc"}) + "\n" + "[1]\n")
     t = start(agent)
     try:
-        wait_for(lambda: (inbox / "done" / "good.jsonl").exists() and (inbox / "rejected" / "dir.jsonl.reason").exists(), what="inbox processed")
+        # one pass takes the files in name order (latin1.jsonl last), so wait for every one of them
+        wait_for(lambda: (inbox / "done" / "good.jsonl").exists() and all((inbox / "rejected" / f"{n}.reason").exists()
+                                                                            for n in ("dir.jsonl", "garbage.jsonl", "latin1.jsonl")), what="inbox processed")
         assert t.is_alive()
         rejected = inbox / "rejected"
         for name in ("latin1.jsonl", "garbage.jsonl", "dir.jsonl"):
