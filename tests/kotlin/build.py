@@ -21,6 +21,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
 KOTLIN = ROOT / "runtimes" / "kotlin"
@@ -42,7 +43,7 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _jar(out: Path, classes: Path, keep: "callable[[str], bool]", extra: dict[str, Path] | None = None) -> None:
+def _jar(out: Path, classes: Path, keep: Callable[[str], bool], extra: dict[str, Path] | None = None) -> None:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: edgefleet tests/kotlin/build.py\n\n")
         for p in sorted(classes.rglob("*")):
