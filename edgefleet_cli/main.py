@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     from edgefleet_cli import quickstart
 
     quickstart.add_parsers(sub)
+    from edgefleet_cli import minifi  # minifi package: the ScoreChurn processor for MiNiFi/NiFi
+    minifi.add_parsers(sub)
     from edgefleet_cli import batch  # batch-score, monitor aggregate (Spark)
     batch.add_parsers(sub)
 
