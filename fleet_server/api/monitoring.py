@@ -1,4 +1,4 @@
-"""Monitoring routes: policies, alerts, drift and performance reports, a manual pass, /metrics.
+"""Monitoring routes: policies, alerts, drift, performance and fairness reports, a manual pass, /metrics.
 
 Every route needs the admin token, ``/metrics`` included: the server holds no other secret-free
 surface, and a loopback exemption would open it to anything behind a local reverse proxy.
@@ -21,7 +21,7 @@ from fleet_server.api.auth import admin_required, fleet
 from fleet_server.api.body import json_body
 from fleet_server.errors import FleetError
 from fleet_server.model_versions import get_version
-from fleet_server.monitoring import aggregate, metrics, policy, service
+from fleet_server.monitoring import aggregate, fairness, metrics, policy, service
 from fleet_server.monitoring.tables import Alert
 
 bp = Blueprint("monitoring", __name__)
@@ -97,8 +97,11 @@ def _report(name: str, which: str) -> Any:
         start = _number_arg("start")
         if start is None:
             start = math.floor((end or time.time()) / W) * W - p.lookback_windows * W
-        fn = aggregate.drift_report if which == "drift" else aggregate.performance_report
-        report = fn(s, mv.manifest, config, start=start, end=end)
+        if which == "fairness":
+            report = fairness.fairness_report(s, mv.manifest, p, start=start, end=end, window_seconds=W)
+        else:
+            fn = aggregate.drift_report if which == "drift" else aggregate.performance_report
+            report = fn(s, mv.manifest, config, start=start, end=end)
     report["start"], report["end"] = start, end
     return jsonify(report)
 
@@ -113,6 +116,12 @@ def drift(name: str) -> Any:
 @admin_required
 def performance(name: str) -> Any:
     return _report(name, "performance")
+
+
+@bp.get("/api/v1/models/<name>/fairness")
+@admin_required
+def fairness_route(name: str) -> Any:
+    return _report(name, "fairness")
 
 
 @bp.post("/api/v1/monitor/run")

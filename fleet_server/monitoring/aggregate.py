@@ -301,9 +301,14 @@ def _metrics(scores: np.ndarray, labels: np.ndarray, n_bins: int) -> dict[str, A
 def performance_report(
     session: Session, manifest: Mapping[str, Any], config: MonitorConfig = MonitorConfig(), *,
     start: float | None = None, end: float | None = None, cohorts_of_device: Mapping[str, Sequence[str]] | None = None,
+    joined: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Estimated (CBPE, from scores) and realized (from joined outcomes) AUROC/AP per window and cohort."""
-    joined = join_outcomes(session, manifest, start=start, end=end)
+    """Estimated (CBPE, from scores) and realized (from joined outcomes) AUROC/AP per window and cohort.
+
+    ``joined`` is ``join_outcomes`` of the same version and range, when the caller already has it (the monitor pass
+    shares one join between this and the fairness report)."""
+    if joined is None:
+        joined = join_outcomes(session, manifest, start=start, end=end)
     if config.device_cohorts and cohorts_of_device is None:
         cohorts_of_device = device_cohorts(session)
     cells: dict[tuple[float, str], list[int]] = defaultdict(list)

@@ -39,13 +39,17 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fairness_report(session: Session, manifest: Mapping[str, Any], policy: Any, *, start: float | None = None,
-                    end: float | None = None, window_seconds: float | None = None) -> dict[str, Any]:
-    """Per window and sensitive field: every group's rates and its disparities against the reference."""
+                    end: float | None = None, window_seconds: float | None = None,
+                    joined: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per window and sensitive field: every group's rates and its disparities against the reference.
+
+    ``joined``: ``aggregate.join_outcomes`` of the same version and range, when the caller already has it."""
     W = float(window_seconds or policy.window_seconds)
     fields = list(policy.fairness_fields)
     fp = policy.fairness_policy()
     threshold = float(policy.fairness_threshold if policy.fairness_threshold is not None else manifest["output"]["threshold"])
-    joined = aggregate.join_outcomes(session, manifest, start=start, end=end)
+    if joined is None:
+        joined = aggregate.join_outcomes(session, manifest, start=start, end=end)
     preds, labels = joined["predictions"], joined["labels"]
     cells: dict[float, list[int]] = defaultdict(list)
     no_features: dict[float, int] = defaultdict(int)

@@ -176,10 +176,11 @@ def evaluate(fleet: Fleet, now: float | None = None) -> dict[str, Any]:
             for mv in sorted(rows, key=lambda r: r.version):
                 cfg = policy.monitor_config()
                 drift = aggregate.drift_report(s, mv.manifest, cfg, start=start, end=end, cohorts_of_device=cohorts)
-                perf = aggregate.performance_report(s, mv.manifest, cfg, start=start, end=end, cohorts_of_device=cohorts)
+                joined = aggregate.join_outcomes(s, mv.manifest, start=start, end=end)
+                perf = aggregate.performance_report(s, mv.manifest, cfg, start=start, end=end, cohorts_of_device=cohorts, joined=joined)
                 rep = _replay(drift, perf, policy)
                 if policy.fairness_fields:
-                    fair = fairness.fairness_report(s, mv.manifest, policy, start=start, end=end)
+                    fair = fairness.fairness_report(s, mv.manifest, policy, start=start, end=end, joined=joined)
                     for cohort, metric, bad, details in fairness.alert_inputs(fair):
                         rep.feed((cohort, "fairness", metric), bad, details)
                 out["versions"].append({
