@@ -43,17 +43,19 @@ DEFAULT_TOLERANCE = 1e-5
 QUANTIZED_TOLERANCE = {"float16": 1e-2, "int8": 5e-2}
 LIBRARIES = (
     "scikit-learn", "numpy", "pandas", "skl2onnx", "onnx", "onnxruntime", "sklearn2pmml", "pypmml",
-    "tensorflow-cpu", "keras", "tf2onnx", "ai-edge-litert", "coremltools",
+    "tensorflow-cpu", "keras", "tf2onnx", "ai-edge-litert", "coremltools", "pyspark", "pyspark2pmml",
 )
 
 
 def default_frontends() -> Registry[Any]:
     from compiler.frontends.keras import KerasFrontend
     from compiler.frontends.sklearn import SklearnFrontend
+    from compiler.frontends.spark import SparkFrontend
 
     reg: Registry[Any] = Registry("frontend", required=("accepts", "lower"))
     reg.register("keras", KerasFrontend())
     reg.register("sklearn", SklearnFrontend())
+    reg.register("spark", SparkFrontend())  # a saved pyspark.ml PipelineModel; pyspark is imported only for one
     return reg
 
 
@@ -250,7 +252,8 @@ def compile(  # noqa: A001 - the public verb is compile
         except InputError as exc:
             raise CompileError(f"sample: {exc}") from exc
         try:
-            ref_proba = _source_proba(model, frame)
+            own = getattr(frontend, "source_proba", None)  # a frontend whose model is not sklearn-shaped (Spark: transform)
+            ref_proba = own(model, frame, ir) if callable(own) else _source_proba(model, frame)
         except Exception as exc:  # the user's model raising is the user's error, reported plainly
             raise CompileError(f"the source model failed to score the sample: {type(exc).__name__}: {exc}") from exc
         y = None

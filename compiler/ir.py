@@ -13,6 +13,9 @@ The estimator node's *type* says what it is, and targets dispatch on it
     KerasGraph         a Keras classifier lowered once by the Keras frontend: its layer list
                        (``KerasLayer``), a traceable float32 forward function and a SavedModel
                        exporter
+    SparkEstimator     a Spark ML classifier read by ``compiler.frontends.spark``, already in
+                       the lowering's head form (``compiler.lowering.Linear`` or ``Forest``,
+                       decisions folded for Spark's double comparisons)
 
 A target that has no handler for a node raises an error naming the model, the target and the
 node. A new frontend (Spark ML, ...) adds its node type here and is one ``register`` call;
@@ -131,7 +134,23 @@ class KerasGraph:
     export_saved_model: Callable[[str], None] = field(compare=False, repr=False)
 
 
-EstimatorNode = Union[SklearnEstimator, KerasGraph]
+@dataclass(frozen=True)
+class SparkEstimator:
+    """A fitted Spark ML classifier, lowered by ``compiler.frontends.spark``.
+
+    ``head`` is a ``compiler.lowering`` head (``Linear`` for LogisticRegression, ``Forest`` for
+    the tree families, with ``float32_inputs=False``: Spark compares doubles), so every target
+    that takes the tensor lowering takes it unchanged. ``family`` is the Spark model class
+    (``RandomForestClassificationModel``...).
+    """
+
+    family: str
+    n_features: int
+    classes: tuple[Any, ...]
+    head: Any = field(compare=False, repr=False, default=None)
+
+
+EstimatorNode = Union[SklearnEstimator, KerasGraph, SparkEstimator]
 
 
 class MissingCapabilityError(CompileError):
@@ -149,7 +168,9 @@ class SourceCapability:
 
     Known capabilities: ``"sklearn-pipeline"``, the fitted scikit-learn estimator or Pipeline
     the user compiled (``feature_names_in_``, sklearn2pmml-convertible). A target that needs
-    it must deep-copy before mutating: the object is the user's.
+    it must deep-copy before mutating: the object is the user's. ``"spark-pipeline"``: a
+    ``compiler.frontends.spark.SparkPipeline`` (the saved PipelineModel directory, its loaded
+    model and session).
     """
 
     name: str

@@ -29,7 +29,7 @@ from typing import Any, Literal, Union
 import numpy as np
 
 from compiler.errors import CompileError
-from compiler.ir import ModelIR, SklearnEstimator
+from compiler.ir import ModelIR, SklearnEstimator, SparkEstimator
 
 Link = Literal["proba", "expit", "softmax"]
 
@@ -96,6 +96,8 @@ def unsupported_reason(ir: ModelIR) -> str | None:
     """Why the tensor lowering (TFLite, TF.js) cannot take ``ir``'s scikit-learn estimator, or None."""
     from compiler.lowering import trees
 
+    if isinstance(ir.estimator, SparkEstimator):
+        return None if isinstance(ir.estimator.head, (Linear, Forest)) else f"no tensor lowering for {ir.estimator.family}"
     if not isinstance(ir.estimator, SklearnEstimator):
         return f"the tensor lowering takes scikit-learn estimators, not IR node {type(ir.estimator).__name__}"
 
@@ -110,10 +112,16 @@ def lower(ir: ModelIR, target: str = "tflite") -> TensorProgram:
     from compiler.lowering import exact, trees
 
     family = ir.estimator.family
+    fill, bad = exact.column_fill(ir.layers, len(ir.columns))
+    if isinstance(ir.estimator, SparkEstimator):  # the Spark frontend built the head; only the checks below remain
+        if isinstance(ir.estimator.head, Forest) and bad:
+            raise LoweringError(family, target, f"column(s) {bad} are imputed after being scaled; a tree artifact needs the imputer first")
+        if not isinstance(ir.estimator.head, (Linear, Forest)):
+            raise LoweringError(family, target, "no tensor lowering for this estimator")
+        return TensorProgram(ir, ir.estimator.head, tuple(float(v) for v in fill))
     if not isinstance(ir.estimator, SklearnEstimator):
         raise LoweringError(family, target, f"the tensor lowering takes scikit-learn estimators, not IR node {type(ir.estimator).__name__}")
     est: Any = ir.estimator.obj
-    fill, bad = exact.column_fill(ir.layers, len(ir.columns))
     head: Head
     if family == "LogisticRegression":
         coef, icpt = np.asarray(est.coef_, np.float64), np.asarray(est.intercept_, np.float64)

@@ -89,7 +89,7 @@ def _depth(left: np.ndarray, right: np.ndarray, leaf: np.ndarray) -> int:
 
 def forest(ir: "ModelIR", target: str) -> "Forest":
     from compiler.ir import SklearnEstimator
-    from compiler.lowering import Forest, LoweringError
+    from compiler.lowering import LoweringError
 
     family = ir.estimator.family
     if not isinstance(ir.estimator, SklearnEstimator):
@@ -102,6 +102,19 @@ def forest(ir: "ModelIR", target: str) -> "Forest":
         tree_list, n_out, base, link = _trees(family, est)
     except ValueError as exc:
         raise LoweringError(family, target, str(exc)) from exc
+    return flatten(family, tree_list, base, link, ir.layers, len(ir.columns), float32=family != "HistGradientBoostingClassifier")
+
+
+def flatten(family: str, tree_list: "list[_Tree]", base: tuple[float, ...], link: str, layers: Any, n_columns: int,
+            float32: bool) -> "Forest":
+    """One ``Forest`` from per-tree node tables whose nodes go left iff ``z <= threshold``.
+
+    ``z`` is the column after ``layers``, cast to float32 first when ``float32`` (sklearn's
+    float32 families); without it the comparison is in double, as Spark and HistGradientBoosting
+    make it. Shared by the scikit-learn and Spark lowerings.
+    """
+    from compiler.lowering import Forest
+
     sizes = [len(t[0]) for t in tree_list]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     feature = np.concatenate([t[0] for t in tree_list])
@@ -113,11 +126,10 @@ def forest(ir: "ModelIR", target: str) -> "Forest":
     left, right = np.where(leaf, own, left), np.where(leaf, own, right)
     column = np.where(leaf, 0, feature)
 
-    float32 = family != "HistGradientBoostingClassifier"
-    decreasing = exact.decreasing_columns(ir.layers, len(ir.columns))
+    decreasing = exact.decreasing_columns(layers, n_columns)
     cut = np.full(len(feature), exact.ALWAYS, dtype=np.int64)
     inner = ~leaf
-    c, swap = exact.fold_thresholds(column[inner], thresh[inner], ir.layers, float32, decreasing)
+    c, swap = exact.fold_thresholds(column[inner], thresh[inner], layers, float32, decreasing)
     cut[inner] = c
     li, ri = left[inner].copy(), right[inner].copy()
     left[inner], right[inner] = np.where(swap, ri, li), np.where(swap, li, ri)

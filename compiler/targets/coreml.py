@@ -70,6 +70,24 @@ class CoremlTarget(NodeTarget):
             return coreml_nn.unsupported_reason(ir)
         return f"no CoreML emitter for {ir.estimator.family}"
 
+    def unsupported_spark_estimator(self, ir: "ModelIR") -> str | None:
+        from compiler.lowering import Forest, unsupported_reason
+        from compiler.targets import coreml_nn
+
+        reason = unsupported_reason(ir)
+        if reason or isinstance(getattr(ir.estimator, "head", None), Forest):
+            return reason
+        return coreml_nn.unsupported_reason(ir)
+
+    def build_spark_estimator(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+        from compiler.lowering import Forest, lower
+
+        program = lower(ir, "coreml")
+        if isinstance(program.head, Forest):
+            spec = tree_spec(ir, program, str(meta.get("name", "model")))
+            return self._artifact(ir, spec, validate(spec, len(ir.fields)), [])
+        return self._dense(ir, meta)
+
     def unsupported_keras_graph(self, ir: "ModelIR") -> str | None:
         from compiler.targets import coreml_nn
 

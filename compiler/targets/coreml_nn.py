@@ -58,12 +58,12 @@ def unsupported_reason(ir: "ModelIR") -> str | None:
 
 def dense_stack(ir: "ModelIR") -> DenseStack:
     """The dense form of the IR's estimator node: ``KerasGraph`` layers, or a lowered LR/MLP."""
-    from compiler.ir import KerasGraph, SklearnEstimator
+    from compiler.ir import KerasGraph, SklearnEstimator, SparkEstimator
     from compiler.lowering import Linear, Perceptron, lower
 
     if isinstance(ir.estimator, KerasGraph):
         return _keras_stack(ir.estimator)
-    if not isinstance(ir.estimator, SklearnEstimator):
+    if not isinstance(ir.estimator, (SklearnEstimator, SparkEstimator)):
         raise CompileError(f"no dense form for IR node {type(ir.estimator).__name__} ({ir.estimator.family})")
 
     head = lower(ir, "coreml").head

@@ -2,6 +2,7 @@
 
     SklearnEstimator -> compiler.targets.onnx_sklearn (double preprocessing graph + skl2onnx)
     KerasGraph       -> compiler.targets.onnx_keras   (frozen tf.function + tf2onnx)
+    SparkEstimator   -> compiler.lowering.onnxgraph   (the lowered program as plain float64 ops)
 
 Both artifacts keep one contract: float64 ``features`` [N, F] in, ``label`` int64 [N] and
 ``probabilities`` [N, n_classes] out, so scoring is shared. Any other node is refused by name
@@ -58,6 +59,34 @@ class OnnxTarget(NodeTarget):
 
         assert isinstance(ir.estimator, KerasGraph)  # dispatch chose this handler by node type
         return onnx_keras.build(ir, ir.estimator, self.runtime)
+
+    def unsupported_spark_estimator(self, ir: "ModelIR") -> str | None:
+        from compiler.lowering import unsupported_reason
+
+        return unsupported_reason(ir)
+
+    def build_spark_estimator(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+        import onnx
+
+        from compiler.lowering import lower, onnxgraph
+
+        model = onnxgraph.build(lower(ir, "onnx"), str(meta.get("name", "model")))
+        model.doc_string = f"edgefleet bundle {meta.get('name')} v{meta.get('version')}: input '{INPUT}' is float64 encoded per the manifest's input_schema"
+        for key in ("name", "version"):
+            entry = model.metadata_props.add()
+            entry.key, entry.value = f"edgefleet.{key}", str(meta.get(key, ""))
+        model.producer_version = str(meta.get("edgefleet_version", ""))
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except Exception as exc:  # onnx raises several unrelated types here
+            raise CompileError(f"onnx target: the emitted graph does not pass onnx.checker: {exc}") from exc
+        return Artifact(
+            format="onnx", filename="model.onnx", data=model.SerializeToString(), runtime=self.runtime,
+            runtime_min_version=onnx_sklearn.RUNTIME_MIN_VERSION, input_kind="tensor",
+            inputs=[{"name": INPUT, "dtype": "float64", "shape": [None, len(ir.fields)]}],
+            outputs=[{"name": "label", "dtype": "int64"}, {"name": "probabilities", "dtype": "float64"}],
+            notes=["Spark ML model: decisions in double, as Spark makes them (no float32 cast)"],
+        )
 
     # -- score -------------------------------------------------------------------------------
     def score(self, artifact: Artifact, ir: "ModelIR", features: np.ndarray, frame: "pd.DataFrame") -> np.ndarray:

@@ -102,6 +102,8 @@ class TfjsTarget(NodeTarget):
 
         return unsupported_reason(ir)
 
+    unsupported_spark_estimator = unsupported_sklearn_estimator  # the same tensor lowering (compiler.ir.SparkEstimator)
+
     def runtime_version(self) -> str:
         root = node_root()
         if root is None:
@@ -111,6 +113,11 @@ class TfjsTarget(NodeTarget):
     def build_sklearn_estimator(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         return self._artifact(ir, sklearn_function(ir), meta)
+
+    def build_spark_estimator(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+        if meta.get("quantize"):
+            raise CompileError(f"{self.name} target: Spark models are not quantized")
+        return self.build_sklearn_estimator(ir, meta)
 
     def build_keras_graph(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

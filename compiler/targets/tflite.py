@@ -73,6 +73,8 @@ class TfliteTarget(NodeTarget):
 
         return unsupported_reason(ir)
 
+    unsupported_spark_estimator = unsupported_sklearn_estimator  # the same tensor lowering (compiler.ir.SparkEstimator)
+
     def quantize_unsupported_reason(self, ir: "ModelIR", mode: str) -> str | None:
         if mode not in QUANTIZATIONS:
             return f"unknown quantization {mode!r}; use {' or '.join(QUANTIZATIONS)}"
@@ -92,6 +94,11 @@ class TfliteTarget(NodeTarget):
     def build_sklearn_estimator(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
         _quiet_tf()
         return self._artifact(ir, sklearn_tflite(ir, quantize=meta.get("quantize")), "float64", meta.get("quantize"))
+
+    def build_spark_estimator(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+        if meta.get("quantize"):
+            raise CompileError(f"{self.name} target: Spark models are not quantized")
+        return self.build_sklearn_estimator(ir, meta)
 
     def build_keras_graph(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
         _quiet_tf()
