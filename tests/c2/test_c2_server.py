@@ -108,7 +108,8 @@ def test_cpp_and_java_heartbeats_get_responses_both_parsers_accept(c2_server: An
 
 
 def test_cpp_handle_sync_follows_v1_v2_rollback_and_a_tampered_asset_fails_the_gate(
-        c2_server: Any, make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+        c2_server_any_db: Any, make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    c2_server = c2_server_any_db
     api = Api(c2_server)
     fleet = c2_server.fleet
     assert api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())[0] == 201
