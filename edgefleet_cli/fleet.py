@@ -79,7 +79,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     from fleet_server.serve import serve_forever
 
     try:
-        cfg = ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, mqtt_url=args.mqtt, embedded_broker=not args.no_broker,
+        cfg = ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, scores_db_url=args.scores_db, mqtt_url=args.mqtt, embedded_broker=not args.no_broker,
                            embedded_mqtt_port=args.mqtt_port,
                            host=args.host, port=args.port, public_url=public, trust_keys=[Path(p) for p in args.trust_key or []],
                            mqtt_admin=admin)
@@ -384,6 +384,8 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser("server", help="run the fleet server (SQLite + embedded MQTT broker by default)")
     s.add_argument("--data-dir", type=cli_types.path, default="fleet-data", help="database, artifacts and secrets (default ./fleet-data in the working directory)")
     s.add_argument("--db", help="database URL, e.g. postgresql://user:pw@127.0.0.1/edgefleet (default SQLite in the data dir)")
+    s.add_argument("--scores-db", help="operational database edgefleet batch-score writes, read by GET /api/v1/scores "
+                                       "(URL[?table=T], default: --db, table scores)")
     s.add_argument("--mqtt", type=cli_types.mqtt_url, help="external broker mqtt://host:port, e.g. Mosquitto (default: embedded broker)")
     s.add_argument("--no-broker", action="store_true", help="no MQTT at all: devices poll over HTTP")
     s.add_argument("--mqtt-admin", metavar="USER", help="dynamic-security admin of the --mqtt Mosquitto; the server then manages device accounts and ACLs")

@@ -35,9 +35,9 @@ def create_app(fleet: Fleet | ServerConfig) -> Flask:
 
     fleet.gates.register("ml_canary", ml_canary_gate)  # the only extra gate; see fleet_server.rollouts
 
-    from fleet_server.api import artifacts, cdsw, dashboard, demo, devices, meta, models, monitoring, predict, retraining, rollouts
+    from fleet_server.api import artifacts, cdsw, dashboard, demo, devices, meta, models, monitoring, predict, retraining, rollouts, scores
 
-    for mod in (meta, models, artifacts, devices, rollouts, predict, cdsw, demo, dashboard, monitoring, retraining):
+    for mod in (meta, models, artifacts, devices, rollouts, predict, cdsw, demo, dashboard, monitoring, retraining, scores):
         app.register_blueprint(mod.bp)
     from fleet_server.c2 import api as c2
 

@@ -43,6 +43,7 @@ class ServerConfig:
 
     data_dir: Path
     db_url: str | None = None                 # default: sqlite in data_dir
+    scores_db_url: str | None = None          # batch scores for GET /api/v1/scores (?table=T); default: db_url, table scores
     mqtt_url: str | None = None               # external broker; None = embedded broker (or none, see embedded_broker)
     embedded_broker: bool = True
     embedded_mqtt_port: int = 1883            # loopback only; 0 picks a free port (tests)

@@ -154,6 +154,19 @@ class TelemetryRecord(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class ApiKey(Base):
+    """A read-only API key of one kind (``scores:read``: the call-centre score lookup); only its sha256 is stored."""
+
+    __tablename__ = "api_keys"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)  # the key's public prefix, shown in lists and logs
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
 class Counter(Base):
     __tablename__ = "counters"
 

@@ -13,12 +13,13 @@ import re
 from typing import Any
 
 from fleet_server import validation as v
-from fleet_server.api import cdsw
+from fleet_server.api import cdsw, scores
 from fleet_server.c2 import protocol as c2
 
 ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
 DEVICE: list[dict[str, list[str]]] = [{"device": []}, {"admin": []}]
 PUBLIC: list[Any] = []
+SCORES_KEY: list[dict[str, list[str]]] = [{"scores_key": []}, {"admin": []}]  # a read-only scores:read API key
 AGENT: list[dict[str, list[str]]] = [{"device": []}, {"basic": []}]  # a C2 agent: its device token as bearer or Basic password
 
 S: dict[str, Any] = {"type": "string"}
@@ -49,6 +50,8 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
     "action": {"type": "string", "enum": ["abort", "pause", "resume", "rollback"]},
     "token": {"type": "string", "description": "a C2 agent's device token, in the path (the Java agent cannot send a header)"},
+    "entity_id": {"type": "string", "maxLength": scores.MAX_ENTITY_CHARS, "description": "the entity (customer) id batch-score stored"},
+    "key_id": {"type": "string", "pattern": scores.KEY_ID_PATTERN, "description": "an API key's public id"},
 }
 UNIX = {"type": "number", "minimum": 0, "maximum": 1e11, "description": "unix seconds"}
 Q_VERSION = ("version", v.VERSION)
@@ -201,6 +204,14 @@ PATHS: dict[str, dict[str, Any]] = {
         "approve a challenger registered with approval_required: starts its rollout", ADMIN, "201", _ROLL,
         body=v.APPROVE_REQUEST, body_required=False)},
     **_C2_PATHS,
+    "/api/v1/scores/{name}/{entity_id}": {"get": _op(
+        "the latest batch score of an entity (edgefleet batch-score's latest table; stale by age_seconds, REST predict is real time)",
+        SCORES_KEY, out=_js(scores.SCORE))},
+    "/api/v1/api-keys": {"post": _op("mint a read-only API key (kind scores:read); the key is shown once", ADMIN, "201",
+                                     _js(_obj(["key", "key_id", "kind", "name"], key=S, key_id=S, kind=S, name=S)), body=scores.API_KEY_REQUEST),
+                         "get": _op("the API keys (never their secrets)", ADMIN, out=_js(_obj(["keys"], keys=ARR)))},
+    "/api/v1/api-keys/{key_id}": {"delete": _op("revoke an API key", ADMIN, out=_js(_obj(["key_id", "revoked"], key_id=S,
+                                                                                          revoked={"type": "boolean"})))},
     "/api/v1/models/{name}/retrains": {"get": _op("retrain jobs the monitor started, skipped or reaped", ADMIN,
                                                   out=_js(_obj(["model", "jobs"], model=S, jobs=ARR)))},
 }
@@ -221,6 +232,7 @@ SPEC: dict[str, Any] = {
     "info": {"title": "edgefleet fleet server", "version": "1"},
     "components": {
         "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}, "device": {"type": "http", "scheme": "bearer"},
+                            "scores_key": {"type": "http", "scheme": "bearer", "description": "a scores:read API key"},
                             "basic": {"type": "http", "scheme": "basic"}},
         "schemas": SCHEMAS,
         "responses": {"Error": {"description": "error: '<field>: <reason>'", "content": _json(_ref("Error"))}},

@@ -1,15 +1,17 @@
-"""Request authentication: the admin token for admin routes, device tokens for device routes."""
+"""Request authentication: the admin token for admin routes, device tokens for device routes, and
+read-only API keys of one kind (``scores:read``) for the call-centre score lookup."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 from typing import Any, Callable
 
 from flask import current_app, g, request
 
 from fleet_server.core import Fleet
-from fleet_server.db import Device
+from fleet_server.db import ApiKey, Device
 from fleet_server.devices import authenticate
 from fleet_server.errors import Forbidden, Unauthorized
 
@@ -58,3 +60,27 @@ def device_required(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(*a, **kw)
 
     return wrapper
+
+
+def key_required(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The admin token, or an unrevoked API key of ``kind`` (minted by the admin: POST /api/v1/api-keys)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            tok = bearer()
+            if tok is None:
+                raise Unauthorized(f"authorization: this endpoint needs 'Authorization: Bearer <{kind} API key>'")
+            if not is_admin():
+                digest = hashlib.sha256(tok.encode("utf-8", "surrogateescape")).hexdigest()
+                with fleet().session() as s:
+                    key = s.get(ApiKey, digest)
+                    if key is None or key.revoked_at is not None:
+                        raise Forbidden(f"authorization: not a valid {kind} API key")
+                    if key.kind != kind:
+                        raise Forbidden(f"authorization: a {key.kind} API key cannot call this endpoint (it needs {kind})")
+            return fn(*a, **kw)
+
+        return wrapper
+
+    return decorate
