@@ -18,7 +18,13 @@ Workflow (each step is one progress line):
 4. **champion vs challenger** on the held-out slice: the champion is scored by the device
    runtime (the bundle itself), the challenger by the estimator. The challenger must beat the
    champion on AUROC *or* average precision by ``--margin``; otherwise nothing is compiled and
-   the command exits 4 with the numbers. ``--force`` skips this check (demos of the canary gate);
+   the command exits 4 with the numbers. ``--force`` skips this check (demos of the canary gate).
+   When the model's monitoring policy names ``fairness_fields``, both models' fairness on the
+   same slice (``edgefleet.fairness``: per-group rates, disparities against the reference group
+   with bootstrap intervals) goes into provenance; with ``fairness_gate`` on, a challenger whose
+   disparity is beyond the policy's tolerance (the whole interval) and worse than the
+   champion's is refused (exit 4, decision ``challenger_refused``, the reason in provenance and
+   on stdout); ``--force`` does not skip this;
 5. **compile** to every format the champion has, at the champion's canary tolerance (the same
    parity gates), version = newest registered + 1, the held-out slice as the compile sample
    (so the new reference statistics describe the current population);
@@ -66,7 +72,7 @@ class RetrainError(CompileError):
 
 @dataclass
 class Outcome:
-    decision: str                      # "rolled_out" | "awaiting_approval" | "challenger_lost"
+    decision: str                      # "rolled_out" | "awaiting_approval" | "challenger_lost" | "challenger_refused"
     reason: str
     version: int | None = None
     rollout_id: int | None = None
@@ -74,7 +80,7 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CHALLENGER_LOST if self.decision == "challenger_lost" else 0
+        return EXIT_CHALLENGER_LOST if self.decision in ("challenger_lost", "challenger_refused") else 0
 
 
 def Client(server: str, token: str) -> HttpClient:  # noqa: N802 - reads like the class it returns
@@ -117,6 +123,17 @@ def _metrics(y: Any, scores: Any) -> dict[str, float]:
     return {"auroc": float(roc_auc_score(y, scores)), "average_precision": float(average_precision_score(y, scores))}
 
 
+def _clean(obj: Any) -> Any:
+    """JSON-safe (strict JSON has no NaN): non-finite floats become None."""
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
 def _frame(rows: list[dict[str, Any]], fields: list[dict[str, Any]], label: str) -> Any:
     import pandas as pd
 
@@ -132,6 +149,48 @@ def _frame(rows: list[dict[str, Any]], fields: list[dict[str, Any]], label: str)
     out = df[names].copy()
     out[label] = df["label"].to_numpy()
     return out
+
+
+def _fairness(policy: dict[str, Any], hold: Any, y: Any, champ_scores: Any, chal_scores: Any, threshold: float) -> dict[str, Any]:
+    """Both models' group metrics and disparities on the held-out slice, and the fairness gate's refusals."""
+    from edgefleet import fairness as F
+
+    fields = list(policy.get("fairness_fields") or [])
+    if not fields:
+        return {"fields": [], "note": "the monitoring policy names no fairness_fields"}
+    th = float(policy["fairness_threshold"]) if policy.get("fairness_threshold") is not None else threshold
+    fp = F.FairnessPolicy(tolerance=policy["fairness_tolerance"], min_ratio=policy["fairness_min_ratio"],
+                          min_count=policy["fairness_min_count"], confidence=policy["fairness_confidence"])
+    out: dict[str, Any] = {"fields": fields, "threshold": th, "tolerance": fp.tolerance, "min_ratio": fp.min_ratio,
+                           "min_count": fp.min_count, "gate": bool(policy.get("fairness_gate")), "by_field": {}, "refusals": []}
+    for f in fields:
+        if f not in hold.columns:
+            out["by_field"][f] = {"note": f"{f!r} is not an input field of the model; it cannot be read from the held-out rows"}
+            continue
+        values = [None if v is None or (isinstance(v, float) and v != v) else (int(v) if isinstance(v, float) and v.is_integer() else v)
+                  for v in hold[f].tolist()]
+        ref = (policy.get("fairness_reference") or {}).get(f)
+        per: dict[str, Any] = {}
+        for who, scores in (("champion", champ_scores), ("challenger", chal_scores)):
+            groups = F.by_group(values, scores, scores > th, y)
+            per[who] = {"groups": groups, **F.evaluate(groups, ref, fp, seed_parts=("retrain", f))}
+        out["by_field"][f] = per
+        for g, comp in per["challenger"]["comparisons"].items():
+            for metric in policy.get("fairness_alert_metrics") or F.METRICS:
+                new, old = comp[metric], per["champion"]["comparisons"].get(g, {}).get(metric, {})
+                worse = (new["value"] < old.get("value", 1.0) if metric == "demographic_parity_ratio"
+                         else new["value"] > old.get("value", 0.0))
+                if new["verdict"] == "disparity" and worse:
+                    out["refusals"].append(
+                        f"{metric} for {f}={g} (reference {per['challenger']['reference']}): challenger {new['value']:.3f} "
+                        f"[{new['ci'][0]:.3f}, {new['ci'][1]:.3f}] beyond the policy's {new['limit']} "
+                        f"(champion {old.get('value', float('nan')):.3f}; groups of {_group_sizes(per, g)} held-out rows)")
+    return out
+
+
+def _group_sizes(per: dict[str, Any], group: str) -> str:
+    ch = per["challenger"]
+    return f"{ch['groups'][group]['n']} and {ch['groups'][ch['reference']]['n']}"
 
 
 def _champion(client: HttpClient, model: str) -> tuple[int, int]:
@@ -230,6 +289,15 @@ def run(args: argparse.Namespace) -> Outcome:
          f"challenger AUROC {m_chal['auroc']:.4f} AP {m_chal['average_precision']:.4f} (margin {args.margin})")
     comparison = {"champion": {"version": champ_v, **m_champ}, "challenger": m_chal, "gain": gain, "margin": args.margin,
                   "holdout_rows": len(hold), "won_on": wins, "forced": bool(args.force and not wins)}
+    policy = client.request("GET", f"/api/v1/models/{args.model}/policy")["policy"]
+    fair = _fairness(policy, hold, y, champ_scores, chal_scores, float(manifest["output"]["threshold"]))
+    comparison["fairness"] = _clean(fair)
+    for line in fair.get("refusals", []):
+        _say(f"fairness: {line}")
+    if fair.get("gate") and fair.get("refusals"):
+        reason = f"challenger refused by the fairness policy: {fair['refusals'][0]}; nothing registered"
+        _say(f"STOP: {reason}")
+        return Outcome("challenger_refused", reason, provenance={"metrics": comparison, "refused": reason})
     if not wins and not args.force:
         reason = (f"challenger did not beat champion v{champ_v} by {args.margin} on AUROC or AP: "
                   f"AUROC {m_chal['auroc']:.4f} vs {m_champ['auroc']:.4f} ({gain['auroc']:+.4f}), "
@@ -283,7 +351,10 @@ def run(args: argparse.Namespace) -> Outcome:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     outcome = run(args)
-    print(json.dumps({"decision": outcome.decision, "reason": outcome.reason, "version": outcome.version, "rollout_id": outcome.rollout_id}))
+    out: dict[str, Any] = {"decision": outcome.decision, "reason": outcome.reason, "version": outcome.version, "rollout_id": outcome.rollout_id}
+    if outcome.decision == "challenger_refused":  # nothing is registered, so the refusal's provenance is printed here
+        out["provenance"] = outcome.provenance
+    print(json.dumps(out))
     return outcome.exit_code
 
 
