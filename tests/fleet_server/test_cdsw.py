@@ -96,5 +96,5 @@ def test_fuzz_cdsw_route_never_answers_5xx(target: dict[str, Any]) -> None:
     from tests.fleet_server.test_fuzz import _assert_clean, run_schemathesis
 
     fig = run_schemathesis(target, target["api"].token, name="cdsw", include=["--include-path-regex", r"^/api/v1/models/\{name\}/cdsw$"],
-                           max_examples=60, max_time=40)
+                           max_examples=40, max_time=25)
     _assert_clean(fig)
