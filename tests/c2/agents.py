@@ -2,7 +2,7 @@
 
 ``CppAgent`` follows apache/nifi-minifi-cpp (libminifi/src/c2/C2Agent.cpp ``handle_sync`` and
 ``handleAssetUpdate``, libminifi/src/utils/file/AssetManager.cpp ``refreshState``/``sync``/
-``persist``, the ack serializer's state names): the asset folder holds ``.state``
+``persist``, libminifi/src/c2/HeartbeatJsonSerializer.cpp for the ack): the asset folder holds ``.state``
 (``{"digest": ..., "assets": {id: {path, url}}}``); a sync diffs the server's list against it
 *by id*, fetches each new item to ``<file>.part``, deletes the items no longer listed, then
 renames every ``.part`` into place; any error clears the digest and the ack is ``NOT_APPLIED``
@@ -168,8 +168,9 @@ class CppAgent:
         return resp
 
     def ack(self, ident: str, state: str, details: str = "") -> tuple[int, Any]:
-        body = {"operation": "acknowledge", "operationId": ident, "identifier": self.identifier,
-                "operationState": {"state": state, "details": details}}
+        # HeartbeatJsonSerializer::serializeOperationInfo: "identifier" repeats the operation id
+        body = {"operation": "acknowledge", "operationId": ident, "operationState": {"state": state, "details": details},
+                "identifier": ident}
         self.acks.append(body)
         return http("POST", self.base + "/acknowledge", body)
 
