@@ -64,6 +64,7 @@ def default_targets() -> Registry[Target]:
     from compiler.targets.onnx import OnnxTarget
     from compiler.targets.pickle import PickleTarget
     from compiler.targets.pmml import PmmlTarget
+    from compiler.targets.spark import SparkTarget
     from compiler.targets.tfjs import TfjsTarget
     from compiler.targets.tflite import TfliteTarget
 
@@ -72,6 +73,7 @@ def default_targets() -> Registry[Target]:
     reg.register("onnx", OnnxTarget())  # dispatches on the IR node: skl2onnx for sklearn, tf2onnx for Keras
     reg.register("pickle", PickleTarget())  # the fitted sklearn pipeline itself (joblib), for Python servers and Spark jobs
     reg.register("pmml", PmmlTarget())
+    reg.register("spark", SparkTarget())  # the saved Spark PipelineModel folder, packed (MLWritable)
     reg.register("tfjs", TfjsTarget())
     reg.register("tflite", TfliteTarget())
     return reg

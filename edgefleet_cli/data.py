@@ -46,6 +46,10 @@ def load_model(path: str, feature_names: str | None = None, classes: str | None 
     from compiler.errors import CompileError
 
     p = Path(path)
+    if p.is_dir() and (p / "metadata").is_dir() and (p / "stages").is_dir():  # a saved Spark ML PipelineModel
+        from compiler.frontends.spark import SparkPipeline
+
+        return SparkPipeline.load(p)
     if not p.is_file():
         raise CompileError(f"model file {path} does not exist" if not p.exists() else f"model file {path} is not a file")
     with open(p, "rb") as fh:
@@ -98,6 +102,10 @@ def load_sample(path: str) -> Any:
     from compiler.errors import CompileError
 
     p = Path(path)
+    if p.is_dir() and (p / "metadata").is_dir() and (p / "stages").is_dir():  # a saved Spark ML PipelineModel
+        from compiler.frontends.spark import SparkPipeline
+
+        return SparkPipeline.load(p)
     if not p.is_file():
         raise CompileError(f"sample file {path} does not exist" if not p.exists() else f"sample {path} is not a file")
     fmt = format_of(path) or sniff_format(p)

@@ -43,6 +43,8 @@ EXTRA_OF = {
     **dict.fromkeys(["sklearn", "pandas", "joblib", "skl2onnx", "onnx", "jsonschema", "google"], "compiler"),
     **dict.fromkeys(["tensorflow", "keras", "tf2onnx", "ai_edge_litert", "coremltools"], "tf"),
     **dict.fromkeys(["sklearn2pmml", "pypmml"], "pmml"),
+    **dict.fromkeys(["pyspark"], "spark"),
+    **dict.fromkeys(["pyspark2pmml"], "spark-pmml"),
     **dict.fromkeys(["numpy", "onnxruntime", "cryptography", "paho"], "device"),
 }
 
@@ -101,7 +103,9 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    require("compile", "numpy", "pandas", *(("tensorflow", "keras") if str(args.model).endswith(".keras") else ("sklearn", "joblib", "skl2onnx", "onnx")))
+    spark_dir = os.path.isdir(os.path.join(str(args.model), "stages"))  # a saved Spark ML PipelineModel folder
+    require("compile", "numpy", "pandas", *(("tensorflow", "keras") if str(args.model).endswith(".keras") else
+                                            ("pyspark", "pyarrow") if spark_dir else ("sklearn", "joblib", "skl2onnx", "onnx")))
     from compiler import compile as compile_model
     from compiler.output import parity_line, third_party_output
     from compiler.progress import Progress
@@ -207,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     kg.set_defaults(func=_cmd_keys_generate)
 
     c = sub.add_parser("compile", help="compile a trained model into a signed, parity-checked bundle")
-    c.add_argument("model", type=path, help="joblib/pickle file of a fitted scikit-learn classifier or Pipeline, or a .keras file")
+    c.add_argument("model", type=path, help="joblib/pickle file of a fitted scikit-learn classifier or Pipeline, a .keras file, "
+                                                "or a saved Spark ML PipelineModel folder")
     c.add_argument("--feature-names", help="comma-separated sample columns the model takes, in order: for a .keras file, or a "
                                            "scikit-learn model fitted on a numpy array")
     c.add_argument("--classes", help=".keras only: comma-separated class labels in output order (default 0,1)")
@@ -215,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label", help="label column in the sample (enables AUROC / AP in the reference metrics)")
     c.add_argument("--name", type=model_name, required=True, help="model name, e.g. churn (the manifest's pattern: lower-case letters, digits, . _ -)")
     c.add_argument("--version", required=True, type=positive_int, help="monotonically increasing integer version")
-    c.add_argument("--targets", default="onnx", help="comma-separated: onnx,pmml,tflite,tfjs,coreml (default onnx)")
+    c.add_argument("--targets", default="onnx", help="comma-separated: onnx,pmml,tflite,tfjs,coreml,pickle,spark (default onnx)")
     c.add_argument("--key", type=path, required=True, help="Ed25519 private key (from `edgefleet keys generate`)")
     c.add_argument("--out", type=path, required=True, help="bundle folder to write; OUT.tar is written beside it")
     c.add_argument("--tolerance", type=number(0), default=1e-5, help="max |probability difference| per row (default 1e-5)")

@@ -73,7 +73,7 @@ def test_every_target_refuses_an_unknown_node_by_name(target: str, lr: Any, chur
 
 def test_a_new_frontend_is_one_register_call(lr: Any, churn_data: dict[str, Any], keypair: dict[str, Any]) -> None:
     frontends = default_frontends()
-    frontends.register("spark", _SparkFrontend())  # no target module is touched
+    frontends.register("fake-spark", _SparkFrontend())  # no target module is touched (the real "spark" one is registered)
     with pytest.raises(CompileError, match=r"target onnx cannot take model 'churn-spark': .*IR node SparkPipeline \(PipelineModel\)"):
         compile(_SparkModel(lr), churn_data["holdout"], targets=["onnx"], name="churn-spark",
                 private_key=keypair["private"], frontends=frontends)
