@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edgefleet.errors import EdgefleetError
 from edgefleet.http import HttpClient
 from examples.fraud.data import FEATURES, LABEL, make_days
 from examples.fraud.model import make_pipeline
@@ -278,6 +279,8 @@ def run(out: Path, *, rows: int = 20_000, seed: int = 7, day_seconds: float = 18
     from edgefleet import keys
 
     wall0 = time.time()
+    if (out / "fleet").exists():
+        raise ExampleError(f"--out {out}: holds the fleet server of an earlier run ({out / 'fleet'}); give a new folder or delete it")
     out.mkdir(parents=True, exist_ok=True)
     priv, pub = keys.generate_keypair(out / "keys", overwrite=True)
     data = make_days(rows, seed, days=days, shifted=shifted)
@@ -381,9 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--day-seconds", type=float, default=18.0, help="seconds per day, one monitoring window (default 18)")
     ap.add_argument("--devices", type=int, default=3, help="payment gateways running the device agent (default 3)")
     args = ap.parse_args(argv)
+    for name, value, low in (("--rows", args.rows, 1000), ("--devices", args.devices, 1), ("--day-seconds", args.day_seconds, 1.0)):
+        if value < low:
+            ap.error(f"{name}: {value} is below {low:g}")
     try:
         run(args.out, rows=args.rows, seed=args.seed, day_seconds=args.day_seconds, devices=args.devices)
-    except ExampleError as exc:
+    except (ExampleError, EdgefleetError) as exc:
         print(f"examples.fraud.run: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -64,3 +64,16 @@ def test_one_day_of_the_loop_on_a_real_fleet(tmp_path: Path) -> None:
     assert day["max_psi"]["psi"] is not None and day["score_psi"] is not None
     assert result["alerts"] == [] and result["retrain"] is None and result["devices"] == {"gw-01": 1, "gw-02": 1}
     assert (tmp_path / "out" / "result.json").is_file() and (tmp_path / "out" / "fraud-v1.tar").is_file()
+
+
+def test_a_folder_of_an_earlier_run_is_refused_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "fleet").mkdir()
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "examples.fraud.run", "--out", str(tmp_path)], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"examples.fraud.run: error: --out {tmp_path}: holds the fleet server of an earlier run "
+                                                f"({tmp_path / 'fleet'}); give a new folder or delete it"]
