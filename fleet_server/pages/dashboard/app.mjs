@@ -2,13 +2,16 @@
 // (window.Chart, served from node_modules by fleet_server/api/dashboard.py).
 //
 // Data:   GET /api/v1/devices, /rollouts, /models, /alerts, /models/<m>/policy,
-//         /models/<m>/drift?version=v&window_seconds=W, /models/<m>/performance?version=v&window_seconds=W
+//         /models/<m>/drift?version=v&window_seconds=W, /models/<m>/performance?version=v&window_seconds=W,
+//         /models/<m>/fairness?version=v&window_seconds=W (the fairness card: fairness.mjs)
 // Window: the picker's width (1 h ... 7 d) regroups the same telemetry; "auto" keeps the policy's
 //         width unless that shows fewer than MIN_WINDOWS windows (a fresh server), then 1 h.
 // Token:  typed once into the gate (kept in sessionStorage for this tab) or passed as
 //         /dashboard/#token=...; the fragment is removed from the address bar at once.
 // Tests:  window.edgefleetDashboard exposes the state and the Chart instances;
 //         body[data-state] is "loading", "token", "ready" or "error".
+import { renderFairness } from './fairness.mjs';
+
 const Chart = window.Chart;
 const TOKEN_KEY = 'edgefleet.adminToken';
 const API = new URL('../api/v1/', window.location.href);
@@ -22,7 +25,7 @@ const HOUR = 3600;
 
 const $ = (sel) => document.querySelector(sel);
 const state = { token: null, data: null, reports: {}, model: null, version: null, cohort: null, window: 'auto', windowSeconds: null,
-  charts: {}, timer: null, updatedAt: null };
+  charts: {}, timer: null, updatedAt: null, fairMetric: 'equalized_odds_difference' };
 
 class AuthError extends Error {}
 
@@ -295,6 +298,7 @@ function renderPerf(name, canvasId, report, cohort, metric, limit) {
 function alertText(a) {
   const d = a.details || {};
   if (a.kind === 'drift') return `PSI ${num(d.psi)} (${num(d.psi_excess)} above noise, threshold ${d.psi_threshold ?? '–'}), n=${d.n ?? '–'}`;
+  if (a.kind === 'fairness') return `${num(d.value)} [${num(d.ci?.[0])}, ${num(d.ci?.[1])}] vs ${d.reference_group} (limit ${d.limit ?? '–'}), n ${d.n_group ?? '–'} vs ${d.n_reference ?? '–'}`;
   return `${num(d.value)} vs reference ${num(d.reference)} (max drop ${d.max_drop ?? '–'}), ${d.n_labeled ?? 0} labeled`;
 }
 
@@ -305,7 +309,8 @@ function renderAlerts(alerts, windowSeconds) {
   const when = (a) => a.details?.fired_in_window ?? a.details?.window_start ?? Date.parse(a.created_at) / 1000;
   const W = windowSeconds || 86400;
   const slots = [...new Set(alerts.map((a) => Math.floor(when(a) / W) * W))].sort((x, y) => x - y);
-  const groups = [['drift', 'firing', '#dc2626'], ['performance', 'firing', '#ea580c'], ['drift', 'cleared', '#cbd5e1'], ['performance', 'cleared', '#e5c9b0']];
+  const groups = [['drift', 'firing', '#dc2626'], ['performance', 'firing', '#ea580c'], ['fairness', 'firing', '#9333ea'], ['drift', 'cleared', '#cbd5e1'],
+    ['performance', 'cleared', '#e5c9b0'], ['fairness', 'cleared', '#ddd6fe']];
   const datasets = groups.map(([kind, st, color]) => ({
     label: `${kind} · ${st}`, backgroundColor: color, borderRadius: 4, maxBarThickness: 36,
     data: slots.map((s) => alerts.filter((a) => a.kind === kind && a.state === st && Math.floor(when(a) / W) * W === s).length),
@@ -357,9 +362,9 @@ async function report(model, version, width = null) {
   const key = `${model}:${version}:${width ?? 'policy'}`;
   if (!state.reports[key]) {
     const q = `?version=${version}${width ? `&window_seconds=${width}` : ''}`;
-    const [drift, perf, policy] = await Promise.all([api(`models/${encodeURIComponent(model)}/drift${q}`), api(`models/${encodeURIComponent(model)}/performance${q}`),
-      api(`models/${encodeURIComponent(model)}/policy`)]);
-    state.reports[key] = { drift, perf, policy: policy.policy };
+    const [drift, perf, policy, fair] = await Promise.all([api(`models/${encodeURIComponent(model)}/drift${q}`), api(`models/${encodeURIComponent(model)}/performance${q}`),
+      api(`models/${encodeURIComponent(model)}/policy`), api(`models/${encodeURIComponent(model)}/fairness${q}`)]);
+    state.reports[key] = { drift, perf, policy: policy.policy, fair };
   }
   return state.reports[key];
 }
@@ -405,7 +410,7 @@ async function renderModel() {
   if (!m) {
     fillSelect($('#sel-cohort'), [], null);
     const msg = ['No model registered yet', 'Publish a signed bundle to see drift and performance: edgefleet publish build/churn-v1.tar'];
-    setEmpty('drift', ...msg); setEmpty('auroc', ...msg); setEmpty('ap', ...msg);
+    setEmpty('drift', ...msg); setEmpty('auroc', ...msg); setEmpty('ap', ...msg); setEmpty('fairness', ...msg);
     renderAlerts(modelAlerts, 86400);
     return;
   }
@@ -423,6 +428,7 @@ async function renderModel() {
   renderDrift(r.drift, state.cohort, r.policy);
   renderPerf('auroc', 'chart-auroc', r.perf, state.cohort, 'auroc', r.policy?.max_auroc_drop);
   renderPerf('ap', 'chart-ap', r.perf, state.cohort, 'average_precision', r.policy?.max_ap_drop);
+  renderFairness({ el, num, fmtWindow, setEmpty, draw, hline, axisTitle, PALETTE }, r.fair, state.fairMetric);
   renderAlerts(modelAlerts, r.policy?.window_seconds);
   const W = r.drift.window_seconds;
   const P = r.policy?.window_seconds;
@@ -478,6 +484,7 @@ $('#sel-model').addEventListener('change', (e) => reselect(async () => {
 $('#sel-version').addEventListener('change', (e) => reselect(() => { state.version = Number(e.target.value); }));
 $('#sel-cohort').addEventListener('change', (e) => reselect(() => { state.cohort = e.target.value; }));
 $('#sel-window').addEventListener('change', (e) => reselect(() => { state.window = e.target.value; }));
+$('#sel-fair-metric').addEventListener('change', (e) => reselect(() => { state.fairMetric = e.target.value; }));
 $('#btn-refresh').addEventListener('click', () => load());
 $('#btn-signout').addEventListener('click', () => { sessionStorage.removeItem(TOKEN_KEY); state.token = null; showGate(null); });
 $('#token-form').addEventListener('submit', (e) => {

@@ -55,15 +55,16 @@ def fair_scorer() -> Scorer:
     return Scorer(res.manifest, res.files)
 
 
-def feed_window(fleet: Any, scorer: Scorer, w: int, *, bias: float = 0.0, features: bool = True) -> None:
+def feed_window(fleet: Any, scorer: Scorer, w: int, *, bias: float = 0.0, features: bool = True, rows: int = ROWS,
+                base: float = T0) -> None:
     """One day of one device: sampled predictions (every row) and each customer's outcome an hour later."""
-    frame = fair_frame(ROWS, seed=1000 + w)
+    frame = fair_frame(rows, seed=1000 + w)
     recs = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
             for r in frame[CATEGORICAL + NUMERIC].to_dict("records")]
     preds = scorer.score_many(recs)
     y = frame[LABEL].to_numpy()
     senior = frame["SeniorCitizen"].to_numpy() == 1
-    t0, step = T0 + w * DAY, (DAY - 7200) / ROWS
+    t0, step = base + w * DAY, (DAY - 7200) / rows
     msgs = []
     for i, (rec, p) in enumerate(zip(recs, preds)):
         score = float(np.clip(p.probability - bias, 0.0, 1.0)) if senior[i] and y[i] == 1 else p.probability
