@@ -9,9 +9,16 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from runtimes.nifi.core import ScoreChurnCore, ScoreChurnSettings
 from tests.c2.agents import CppAgent, check_for_both_parsers, http, java_ack, java_heartbeat
 from tests.c2.conftest import enroll_agent
 from tests.fleet_server.conftest import Api, wait_for
+
+TELCO_RECORD = {"gender": "Female", "SeniorCitizen": 0, "Partner": "Yes", "Dependents": "No", "tenure": 12, "PhoneService": "Yes",
+                "MultipleLines": "No", "InternetService": "Fiber optic", "OnlineSecurity": "No", "OnlineBackup": "No",
+                "DeviceProtection": "No", "TechSupport": "No", "StreamingTV": "No", "StreamingMovies": "No",
+                "Contract": "Month-to-month", "PaperlessBilling": "Yes", "PaymentMethod": "Electronic check",
+                "MonthlyCharges": 70.35, "TotalCharges": 844.2}
 
 
 def _rollout(api: Api, version: int, **kw: Any) -> dict[str, Any]:
@@ -120,10 +127,19 @@ def test_cpp_handle_sync_follows_v1_v2_rollback_and_a_tampered_asset_fails_the_g
             _assigned(api, a.identifier, version)
             a.beat()
 
+    a0 = agents[0]
+    # the processor reads the synced files at their stable paths, as a flow on this agent would
+    proc = ScoreChurnCore(ScoreChurnSettings(model_path=str(a0.root / "edgefleet/churn/bundle.tar"),
+                                             trusted_keys=str(a0.root / "edgefleet/keys")))
+    record = json.dumps({**TELCO_RECORD}).encode()
+
+    def scores_with() -> int:
+        return proc.score_content(record).scored[0][2].version
+
     r1 = _rollout(api, 1)
     converge(1)
     assert _wait_state(api, r1["id"], {"completed"})["counts"] == {"installed": 3}
-    a0 = agents[0]
+    assert scores_with() == 1
     state = json.loads((a0.root / ".state").read_text())
     bundle = a0.root / "edgefleet/churn/bundle.tar"
     v1_bytes = bundle.read_bytes()
@@ -140,6 +156,7 @@ def test_cpp_handle_sync_follows_v1_v2_rollback_and_a_tampered_asset_fails_the_g
     assert any(i.startswith("churn-v2-") for i in ids) and not any(i.startswith("churn-v1-") for i in ids)
     assert bundle.read_bytes() != v1_bytes and not list(a0.root.rglob("*.part"))
     assert [a["operationState"]["state"] for a in a0.acks] == ["FULLY_APPLIED", "FULLY_APPLIED"]
+    assert scores_with() == 2
 
     # rollback of the completed rollout: every agent back to v1, the v2 item deleted
     assert api("POST", f"/api/v1/rollouts/{r2['id']}/rollback")[0] == 200
@@ -147,6 +164,7 @@ def test_cpp_handle_sync_follows_v1_v2_rollback_and_a_tampered_asset_fails_the_g
     assert bundle.read_bytes() == v1_bytes
     devs = {d["device_id"]: d for d in api("GET", "/api/v1/devices")[1]["devices"]}
     assert all(devs[a.identifier]["active_version"] == 1 for a in agents)
+    assert scores_with() == 1
 
     # v3 tampered at rest on the server: the agent's fetch is refused, it acks NOT_APPLIED, the gate halts
     assert api("POST", "/api/v1/models", raw=make_bundle(3).read_bytes())[0] == 201
@@ -161,6 +179,12 @@ def test_cpp_handle_sync_follows_v1_v2_rollback_and_a_tampered_asset_fails_the_g
     halted = _wait_state(api, r3["id"], {"halted"})
     assert "install/health failures" in halted["reason"] and "C2 NOT_APPLIED" in halted["reason"]
     assert json.loads((a0.root / ".state").read_text())["digest"] == ""  # the C++ agent clears its digest on any error
+    # the agent deleted v1's item before the failed rename; the processor keeps scoring with v1
+    assert not bundle.exists() and scores_with() == 1
+    # the same tampered bytes reaching the agent's disk another way (a proxy, a local edit) are refused by the processor
+    bundle.write_bytes(slim.read_bytes())
+    assert scores_with() == 1 and "refused bundle" in (proc.last_refusal or "")
     # the halted rollout sends its agents back to v1; the next sync restores the file
     converge(1)
     assert bundle.read_bytes() == v1_bytes and json.loads((a0.root / ".state").read_text())["digest"]
+    assert scores_with() == 1 and proc.last_refusal is None
