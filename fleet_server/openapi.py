@@ -111,6 +111,10 @@ _TAR = {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}
 _CHECKS = {"type": "object", "additionalProperties": _obj(["ok", "detail"], ok={"type": "boolean"}, detail=S)}
 _READY = _obj(["ready", "checks"], ready={"const": True}, checks=_CHECKS)
 
+_ENROLL_REQUEST: dict[str, Any] = v.ENROLL_REQUEST
+_ENROLL_PROPS: dict[str, Any] = dict(_ENROLL_REQUEST["properties"])
+_ENROLL_PROPS["kind"] = {"type": "string", "enum": ["agent", "minifi"], "description": "minifi: a MiNiFi/NiFi C2 agent (docs/minifi.md); default agent"}
+_ENROLL_BODY = {**_ENROLL_REQUEST, "properties": _ENROLL_PROPS}
 _C2_OPS = _js(_obj(["requestedOperations"], requestedOperations={"type": "array", "items": _obj(
     ["identifier", "operation", "operand", "args"], identifier=S, operation={"type": "string", "enum": ["SYNC", "UPDATE"]},
     operand={"type": "string", "enum": ["resource", "asset"]}, args=OBJ)}))
@@ -163,8 +167,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "exchange an enrollment token for a device credential", PUBLIC, "201",
         _js(_obj(["device_id", "token", "server", "assignment_keys", "publisher_keys"], device_id=S, token=S, server=S,
                  mqtt=_null(S), assignment_keys={"type": "array", "items": S}, publisher_keys={"type": "array", "items": S})),
-        body={**v.ENROLL_REQUEST, "properties": {**v.ENROLL_REQUEST["properties"], "kind": {
-            "type": "string", "enum": ["agent", "minifi"], "description": "minifi: a MiNiFi/NiFi C2 agent (docs/minifi.md); default agent"}}})},
+        body=_ENROLL_BODY)},
     "/api/v1/devices": {"get": _op("list devices", ADMIN, out=_list("devices", _ref("Device")))},
     "/api/v1/devices/{device_id}": {"get": _op("one device with its assignment", ADMIN, out=_js(_ref("Device")))},
     "/api/v1/devices/{device_id}/assignment": {"get": _op("signed assignment; ETag / If-None-Match", DEVICE, out=_js(_ref("Assignment")),
