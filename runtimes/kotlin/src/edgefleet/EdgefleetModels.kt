@@ -41,6 +41,10 @@ class EdgefleetModels(
     private val statuses = LinkedHashMap<String, ModelStatus>()
     var lastInstall: Map<String, Any?>? = null
         private set
+    private var lastStatusAt = 0L
+
+    /** How often an idle sync (nothing new assigned) still reports status. */
+    var statusSeconds = 30.0
 
     fun addStatusListener(l: (ModelStatus) -> Unit) { synchronized(listeners) { listeners.add(l) } }
 
@@ -86,7 +90,10 @@ class EdgefleetModels(
      */
     fun sync(name: String? = null, conditions: Conditions = Conditions()): LocalModel? {
         val a = client.fetchAssignment() ?: client.lastAssignment?.takeIf { it.serial > client.lastSerial }
-        if (a == null || (name != null && a.model != name)) { reportStatus(name ?: a?.model); return name?.let { store.active(it) } }
+        if (a == null || (name != null && a.model != name)) {
+            if (System.currentTimeMillis() - lastStatusAt >= statusSeconds * 1000) reportStatus(name ?: a?.model)
+            return name?.let { store.active(it) }
+        }
         conditionsMet(conditions)?.let { emit(ModelStatus(a.model, it, version = a.version)); throw ConditionsNotMet("${a.model} v${a.version}: $it") }
         val id = ids.incrementAndGet()
         emit(ModelStatus(a.model, "downloading", id, 0, a.size, a.version))
@@ -113,6 +120,7 @@ class EdgefleetModels(
     }
 
     fun reportStatus(model: String?, outbox: Outbox? = null) {
+        lastStatusAt = System.currentTimeMillis()
         val active = model?.let { store.active(it) }
         val st = model?.let { store.state(it) }
         client.reportStatus(linkedMapOf(
