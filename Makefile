@@ -9,10 +9,11 @@ OUT    ?= demo-out
 # Debian packages: command that must exist -> package providing it.
 DEB_DEPS := java:default-jre-headless mosquitto:mosquitto mosquitto_sub:mosquitto-clients pg_ctlcluster:postgresql \
             node:nodejs npm:npm chromium:chromium
-# npm packages (@tensorflow/tfjs for TF.js parity; onnxruntime-web + playwright-core for the browser runtime and its tests): `npm ci` when missing or the lockfile changed.
+# npm packages (@tensorflow/tfjs for TF.js parity; onnxruntime-web + playwright-core for the browser runtime and its tests;
+# kotlin-compiler for the Kotlin SDK): `npm ci` when missing or the lockfile changed.
 NODE_STAMP := node_modules/.edgefleet-installed
 
-.PHONY: install system-deps demo lint test test-all bench clean
+.PHONY: install system-deps demo lint kotlin test test-all bench clean
 
 install: system-deps $(STAMP) $(NODE_STAMP)
 
@@ -53,11 +54,16 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy edgefleet runtimes/python compiler fleet_server edgefleet_cli
 
+# The Kotlin SDK (runtimes/kotlin): kotlinc from npm kotlin-compiler on the installed JDK compiles the library
+# and its tests once per source hash into build/kotlin/<hash>/ (a compile error fails here); tests/kotlin runs them.
+kotlin: install
+	$(BIN)/python -m tests.kotlin.build
+
 # Lint (ruff + mypy, strict on the contract and the device runtime) runs before the tests.
-test: install lint
+test: install lint kotlin
 	$(BIN)/python -m pytest -q
 
-test-all: install lint
+test-all: install lint kotlin
 	$(BIN)/python -m pytest -q -m ""
 
 bench: install
