@@ -98,3 +98,14 @@ def test_kotlin_model_store_with_litert_canaries(kotlin: Any, make_tflite_bundle
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     out = kotlin("store", str(tmp_path / "plan.json")).stdout
     assert "PASS a bundle whose canaries fail is reverted" in out and "PASS a lower version is refused" in out
+
+
+def test_a_failing_kotlin_check_fails_the_run(kotlin: Any, tmp_path: Path) -> None:
+    """The wrappers' contract: one wrong expectation makes the Kotlin run exit 1 with a FAIL line."""
+    vectors = json.loads((VECTORS / "churn.json").read_text())
+    case = next(c for c in vectors["encoding"] if "error" in c)
+    case["error"]["reason"] += "!"
+    (tmp_path / "churn.json").write_text(json.dumps(vectors))
+    (tmp_path / "tflite.json").write_text((VECTORS / "tflite.json").read_text())
+    proc = kotlin("vectors", str(tmp_path), check=False)
+    assert proc.returncode == 1 and sum(line.startswith("FAIL") for line in proc.stdout.splitlines()) == 1, proc.stdout[-2000:]
