@@ -136,7 +136,7 @@ def test_cpp_handle_sync_follows_v1_v2_rollback_and_a_tampered_asset_fails_the_g
     def scores_with() -> int:
         return proc.score_content(record).scored[0][2].version
 
-    r1 = _rollout(api, 1)
+    r1 = _rollout(api, 1, selector={"groups": ["minifi"]})  # grouped and targeted like any device
     converge(1)
     assert _wait_state(api, r1["id"], {"completed"})["counts"] == {"installed": 3}
     assert scores_with() == 1
