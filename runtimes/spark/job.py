@@ -64,6 +64,7 @@ class BatchResult:
     output: str
     first_reject: str | None
     worker_pids: set[int]
+    worker_peak_rss_kb: int = 0  # the largest Python worker's peak RSS (database outputs)
 
     @property
     def rows_per_second(self) -> float:
@@ -252,9 +253,11 @@ def run_batch(cfg: BatchConfig, stream: TextIO = sys.stderr, session: Any = None
             raise InputError("--input", f"the input lacks the model's input column(s) {', '.join(missing)}")
         keep = [cfg.entity_column] + [f["name"] for f in scorer.fields if f["name"] != cfg.entity_column]
         df = df.select(*keep)
+        sc = spark.sparkContext
         if cfg.partitions:
             df = df.repartition(cfg.partitions)
-        sc = spark.sparkContext
+        elif df.rdd.getNumPartitions() < sc.defaultParallelism:  # e.g. one small file: give every core slot a task
+            df = df.repartition(sc.defaultParallelism)
         startup = time.perf_counter() - t0
         t1 = time.perf_counter()
         rows_acc, rejects_acc = sc.accumulator(0), sc.accumulator(0)
@@ -270,12 +273,14 @@ def run_batch(cfg: BatchConfig, stream: TextIO = sys.stderr, session: Any = None
                 first = back.filter("error IS NOT NULL").select("entity_id", "error").limit(1).collect()
                 first_reject = f"{first[0][0]}: {first[0][1]}" if first else None
                 pids: set[int] = set()
+                peak = 0
             else:
                 counts = df.mapInPandas(task, COUNT_SCHEMA).collect()
                 rows = sum(int(r["rows"]) for r in counts)
                 rejected = sum(int(r["rejects"]) for r in counts)
                 first_reject = next((r["first_reject"] for r in counts if r["first_reject"]), None)
                 pids = {int(r["pid"]) for r in counts}
+                peak = max((int(r["peak_rss_kb"]) for r in counts), default=0)
         secs = time.perf_counter() - t1
     finally:
         if session is None:
@@ -283,4 +288,4 @@ def run_batch(cfg: BatchConfig, stream: TextIO = sys.stderr, session: Any = None
     if sink is not None:
         sink.finish_run(run_id, rows, rejected, secs, dt.datetime.now(dt.timezone.utc))
         sink.close()
-    return BatchResult(run_id, rows, rejected, secs, startup, out.describe(), first_reject, pids)
+    return BatchResult(run_id, rows, rejected, secs, startup, out.describe(), first_reject, pids, peak)

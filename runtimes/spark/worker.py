@@ -86,7 +86,9 @@ def score_frame(scorer: Scorer, rule: FileRule, frame: Any, entity_column: str, 
     """(score rows in SCORE_COLUMNS order, [(entity id, reason)]) for one pandas batch."""
     rejects: list[tuple[str | None, str]] = []
     good: list[tuple[str, dict[str, Any]]] = []
-    for raw in frame.to_dict("records"):
+    cols = [str(c) for c in frame.columns]
+    # column .tolist() gives Python scalars (as the file readers do), ~4x faster than to_dict("records")
+    for raw in (dict(zip(cols, vals)) for vals in zip(*(frame[c].tolist() for c in frame.columns))):
         ent = raw.get(entity_column)
         if ent is None or (isinstance(ent, float) and ent != ent) or str(ent).strip() == "":
             rejects.append((None, f"field {entity_column!r}: missing entity id"))
@@ -139,7 +141,7 @@ class ScoreTask:
                 self.rejects_acc.add(len(rejects))
             if sink is not None:
                 sink.write(rows, reject_rows(self.run.run_id, self.run.model, rejects))
-                yield pd.DataFrame({"rows": [len(rows)], "rejects": [len(rejects)], "pid": [os.getpid()],
+                yield pd.DataFrame({"rows": [len(rows)], "rejects": [len(rejects)], "pid": [os.getpid()], "peak_rss_kb": [_peak_rss_kb()],
                                     "first_reject": [f"{rejects[0][0]}: {rejects[0][1]}" if rejects else None]})
                 continue
             yield pd.DataFrame({
@@ -155,6 +157,12 @@ class ScoreTask:
             })
 
 
-COUNT_SCHEMA = "rows long, rejects long, pid long, first_reject string"
+COUNT_SCHEMA = "rows long, rejects long, pid long, peak_rss_kb long, first_reject string"
+
+
+def _peak_rss_kb() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # Linux: KiB
 ROWS_SCHEMA = ("run_id string, entity_id string, model string, model_version int, bundle_sha256 string, probability double, "
                "label string, scored_at timestamp, error string")

@@ -136,6 +136,7 @@ def test_sigkill_half_way_then_rerun_leaves_one_latest_row_per_entity(batch_file
     assert _count(url, "SELECT count(*) FROM kill_scores_runs WHERE finished_at IS NOT NULL AND rows_scored = %d" % total) == 1
 
 
+@pytest.mark.slow  # a master, a worker, the driver and an executor: four JVMs (~50-90 s here): make test-all
 def test_standalone_cluster_into_postgres(batch_files: dict[str, Any], postgres_url: str, tmp_path: Path) -> None:
     cluster = SparkStandalone(tmp_path, cores=2).start()
     try:
