@@ -13,6 +13,10 @@ Writes, without any network access:
     DIR/requirements.txt                                            numpy, onnxruntime, cryptography as installed here
     DIR/README.txt                                                  what goes where
 
+With ``--enroll-token`` the verb first enrolls ``--device-id`` with the server as kind ``minifi``
+and writes the returned token and the server's publisher keys into the settings and
+``DIR/keys/`` (then nothing needs filling in); without it the settings carry placeholders.
+
 The processor files bootstrap ``../edgefleet_lib`` onto ``sys.path``; numpy, onnxruntime and
 cryptography are binary wheels and are named in requirements.txt, not copied (docs/minifi.md).
 """
@@ -159,10 +163,35 @@ def package(out: Path, server: str, device_id: str, token: str) -> list[Path]:
     return written
 
 
+def enroll(server: str, enroll_token: str, device_id: str) -> dict[str, Any]:
+    """Enroll ``device_id`` as a MiNiFi agent; the credential (token, publisher keys)."""
+    from edgefleet.http import HttpClient
+
+    client = HttpClient(server, None, error=PackageError, timeout=30.0)
+    cred: dict[str, Any] = client.request("POST", "/api/v1/devices/enroll",
+                                          {"token": enroll_token, "device_id": device_id, "kind": "minifi"})
+    return cred
+
+
 def _cmd_package(args: argparse.Namespace) -> int:
-    files = package(Path(args.out), args.server, args.device_id, args.token)
+    token = args.token
+    keys: list[str] = []
+    if args.enroll_token:
+        if args.device_id == "<device_id>":
+            raise PackageError("--device-id: required with --enroll-token (the id to enroll the agent as)")
+        cred = enroll(args.server, args.enroll_token, args.device_id)
+        token, keys = cred["token"], list(cred.get("publisher_keys") or [])
+    files = package(Path(args.out), args.server, args.device_id, token)
+    for i, pem in enumerate(keys):  # the processor's Trusted Public Keys until the first sync brings edgefleet/keys
+        p = Path(args.out) / "keys" / f"publisher-{i}.pem"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(pem, encoding="utf-8")
+        files.append(p)
+    if args.enroll_token:
+        print(f"enrolled {args.device_id} as a MiNiFi agent with {args.server}; its token is in the C2 settings (keep them private)")
+    nar = next(f for f in files if f.suffix == ".nar")
     print(f"wrote {len(files)} files to {args.out}: ScoreChurn for MiNiFi C++ (minifi/), NiFi 2.x (nifi/, and "
-          f"{files[-1].name}); C2 settings in minifi/minifi.properties.c2 and nifi/bootstrap.conf.c2")
+          f"{nar.name}); C2 settings in minifi/minifi.properties.c2 and nifi/bootstrap.conf.c2")
     return 0
 
 
@@ -175,4 +204,5 @@ def add_parsers(sub: Any) -> None:
                    help="the fleet server URL the agents use (default http://127.0.0.1:8080)")
     p.add_argument("--device-id", default="<device_id>", help="the agent's device id (enrolled with kind minifi)")
     p.add_argument("--token", default="<device_token>", help="the agent's device token (default: a placeholder to fill in)")
+    p.add_argument("--enroll-token", help="a one-time enrollment token: enroll --device-id as kind minifi now and write its token in")
     p.set_defaults(func=_cmd_package)

@@ -93,3 +93,32 @@ def test_package_writes_processors_settings_and_a_nar_that_run_from_their_own_co
     assert main(["minifi", "package", "--out", str(tmp_path / "file")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("edgefleet: error: --out: cannot write") and err.count("\n") == 1
+
+
+def test_package_with_an_enrollment_token_enrolls_the_agent_and_the_settings_work(c2_server: Any, make_bundle: Callable[..., Path],
+                                                                                  tmp_path: Path, capsys: Any) -> None:
+    from tests.c2.agents import CppAgent
+    from tests.fleet_server.conftest import Api, wait_for
+
+    api = Api(c2_server)
+    assert api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())[0] == 201
+    tok = api("POST", "/api/v1/enrollment-tokens", {"group": "minifi"})[1]["token"]
+    out = tmp_path / "pkg"
+    assert main(["minifi", "package", "--out", str(out), "--server", c2_server.url, "--device-id", "mf-pkg", "--enroll-token", tok]) == 0
+    assert "enrolled mf-pkg" in capsys.readouterr().out
+    assert api("GET", "/api/v1/devices/mf-pkg")[1]["capabilities"]["kind"] == "minifi"
+    assert list((out / "keys").glob("*.pem"))
+    # the written C++ settings authenticate: use them as the re-enacted agent's configuration
+    props = dict(line.split("=", 1) for line in (out / "minifi/minifi.properties.c2").read_text().splitlines()
+                 if line and not line.startswith("#"))
+    agent = CppAgent(props["nifi.c2.rest.path.base"], tmp_path / "assets", props["nifi.c2.agent.identifier"])
+    assert api("POST", "/api/v1/rollouts", {"model": "churn", "steps": [100], "selector": {"groups": ["minifi"]}})[0] == 201
+    wait_for(lambda: api("GET", "/api/v1/devices/mf-pkg")[1].get("assignment"), what="the assignment")
+    agent.beat()
+    assert agent.acks[-1]["operationState"]["state"] == "FULLY_APPLIED" and (agent.root / "edgefleet/churn/bundle.tar").exists()
+    # the token is one-time: a second run names the refusal in one line
+    assert main(["minifi", "package", "--out", str(out), "--server", c2_server.url, "--device-id", "mf-pkg2", "--enroll-token", tok]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgefleet: error:") and "already used" in err and err.count("\n") == 1
+    assert main(["minifi", "package", "--out", str(out), "--enroll-token", tok]) == 1
+    assert "--device-id: required" in capsys.readouterr().err
