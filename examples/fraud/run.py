@@ -169,12 +169,15 @@ def _retrain(fleet: Fleet, log: Callable[[str], None], timeout: float) -> dict[s
     rollouts = [r for r in api.request("GET", "/api/v1/rollouts")["rollouts"] if r["model"] == MODEL and r["version"] > 1]
     if rollouts:
         r = rollouts[0]
-        prov = api.request("GET", f"/api/v1/models/{MODEL}/versions/{r['version']}")["provenance"] or {}
+        mv = api.request("GET", f"/api/v1/models/{MODEL}/versions/{r['version']}")
+        prov = mv["provenance"] or {}
         m = prov.get("metrics", {})
         out.update(version=r["version"], rollout_id=r["id"], provenance=prov)
-        log(f"   v{r['version']} published (onnx, signed, provenance: parent v{prov.get('parent', {}).get('version')}, "
+        log(f"   v{r['version']} published ({', '.join(mv['formats'])}, signed, provenance: parent v{prov.get('parent', {}).get('version')}, "
             f"held-out AUROC {_fmt(m.get('champion', {}).get('auroc'))} -> {_fmt(m.get('challenger', {}).get('auroc'))}); "
             f"rollout #{r['id']} {'/'.join(f'{s:g}' for s in r['steps'])} % behind the ML canary gate")
+    else:
+        log("   no new version: the challenger did not beat the champion (see the retrain lines above)")
     return out
 
 
@@ -366,6 +369,14 @@ def run(out: Path, *, rows: int = 20_000, seed: int = 7, day_seconds: float = 18
             result["rollout"] = final
             log(f"rollout #{final['id']} of v{final['version']}: {final['state'].upper()}, {final['counts']}"
                 + (f" ({final['reason']})" if final.get("reason") else ""))
+        # the companion's REST shape, served by the fleet server with the device runtime's scorer
+        last = data[days]
+        row = last[last[LABEL] == 1].iloc[0] if int(last[LABEL].sum()) else last.iloc[0]
+        feature = ",".join(f"{float(row[c]):.6g}" for c in FEATURES)
+        answer = api.request("POST", f"/api/v1/models/{MODEL}/cdsw", {"feature": feature})
+        result["cdsw"] = {"class": int(row[LABEL]), "answer": answer}
+        log(f"CDSW model API: POST /api/v1/models/{MODEL}/cdsw {{\"feature\": \"{feature[:40]}...\"}} (a day-{days} transaction, "
+            f"Class {int(row[LABEL])}) -> {json.dumps(answer)}")
         result["devices"] = {a.cfg.device_id: (a.scorer.version if a.scorer else None) for a in fleet.agents}
         log(f"gateway versions: {result['devices']}")
     finally:

@@ -41,6 +41,8 @@ def test_six_days_alert_retrain_and_gated_rollout(tmp_path: Path) -> None:
     assert re.search(r"rollout #\d+ of v2: COMPLETED", out), out[-2000:]
     assert days[6]["versions"] == [1, 2] and days[6]["by_version"]["2"]["auroc"] > days[6]["by_version"]["1"]["auroc"] + 0.1
     assert result["devices"] == {"gw-01": 2, "gw-02": 2, "gw-03": 2}
+    assert result["cdsw"]["answer"]["model_version"] == 2 and result["cdsw"]["answer"]["result"] in (0, 1)
+    assert re.search(r'CDSW model API: POST /api/v1/models/fraud/cdsw \{"feature": ".*-> \{"result": [01], "probability"', out)
     assert result["retrain"]["provenance"]["trigger"]["alert"]["id"] == result["alerts"][0]["id"]
     print(f"fraud example: {seconds:.0f}s wall, day-6 AUROC v1 {days[6]['by_version']['1']['auroc']:.3f} "
           f"v2 {days[6]['by_version']['2']['auroc']:.3f}")

@@ -52,18 +52,19 @@ def test_one_day_of_the_loop_on_a_real_fleet(tmp_path: Path) -> None:
     from examples.fraud.run import run
 
     lines: list[str] = []
-    result = run(tmp_path / "out", rows=8000, seed=2, day_seconds=8.0, devices=2, days=1, shifted=(), log=lines.append)
+    result = run(tmp_path / "out", rows=6000, seed=4, day_seconds=16.0, devices=2, days=1, shifted=(), log=lines.append)
     text = "\n".join(lines)
     assert "v1: RandomForest (20 trees, depth 20)" in text and "v1 on 2 gateways" in text
     row = next(line for line in lines if line.strip().startswith("1 "))
-    assert "8000" in row and "v1" in row and "ALERT" not in row
+    assert "6000" in row and "v1" in row and "ALERT" not in row
     (day,) = result["days"]
     v1 = day["by_version"][1]
-    assert v1["n"] == 8000 and v1["n_labeled"] == 8000  # every prediction reached the server, every label joined
+    assert v1["n"] == 6000 and v1["n_labeled"] == 6000  # every prediction reached the server, every label joined
     assert v1["auroc"] is not None and v1["auroc"] >= 0.9 and 0 < v1["average_precision"] <= 1
     assert day["max_psi"]["psi"] is not None and day["score_psi"] is not None
     assert result["alerts"] == [] and result["retrain"] is None and result["devices"] == {"gw-01": 1, "gw-02": 1}
     assert (tmp_path / "out" / "result.json").is_file() and (tmp_path / "out" / "fraud-v1.tar").is_file()
+    assert result["cdsw"]["answer"]["model_version"] == 1 and "CDSW model API: POST /api/v1/models/fraud/cdsw" in text
 
 
 def test_a_folder_of_an_earlier_run_is_refused_in_one_line(tmp_path: Path) -> None:
