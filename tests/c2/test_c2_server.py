@@ -121,6 +121,9 @@ def test_cpp_handle_sync_follows_v1_v2_rollback_and_a_tampered_asset_fails_the_g
     fleet = c2_server.fleet
     assert api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())[0] == 201
     agents = [CppAgent(_base(c2_server, enroll_agent(api, f"mf-{i}")), tmp_path / f"assets-{i}", f"mf-{i}") for i in range(3)]
+    # and one agent that reports no asset hash: it is driven with UPDATE/asset through the same rollouts
+    legacy = CppAgent(_base(c2_server, enroll_agent(api, "mf-old")), tmp_path / "assets-old", "mf-old", report_hash=False)
+    agents.append(legacy)
 
     def converge(version: int) -> None:
         for a in agents:
@@ -138,7 +141,7 @@ def test_cpp_handle_sync_follows_v1_v2_rollback_and_a_tampered_asset_fails_the_g
 
     r1 = _rollout(api, 1, selector={"groups": ["minifi"]})  # grouped and targeted like any device
     converge(1)
-    assert _wait_state(api, r1["id"], {"completed"})["counts"] == {"installed": 3}
+    assert _wait_state(api, r1["id"], {"completed"})["counts"] == {"installed": 4}
     assert scores_with() == 1
     state = json.loads((a0.root / ".state").read_text())
     bundle = a0.root / "edgefleet/churn/bundle.tar"
@@ -150,18 +153,21 @@ def test_cpp_handle_sync_follows_v1_v2_rollback_and_a_tampered_asset_fails_the_g
     assert api("POST", "/api/v1/models", raw=make_bundle(2).read_bytes())[0] == 201
     r2 = _rollout(api, 2)
     converge(2)
-    assert _wait_state(api, r2["id"], {"completed"})["counts"] == {"installed": 3}
+    assert _wait_state(api, r2["id"], {"completed"})["counts"] == {"installed": 4}
     state2 = json.loads((a0.root / ".state").read_text())
     ids = sorted(state2["assets"])
     assert any(i.startswith("churn-v2-") for i in ids) and not any(i.startswith("churn-v1-") for i in ids)
     assert bundle.read_bytes() != v1_bytes and not list(a0.root.rglob("*.part"))
     assert [a["operationState"]["state"] for a in a0.acks] == ["FULLY_APPLIED", "FULLY_APPLIED"]
+    old_bundle = legacy.root / "edgefleet/churn/bundle.tar"
+    assert old_bundle.read_bytes() == bundle.read_bytes()  # forceDownload=true replaced v1 at the stable path
+    assert [a["operationState"]["state"] for a in legacy.acks] == ["FULLY_APPLIED"] * 2 + ["FULLY_APPLIED", "NO_OPERATION"]
     assert scores_with() == 2
 
     # rollback of the completed rollout: every agent back to v1, the v2 item deleted
     assert api("POST", f"/api/v1/rollouts/{r2['id']}/rollback")[0] == 200
     converge(1)
-    assert bundle.read_bytes() == v1_bytes
+    assert bundle.read_bytes() == v1_bytes and old_bundle.read_bytes() == v1_bytes
     devs = {d["device_id"]: d for d in api("GET", "/api/v1/devices")[1]["devices"]}
     assert all(devs[a.identifier]["active_version"] == 1 for a in agents)
     assert scores_with() == 1
@@ -188,3 +194,5 @@ def test_cpp_handle_sync_follows_v1_v2_rollback_and_a_tampered_asset_fails_the_g
     converge(1)
     assert bundle.read_bytes() == v1_bytes and json.loads((a0.root / ".state").read_text())["digest"]
     assert scores_with() == 1 and proc.last_refusal is None
+    assert old_bundle.read_bytes() == v1_bytes and "Failed to fetch asset" in " ".join(
+        a["operationState"]["details"] for a in legacy.acks if a["operationState"]["state"] == "NOT_APPLIED")
