@@ -16,11 +16,12 @@ stable path is what lets a processor property point at "the current model".
 
 * An agent that reports a hash gets ``SYNC``/``resource`` whenever the hash differs from the
   desired set's ``globalHash``; a report equal to it counts as installed (a lost ack costs nothing).
-* An agent that reports no ``resourceInfo`` gets ``UPDATE``/``asset`` once per assignment.
+* An agent that reports no ``resourceInfo`` gets ``UPDATE``/``asset`` once per assignment; so does
+  one that answered a ``SYNC`` with ``OPERATION_NOT_UNDERSTOOD``.
 * Acks drive the device's reported state, which ``fleet_server.rollouts`` already reads:
   ``FULLY_APPLIED`` (and ``NO_OPERATION``: the file is there) means the assigned version runs;
-  ``NOT_APPLIED``, ``PARTIALLY_APPLIED`` and ``OPERATION_NOT_UNDERSTOOD`` are an install refused
-  for that version, which the rollout's failure gate counts.
+  ``NOT_APPLIED``, ``PARTIALLY_APPLIED`` and ``OPERATION_NOT_UNDERSTOOD`` (of an ``UPDATE``) are an
+  install refused for that version, which the rollout's failure gate counts.
 
 Operation ids are ``ef-<serial>-<kind><index>``: the assignment serial they deliver, so an ack
 needs no table of its own (and no migration) to find what it acknowledges.
@@ -156,7 +157,7 @@ def heartbeat(fleet: Fleet, device_id: str, hb: dict[str, Any]) -> dict[str, Any
         ops: list[dict[str, Any]] = []
         if row is not None:
             want = desired(fleet, dev, row.envelope)
-            if reported is not None:  # the agent keeps asset state: declarative SYNC
+            if reported is not None and not c2.get("sync_unsupported"):  # the agent keeps asset state: declarative SYNC
                 if reported == want["globalHash"]["digest"]:
                     if c2.get("acked_serial") != row.serial or dev.active_version != row.version:
                         _installed(dev, row)  # its own report proves it holds the set (the ack may have been lost)
@@ -193,7 +194,9 @@ def acknowledge(fleet: Fleet, device_id: str, ack: dict[str, Any]) -> dict[str, 
         c2 = _c2_state(dev)
         c2["last_ack"] = {"operationId": op_id, "state": state, "details": details[:300], "at": utcnow().isoformat() + "Z"}
         current = newest is not None and newest.serial == serial
-        if current:
+        if current and kind == "s" and state == "OPERATION_NOT_UNDERSTOOD":
+            c2["sync_unsupported"] = True  # an agent that reports a hash but cannot SYNC: UPDATE/asset from the next heartbeat
+        elif current:
             if state in FAILED:
                 dev.last_install = {"version": row.version, "result": f"refused: C2 {state}: {details[:400]}", "via": "c2"}
                 c2["acked_serial"] = serial

@@ -70,6 +70,13 @@ def test_cpp_and_java_heartbeats_get_responses_both_parsers_accept(c2_server: An
     code, again = http("POST", f"{url}/heartbeat", java_heartbeat("java-1", "null"), {"Authorization": f"Bearer {java['token']}"})
     assert code == 200 and check_for_both_parsers(again)[0]["args"]["globalHash"] == jop["args"]["globalHash"]
 
+    # an agent that reports a hash but does not understand SYNC is sent UPDATE/asset instead, nothing counted as failed
+    hdr = {"Authorization": f"Bearer {java['token']}"}
+    assert http("POST", f"{url}/acknowledge", java_ack(jop["identifier"], "OPERATION_NOT_UNDERSTOOD", "sync/resource"), hdr)[0] == 200
+    code, jresp = http("POST", f"{url}/heartbeat", java_heartbeat("java-1", "null"), hdr)
+    assert [o["operation"] for o in check_for_both_parsers(jresp)] == ["UPDATE", "UPDATE"]
+    assert api("GET", "/api/v1/devices/java-1")[1]["last_install"] is None
+
     # an agent that reports no resourceInfo gets UPDATE/asset, once per assignment
     code, lresp = http("POST", f"{url}/heartbeat", java_heartbeat("old-1", None), {"Authorization": f"Bearer {legacy['token']}"})
     ops = check_for_both_parsers(lresp)
