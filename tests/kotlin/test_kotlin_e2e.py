@@ -48,6 +48,12 @@ class CuttingProxy:
             threading.Thread(target=self._one, args=(client,), daemon=True).start()
 
     def _one(self, client: socket.socket) -> None:
+        try:
+            self._relay(client)
+        except OSError:  # a peer closed first: nothing to relay any more
+            client.close()
+
+    def _relay(self, client: socket.socket) -> None:
         up = socket.create_connection(("127.0.0.1", self.upstream))
         with client, up:
             head = b""
