@@ -47,7 +47,52 @@ def cmd_monitor_aggregate(args: argparse.Namespace) -> int:
     from edgefleet_cli.main import require
 
     require("monitor aggregate", "pyspark", "pyarrow", "pandas")
-    raise InputError("--engine", "the Spark monitoring aggregation is not built yet")
+    import json
+    from pathlib import Path
+
+    from fleet_server.monitoring.aggregate import MonitorConfig
+    from fleet_server.monitoring.spark_aggregate import aggregate
+    from runtimes.spark.job import start_session
+
+    export = Path(args.input)
+    if not (export / "telemetry.parquet").exists():
+        raise InputError("--input", f"{export} holds no telemetry.parquet: write one with `edgefleet monitor export --out {export}`")
+    segments = tuple(f for f in (args.segment_fields or "").split(",") if f)
+    try:
+        config = MonitorConfig(window_seconds=args.window_seconds, segment_fields=segments)
+    except ValueError as exc:
+        raise InputError("--segment-fields", str(exc)) from None
+    spark = start_session(args.master, app="edgefleet-monitor-aggregate")
+    try:
+        reports = aggregate(spark, export, config)
+    finally:
+        spark.stop()
+    text = json.dumps(reports, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+    for r in reports:
+        drift = [w for w in r["drift"]["windows"] if w["verdict"] == "drift"]
+        print(f"monitor aggregate: {r['model']} v{r['model_version']}: {len(r['drift']['windows'])} drift cells ({len(drift)} drifting), "
+              f"{len(r['performance']['windows'])} performance cells", file=sys.stderr)
+    return 0
+
+
+def cmd_monitor_export(args: argparse.Namespace) -> int:
+    from edgefleet_cli.main import require
+
+    require("monitor export", "pyarrow", "sqlalchemy")
+    from pathlib import Path
+
+    from fleet_server.core import Fleet, ServerConfig
+    from fleet_server.monitoring.spark_aggregate import export_telemetry
+
+    fleet = Fleet(ServerConfig(data_dir=Path(args.data_dir), db_url=args.db, embedded_broker=False))
+    counts = export_telemetry(fleet, args.out)
+    print(f"monitor export: {counts['telemetry']:,} telemetry rows, {counts['devices']} devices, {counts['manifests']} manifests "
+          f"-> {args.out}", file=sys.stderr)
+    return 0
 
 
 def add_parsers(sub: Any) -> None:
@@ -65,7 +110,16 @@ def add_parsers(sub: Any) -> None:
 
     m = sub.add_parser("monitor", help="heavy monitoring jobs on Spark")
     msub = m.add_subparsers(dest="monitor_command", required=True, metavar="ACTION")
-    a = msub.add_parser("aggregate", help="drift histograms and performance joins from a telemetry Parquet export")
-    a.add_argument("--engine", choices=["spark"], default="spark")
-    a.add_argument("--input", required=True, help="telemetry export folder (Parquet)")
+    a = msub.add_parser("aggregate", help="drift histograms and performance joins from a telemetry Parquet export, on Spark")
+    a.add_argument("--engine", choices=["spark"], default="spark", help="spark (the only engine here; the server aggregates in its DB)")
+    a.add_argument("--input", type=path, required=True, help="telemetry export folder (from `edgefleet monitor export`)")
+    a.add_argument("--master", default="local[*]", help="local[*] (default) or spark://host:7077")
+    a.add_argument("--window-seconds", type=float, default=86_400.0, help="window width (default 86400, as the server)")
+    a.add_argument("--segment-fields", help="comma-separated customer-segment fields (as the model's monitoring policy)")
+    a.add_argument("--out", type=path, help="write the JSON reports here (default stdout)")
     a.set_defaults(func=cmd_monitor_aggregate)
+    e = msub.add_parser("export", help="write the fleet's telemetry, devices and manifests as Parquet for `monitor aggregate`")
+    e.add_argument("--data-dir", type=path, default="fleet-data", help="the server's data dir (default ./fleet-data)")
+    e.add_argument("--db", help="the server's database URL (default SQLite in the data dir)")
+    e.add_argument("--out", type=path, required=True, help="export folder to write")
+    e.set_defaults(func=cmd_monitor_export)

@@ -121,7 +121,7 @@ def _rows(session: Session, kind: str, manifest: Mapping[str, Any] | None, start
         q = q.where(TelemetryRecord.created >= start)
     if end is not None:
         q = q.where(TelemetryRecord.created < end)
-    return list(session.execute(q.order_by(TelemetryRecord.created)))
+    return list(session.execute(q.order_by(TelemetryRecord.created, TelemetryRecord.id)))  # ties by id: one order on every run and engine
 
 
 def _segment_cohorts(features: Mapping[str, Any] | None, segment_fields: Sequence[str]) -> list[str]:
@@ -183,6 +183,11 @@ def drift_report(
 ) -> dict[str, Any]:
     """Drift of every cohort in every window, against the reference, its baseline and the rest."""
     agg = histograms(session, manifest, config, start=start, end=end, cohorts_of_device=cohorts_of_device)
+    return drift_report_from(agg, manifest, config)
+
+
+def drift_report_from(agg: Mapping[str, Any], manifest: Mapping[str, Any], config: MonitorConfig = MonitorConfig()) -> dict[str, Any]:
+    """The drift report of ``histograms``' output (also built on Spark: fleet_server.monitoring.spark_aggregate)."""
     cells: dict[tuple[float, str], Hist] = agg["cells"]
     ref = H.reference_histogram(manifest)
     policy = config.policy
@@ -322,13 +327,23 @@ def performance_report(
             keys += list((cohorts_of_device or {}).get(p.device_id, []))
         for key in keys:
             cells[(w, key)].append(i)
+    labels = joined["labels"]
+    scored = {key: ([preds[i].score for i in idx], [(preds[i].score, labels[i]) for i in idx if i in labels]) for key, idx in cells.items()}
+    return performance_report_from(scored, manifest, config, joined["unmatched_outcomes"], joined["unknown_labels"])
+
+
+def performance_report_from(
+    scored: Mapping[tuple[float, str], tuple[Sequence[float], Sequence[tuple[float, bool]]]], manifest: Mapping[str, Any],
+    config: MonitorConfig, unmatched_outcomes: int, unknown_labels: int,
+) -> dict[str, Any]:
+    """The performance report from (window, cohort) -> (scores, [(score, label) of the labeled ones]), each in
+    prediction order (also built on Spark: fleet_server.monitoring.spark_aggregate)."""
     windows = []
-    for (w, c) in sorted(cells, key=lambda k: (k[0], k[1] != ALL, k[1])):
-        idx = cells[(w, c)]
-        scores = np.array([preds[i].score for i in idx], dtype=np.float64)
-        lab = [i for i in idx if i in joined["labels"]]
-        y = np.array([joined["labels"][i] for i in lab], dtype=np.float64)
-        ys = np.array([preds[i].score for i in lab], dtype=np.float64)
+    for (w, c) in sorted(scored, key=lambda k: (k[0], k[1] != ALL, k[1])):
+        cell_scores, labeled = scored[(w, c)]
+        scores = np.array(cell_scores, dtype=np.float64)
+        y = np.array([lab for _, lab in labeled], dtype=np.float64)
+        ys = np.array([sc for sc, _ in labeled], dtype=np.float64)
         est_auc = stats.estimated_auroc(scores)
         est_ap = stats.estimated_average_precision(scores)
         realized = _metrics(ys, y, config.calibration_bins)
@@ -336,11 +351,11 @@ def performance_report(
             "window_start": w, "window_end": w + config.window_seconds, "cohort": c, "kind": _kind(c, config.segment_fields),
             "n_predictions": int(scores.size), "mean_score": float(scores.mean()),
             "estimated": {"auroc": est_auc, "average_precision": est_ap},
-            "realized": realized, "label_coverage": len(lab) / scores.size,
+            "realized": realized, "label_coverage": len(labeled) / scores.size,
             "gap": {"auroc": est_auc - realized.get("auroc", math.nan), "average_precision": est_ap - realized.get("average_precision", math.nan)},
         })
     return _clean_dict({
         "model": manifest["name"], "model_version": int(manifest["version"]), "window_seconds": config.window_seconds,
         "reference": manifest["reference"].get("metrics", {}), "assumptions": CBPE_ASSUMPTIONS,
-        "unmatched_outcomes": joined["unmatched_outcomes"], "unknown_labels": joined["unknown_labels"], "windows": windows,
+        "unmatched_outcomes": unmatched_outcomes, "unknown_labels": unknown_labels, "windows": windows,
     })
