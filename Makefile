@@ -49,6 +49,10 @@ demo: install
 	$(BIN)/edgefleet inspect $(OUT)/churn-v1.tar
 	$(BIN)/edgefleet verify $(OUT)/churn-v1.tar --pubkey $(OUT)/keys/public.pem
 	$(BIN)/python examples/fleet_demo.py --out $(OUT)
+	# nightly batch scoring of the demo customers on Spark (local[*]) into the operational table, then one call-centre lookup
+	$(BIN)/edgefleet batch-score $(OUT)/churn-v1.tar --pubkey $(OUT)/keys/public.pem --input $(OUT)/quickstart/customers.csv \
+	  --entity-column customerID --output 'sqlite:///$(OUT)/ops.db?table=churn_scores' --run-id nightly-demo
+	$(BIN)/python examples/callcentre_lookup.py --scores-db 'sqlite:///$(OUT)/ops.db?table=churn_scores' --out $(OUT)
 
 lint: install
 	$(BIN)/ruff check .

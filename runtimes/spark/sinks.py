@@ -76,9 +76,8 @@ def parse_output(text: str, option: str = "--output") -> Output:
     if scheme in ("postgresql", "postgres"):
         return Output("postgresql", "postgresql://" + base.split("://", 1)[1], table)
     if scheme == "sqlite":
-        path = unquote(base[len(parts.scheme) + 3:])  # sqlite:///rel -> rel ; sqlite:////abs -> /abs
-        if path.startswith("/") and not base.startswith(f"{parts.scheme}:////"):
-            path = path[1:]
+        path = unquote(base[len(parts.scheme) + 3:])  # after "sqlite://": "/rel" or "//abs" (SQLAlchemy's URL form)
+        path = path[1:] if path.startswith("/") else path
         if not path:
             raise InputError(option, "a sqlite URL needs a file: sqlite:///scores.db")
         return Output("sqlite", base, table, os.path.abspath(path))
