@@ -59,10 +59,15 @@ def get_policy(name: str) -> Any:
 @bp.put("/api/v1/models/<name>/policy")
 @admin_required
 def put_policy(name: str) -> Any:
-    get_version(fleet(), name)
+    mv = get_version(fleet(), name)
     body = json_body({})  # policy.validate checks the type and names the field ("policy.<key>")
     with fleet().session() as s:
         p = policy.validate(body, policy.load(s, name))  # partial bodies update the stored policy
+        inputs = [f["name"] for f in mv.manifest["input_schema"]["fields"]]
+        stray = [f for f in p.fairness_fields if f not in inputs]
+        if stray and "fairness_fields" in body:  # groups are read from sampled features: only input fields are there
+            raise FleetError(f"policy.fairness_fields: {stray[0]!r} is not an input field of {name} v{mv.version} "
+                             f"(sampled predictions carry only {', '.join(inputs)})")
         policy.save(s, name, p)
     return jsonify({"model": name, "stored": True, "policy": p.as_dict()})
 

@@ -73,6 +73,9 @@ def fairness_report(session: Session, manifest: Mapping[str, Any], policy: Any, 
             entry["note"] = PRIVACY_NOTE
             windows.append(entry)
             continue
+        if no_features.get(w):
+            entry["note"] = (f"computed on the {len(idx)} of {entry['n_predictions']} predictions that carry features; the rest "
+                             "came from devices with the privacy switch on, whose customers may differ")
         scores = np.array([preds[i].score for i in idx], dtype=np.float64)
         y = np.array([float(labels[i]) if i in labels else math.nan for i in idx], dtype=np.float64)
         for f in fields:

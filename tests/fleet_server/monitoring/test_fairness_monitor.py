@@ -146,7 +146,8 @@ def test_privacy_switch_on_says_so_and_bad_policy_names_the_field(tmp_path: Path
     for bad, field in [({"fairness_fields": "gender"}, "policy.fairness_fields"), ({"fairness_tolerance": 2}, "policy.fairness_tolerance"),
                        ({"fairness_reference": {"Contract": "Two year"}}, "policy.fairness_reference"),
                        ({"fairness_alert_metrics": ["accuracy"]}, "policy.fairness_alert_metrics"),
-                       ({"fairness_min_count": 0}, "policy.fairness_min_count"), ({"fairness_gate": "yes"}, "policy.fairness_gate")]:
+                       ({"fairness_min_count": 0}, "policy.fairness_min_count"), ({"fairness_gate": "yes"}, "policy.fairness_gate"),
+                       ({"fairness_fields": ["age_band"]}, "policy.fairness_fields")]:
         code, err, _ = api("PUT", "/api/v1/models/churn/policy", bad)
         assert code == 400 and err["error"].startswith(field + ":"), (bad, err)
     assert api("PUT", "/api/v1/models/churn/policy", POLICY)[0] == 200
@@ -156,6 +157,12 @@ def test_privacy_switch_on_says_so_and_bad_policy_names_the_field(tmp_path: Path
     code, report, _ = api("GET", f"/api/v1/models/churn/fairness?start={T0}&end={T0 + DAY}")
     assert code == 200 and "privacy switch" in report["privacy"] and report["predictions_without_features"] == 500
     assert report["windows"][0]["privacy"] is True and report["windows"][0]["fields"] == {}
+    feed_window(server.fleet, fair_scorer, 1, rows=500)  # window 1: some devices send features again
+    feed_window(server.fleet, fair_scorer, 101, features=False, rows=200, base=T0 - 100 * DAY)
+    report = api("GET", f"/api/v1/models/churn/fairness?start={T0 + DAY}&end={T0 + 2 * DAY}")[1]
+    assert "privacy" not in report and report["windows"][0]["n_without_features"] == 200
+    assert report["windows"][0]["note"].startswith("computed on the 500 of 700 predictions that carry features")
+    assert set(report["windows"][0]["fields"]["SeniorCitizen"]["groups"]) == {"0", "1"}
     assert api("GET", "/api/v1/models/churn/fairness?version=abc")[0] == 400
     assert api("GET", "/api/v1/models/nope/fairness")[0] == 404
     assert api("GET", "/api/v1/models/churn/fairness", token=None)[0] == 401
