@@ -143,6 +143,7 @@ def test_kotlin_client_against_a_real_fleet_server(kotlin_build: dict[str, str],
         assert "206" in proxy.statuses[1], proxy.statuses
         dev = api("GET", "/api/v1/devices/phone-1")[1]
         assert dev["active_version"] == 1 and dev["last_install"]["result"] == "installed"
+        assert "LOG assignment unchanged (304)" in lines, "polls after the install must be answered 304 (If-None-Match)"
 
         assert api("POST", "/api/v1/models", raw=make_tflite_bundle(2, edit=poison_canaries, name="churn-v2-bad.tar").read_bytes())[0] == 201
         code, r2, _ = api("POST", "/api/v1/rollouts", {"model": "churn", "steps": [100]})

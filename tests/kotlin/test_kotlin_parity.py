@@ -53,3 +53,31 @@ def open_tflite(bundle: Path) -> bytes:
     from edgefleet.bundle_format import open_bundle
 
     return open_bundle(bundle).files["artifacts/model.tflite"]
+
+
+def test_kotlin_telemetry_payloads_equal_the_python_runtime(kotlin: Any, make_tflite_bundle: Callable[..., Path], keypair: dict[str, Any],
+                                                            tmp_path: Path) -> None:
+    """The same records and scores make the same sketch counts as runtimes.python.telemetry.Sketch; the privacy switch drops features."""
+    from runtimes.python.telemetry import Sketch
+
+    bundle = make_tflite_bundle(1)
+    scorer = Scorer.from_bundle(bundle, keypair["public"])
+    fields = scorer.manifest["input_schema"]["fields"]
+    frame = make_telco_churn(300, seed=7, price_shift=0.1, missing_rate=0.05)
+    records = json.loads(json.dumps(_records(frame, [f["name"] for f in fields])))
+    records[3]["Contract"] = "Three year"  # an unseen category (the field ignores unseen ones)
+    scores = [p.probability for p in scorer.score_many(records)]
+    (tmp_path / "in.json").write_text(json.dumps({"records": records, "scores": scores}))
+    out = kotlin("sketch", str(bundle), str(keypair["public_path"]), str(tmp_path / "in.json"), str(tmp_path / "out.json"), check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    got = json.loads((tmp_path / "out.json").read_text())
+    sketch = Sketch(scorer.manifest)
+    for rec, score in zip(records, scores):
+        sketch.add(rec, encode_records(fields, [rec]), score)
+    want = sketch.to_body(0.0, 1.0, "dev-1")
+    assert got["sketch"]["fields"] == want["fields"] and got["sketch"]["score"] == want["score"] and got["sketch"]["n"] == 300
+    assert got["sketch"]["fields"]["Contract"]["unseen"] == 1 and sum(e["missing"] for e in got["sketch"]["fields"].values()) > 0
+    assert got["with_features"]["features"] == records[0] and "features" not in got["without_features"]
+    assert set(got["with_features"]) - {"features"} == set(got["without_features"]) == {
+        "device_id", "ts", "model", "model_version", "score", "label", "sample_rate"}
+    assert len(set(got["ids"])) == len(got["ids"]) == 301 and all(len(i) == 32 for i in got["ids"])

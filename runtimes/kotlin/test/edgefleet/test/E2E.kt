@@ -66,8 +66,11 @@ object E2E {
                 }
                 tel.flushWindow()
                 eq(outbox.depth, records.size + 1, "outbox depth")
+                val first = outbox.pending(1).single().second
                 val acked = outbox.flush(client)
                 eq(acked, records.size + 1, "acknowledged"); eq(outbox.depth, 0, "outbox after flush")
+                val resent = client.postTelemetry(mapOf("device_id" to cred.deviceId, "sent_at" to isoNow(), "messages" to listOf(first)))
+                eq(resent, 0L to 1L, "a resent message (accepted, duplicates)")
                 models.reportStatus("churn", outbox)
                 say("TELEMETRY $acked")
             }

@@ -48,6 +48,7 @@ fun main(args: Array<String>) {
         "store" -> StoreTests.run(Json.parse(File(args[1]).readBytes()).obj())
         "dump" -> { Dump.run(File(args[1]), File(args[2]).readText(), File(args[3]), File(args[4])); return }
         "e2e" -> E2E.run(args.drop(1))
+        "sketch" -> { SketchDump.run(File(args[1]), File(args[2]).readText(), File(args[3]), File(args[4])); return }
         else -> { System.err.println("usage: MainKt vectors DIR | verify-file TAR PEM [partial] | tamper ... | store ... | dump ... | e2e ..."); exitProcess(2) }
     }
     println("${T.passed} passed, ${T.failed} failed")

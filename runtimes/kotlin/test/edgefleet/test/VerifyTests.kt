@@ -80,3 +80,28 @@ object Dump {
         println(Json.write(mapOf("dtype" to input.dtype, "rows" to input.rows, "cols" to input.cols, "us_per_record" to us)))
     }
 }
+
+object SketchDump {
+    /** [input]: {"records": [...], "scores": [...]}; writes the window's sketch body and two prediction bodies (features on, off). */
+    fun run(tar: File, pem: String, input: File, out: File) {
+        val (_, m) = BundleVerifier.verifyFile(tar, TrustedKeys.fromPems(listOf(pem)), allowPartial = true)
+        val plan = Json.parse(input.readBytes()).obj()
+        val records = plan["records"].arr()
+        val scores = plan["scores"].arr().map { Py.toDouble(it) }
+        val model = LocalModel(m.name, m.version, tar, m, RecordEncoder.forManifest(m.map), "a")
+        val rows = Encoding.encodeRecords(m.fields, records)
+        val nf = m.fields.size
+        val dir = kotlin.io.path.createTempDirectory("outbox").toFile()
+        val on = Telemetry(Outbox(File(dir, "on")), "dev-1", includeFeatures = true)
+        val off = Telemetry(Outbox(File(dir, "off")), "dev-1", includeFeatures = false)
+        records.forEachIndexed { i, r ->
+            on.onPrediction(model, r.obj(), rows.copyOfRange(i * nf, (i + 1) * nf), scores[i], null)
+            if (i == 0) off.onPrediction(model, r.obj(), rows.copyOfRange(0, nf), scores[0], null)
+        }
+        on.flushWindow()
+        fun bodies(o: Outbox, kind: String) = o.pending().map { it.second }.filter { it["kind"] == kind }.map { it["body"] }
+        out.writeText(Json.write(mapOf("sketch" to bodies(on.outbox, "sketch").single(), "with_features" to bodies(on.outbox, "prediction").first(),
+            "without_features" to bodies(off.outbox, "prediction").single(), "ids" to on.outbox.pending().map { it.second["id"] }), allowNan = true))
+        dir.deleteRecursively()
+    }
+}
