@@ -158,6 +158,7 @@ def test_kotlin_client_against_a_real_fleet_server(kotlin_build: dict[str, str],
         wait_for(lambda: seen("TELEMETRY") or seen("FAIL"), timeout=60, what="Kotlin telemetry")
         assert proc.wait(timeout=30) == 0, "\n".join(lines)
         assert not [line for line in lines if line.startswith("FAIL")], "\n".join(lines)
+        assert sum(line.startswith("PASS") for line in lines) == 5 and any(line.startswith("PASS rollout 1 off Wi-Fi") for line in lines), lines
         drift = wait_for(lambda: (lambda d: d if d[1].get("windows") else None)(api("GET", "/api/v1/models/churn/drift?version=1&start=0")),
                          timeout=30, what="drift windows")[1]
         total = sum(w.get("n", 0) for w in drift["windows"] if w.get("cohort") == "all")

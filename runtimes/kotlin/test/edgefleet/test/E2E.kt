@@ -36,6 +36,18 @@ object E2E {
                     Thread.sleep(200)
                 }
             }
+            T.test("rollout 1 off Wi-Fi with requireWifi: nothing is downloaded, the status says why") {
+                val offWifi = EdgefleetModels(client, store, object : DeviceState { override fun onWifi() = false })
+                while (true) {
+                    check(System.currentTimeMillis() < deadline) { "timed out waiting for the v1 assignment" }
+                    val e = try { offWifi.getModel("churn", DownloadType.LATEST_MODEL, Conditions(requireWifi = true)).get(); null }
+                            catch (x: java.util.concurrent.ExecutionException) { x.cause }
+                    if (e != null) { check(e is ConditionsNotMet) { "$e" }; break }
+                    Thread.sleep(200)
+                }
+                eq(offWifi.status().single().state, "waiting for Wi-Fi", "status")
+                eq(File(dir, "client/downloads").listFiles()?.size ?: 0, 0, "files downloaded off Wi-Fi")
+            }
             T.test("rollout 1: downloaded (cut once, resumed), verified, canaries pass, installed") {
                 until("v1") { store.active("churn")?.version == 1L }
                 val ids = synchronized(progress) { progress.filter { it.state == "downloading" }.mapNotNull { it.downloadId }.toSet() }
