@@ -135,3 +135,13 @@ def test_pickle_scorer_matches_sklearn_on_records(lr_pickle: Any, train_model: A
     got = np.array([p.probability for p in scorer.score_many(records)])
     want = train_model("lr").predict_proba(frame[CATEGORICAL + NUMERIC])[:, 1]
     assert np.array_equal(got, want)
+
+
+def test_fleet_server_assigns_pickle_or_spark_only_to_a_device_that_declared_it() -> None:
+    from fleet_server.devices import choose_format
+
+    assert choose_format({"backends": ["onnx", "tflite"]}, ["pickle", "spark"])[0] is None
+    assert choose_format({"formats": ["onnx"]}, ["onnx", "pickle"]) == ("onnx", "")
+    assert choose_format({"formats": ["pickle", "onnx"]}, ["onnx", "pickle"])[0] == "onnx"  # devices keep preferring ONNX
+    assert choose_format({"formats": ["pickle"]}, ["onnx", "pickle"])[0] == "pickle"
+    assert choose_format({"formats": ["spark"]}, ["spark", "tflite"])[0] == "spark"
