@@ -227,13 +227,7 @@ def run_batch(cfg: BatchConfig, stream: TextIO = sys.stderr, session: Any = None
     pem = Path(cfg.pubkey).read_bytes()
     now = dt.datetime.now(dt.timezone.utc)
     run_id = cfg.run_id or default_run_id(scorer.name, now)
-    scored_at = now
-    sink: DatabaseSink | None = None
-    if out.kind != "parquet":
-        sink = DatabaseSink(out)
-        sink.create_tables()
-        scored_at = sink.start_run(run_id, scorer.name, scorer.version, sha, now, cfg.input, cfg.master)
-    run = RunInfo(run_id, scorer.name, scorer.version, sha, scored_at)
+    sink: DatabaseSink | None = DatabaseSink(out) if out.kind != "parquet" else None  # an unreachable database fails before Spark
 
     t0 = time.perf_counter()
     conf = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.batch_rows), **cfg.spark_conf}
@@ -253,6 +247,11 @@ def run_batch(cfg: BatchConfig, stream: TextIO = sys.stderr, session: Any = None
             raise InputError("--input", f"the input lacks the model's input column(s) {', '.join(missing)}")
         keep = [cfg.entity_column] + [f["name"] for f in scorer.fields if f["name"] != cfg.entity_column]
         df = df.select(*keep)
+        scored_at = now
+        if sink is not None:  # the run is recorded once its input is known to fit the model
+            sink.create_tables()
+            scored_at = sink.start_run(run_id, scorer.name, scorer.version, sha, now, cfg.input, cfg.master)
+        run = RunInfo(run_id, scorer.name, scorer.version, sha, scored_at)
         sc = spark.sparkContext
         if cfg.partitions:
             df = df.repartition(cfg.partitions)

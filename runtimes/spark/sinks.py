@@ -128,16 +128,19 @@ class DatabaseSink:
         self.out = out
         self.kind = out.kind
         self.t = out.tables
-        if self.kind == "postgresql":
-            import psycopg
+        try:
+            if self.kind == "postgresql":
+                import psycopg
 
-            self.conn: Any = psycopg.connect(out.url, autocommit=False)
-            ts, real = "TIMESTAMPTZ", "DOUBLE PRECISION"
-        else:
-            self.conn = sqlite3.connect(out.path, timeout=60, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            ts, real = "TEXT", "REAL"
+                self.conn: Any = psycopg.connect(out.url, autocommit=False, connect_timeout=10)
+                ts, real = "TIMESTAMPTZ", "DOUBLE PRECISION"
+            else:
+                self.conn = sqlite3.connect(out.path, timeout=60, isolation_level=None)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                ts, real = "TEXT", "REAL"
+        except Exception as exc:  # noqa: BLE001 - psycopg and sqlite3 raise their own types; one line naming the output
+            raise InputError("--output", f"cannot open {out.describe()}: {' '.join(str(exc).split())[:300]}") from exc
         self._stage = [
             f"CREATE TEMP TABLE IF NOT EXISTS stage_scores (n INTEGER, run_id TEXT, entity_id TEXT, model TEXT, model_version INTEGER, "
             f"bundle_sha256 TEXT, probability {real}, label TEXT, scored_at {ts})",
