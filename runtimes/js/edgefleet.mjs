@@ -44,6 +44,8 @@ export class Scorer {
   get runtime() { return this.backend.name; }
 
   _prediction(p) {
+    // float32 tree ensembles can sum to 1.0000001 (or -0): a reported probability is always in [0, 1], as in the Python runtime
+    p = Array.from(p, (v) => (v <= 0 ? 0 : v > 1 ? 1 : v));
     if (this.classes.length === 2) {
       const pos = p[1];
       return { probability: pos, label: pos > this.threshold ? this.classes[1] : this.classes[0], version: this.version, probabilities: p, runtime: this.format };

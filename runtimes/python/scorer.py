@@ -99,6 +99,8 @@ class Scorer:
         return str(self.backend.name)
 
     def _prediction(self, p: list[float]) -> Prediction:
+        # float32 tree ensembles can sum to 1.0000001 (or -0.0): a reported probability is always in [0, 1]
+        p = [0.0 if v <= 0.0 else 1.0 if v > 1.0 else v for v in p]
         if self.binary:
             pos = p[1]
             return Prediction(pos, self._pos if pos > self.threshold else self._neg, self.version, (p[0], pos))

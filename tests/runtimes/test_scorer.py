@@ -91,3 +91,12 @@ def test_score_cli(compiled: Any, keypair: dict[str, Any], fresh_data: Any, tmp_
     proc = subprocess.run([sys.executable, "-m", "edgefleet_cli.main", "score", str(compiled("gb").archive), "--pubkey", str(keypair["public_path"]),
                            "--input", str(bad)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "edgefleet: error:" in proc.stderr and "missing field" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_reported_probability_is_always_in_0_1(compiled: Any, keypair: dict[str, Any]) -> None:
+    """float32 tree ensembles can sum to 1.0000001 or -0.0; the scorer reports [0, 1] and labels from that value."""
+    scorer = Scorer.from_bundle(compiled("rf").archive, keypair["public_path"])
+    hi = scorer._prediction([-1e-8, 1.0000001])
+    assert hi.probability == 1.0 and hi.probabilities == (0.0, 1.0) and hi.label == scorer.classes[1]
+    lo = scorer._prediction([1.0000001, -0.0])
+    assert lo.probability == 0.0 and lo.probabilities == (1.0, 0.0) and lo.label == scorer.classes[0]
