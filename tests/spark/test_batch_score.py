@@ -154,3 +154,18 @@ def test_standalone_cluster_into_postgres(batch_files: dict[str, Any], postgres_
     ref = reference_scores(batch_files["bundle"], batch_files["pubkey"], batch_files["bad_csv"])
     dp, n = _max_dp(url, "cluster_scores", ref)
     assert n == len(ref) and dp <= 1e-9, dp
+
+
+def test_parquet_output_keeps_scores_and_named_rejects_per_run(spark: Any, batch_files: dict[str, Any], tmp_path: Path) -> None:
+    import pandas as pd
+
+    out = tmp_path / "scores"
+    res = run_batch(_cfg(batch_files, f"parquet://{out}", run_id="pq-night"), stream=io.StringIO(), session=spark)
+    again = run_batch(_cfg(batch_files, f"parquet://{out}", run_id="pq-night"), stream=io.StringIO(), session=spark)
+    assert (res.rows, res.rejects) == (again.rows, again.rejects) == (batch_files["n"] - len(BAD_CELLS), len(BAD_CELLS))
+    frame = pd.read_parquet(out / "run_id=pq-night")  # overwritten, not appended, by the same run id
+    assert len(frame) == batch_files["n"]
+    ref = reference_scores(batch_files["bundle"], batch_files["pubkey"], batch_files["bad_csv"])
+    good = frame[frame["error"].isna()]
+    assert max(abs(p - ref[e]) for e, p in zip(good["entity_id"], good["probability"])) <= 1e-9
+    assert sorted(frame.loc[frame["error"].notna(), "error"].str.extract(r"field '(\w+)'")[0]) == sorted(f for *_, f in BAD_CELLS)
