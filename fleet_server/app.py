@@ -42,6 +42,9 @@ def create_app(fleet: Fleet | ServerConfig) -> Flask:
     from fleet_server.c2 import api as c2
 
     app.register_blueprint(c2.bp)  # MiNiFi/NiFi agents: /c2-protocol (docs/minifi.md)
+    from fleet_server.api import v2
+
+    app.register_blueprint(v2.bp)  # Open Inference Protocol (KServe V2) clients: /v2 (fleet_server/api/v2.py)
 
     @app.before_request
     def refuse_nul_arguments() -> None:

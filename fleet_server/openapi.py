@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from fleet_server import validation as v
-from fleet_server.api import cdsw, scores
+from fleet_server.api import cdsw, scores, v2
 from fleet_server.c2 import protocol as c2
 
 ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
@@ -133,6 +133,20 @@ _C2_PATHS: dict[str, dict[str, Any]] = {
         extra={"304": {"description": "not modified"}})},
 }
 
+_V2_INFER = "Open Inference Protocol (KServe V2) inference: one input per field; 400 names the input"
+_V2_PATHS: dict[str, dict[str, Any]] = {
+    "/v2": {"get": _op("Open Inference Protocol server metadata", PUBLIC, out=_js(v2.SERVER_METADATA))},
+    "/v2/health/live": {"get": _op("Open Inference Protocol liveness", PUBLIC, out=_js(_obj(["live"], live={"type": "boolean"})))},
+    "/v2/health/ready": {"get": _op("Open Inference Protocol readiness (the /readyz checks; 503 when one fails)", PUBLIC,
+                                    out=_js(v2.READY))},
+    "/v2/models/{name}": {"get": _op("Open Inference Protocol model metadata (newest version)", ADMIN, out=_js(v2.MODEL_METADATA))},
+    "/v2/models/{name}/versions/{version}": {"get": _op("Open Inference Protocol model metadata", ADMIN, out=_js(v2.MODEL_METADATA))},
+    "/v2/models/{name}/ready": {"get": _op("Open Inference Protocol model readiness (newest version)", ADMIN, out=_js(v2.READY))},
+    "/v2/models/{name}/versions/{version}/ready": {"get": _op("Open Inference Protocol model readiness", ADMIN, out=_js(v2.READY))},
+    "/v2/models/{name}/infer": {"post": _op(_V2_INFER + " (newest version)", ADMIN, out=_js(v2.INFER_RESPONSE), body=v2.INFER_REQUEST)},
+    "/v2/models/{name}/versions/{version}/infer": {"post": _op(_V2_INFER, ADMIN, out=_js(v2.INFER_RESPONSE), body=v2.INFER_REQUEST)},
+}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {"get": _op("liveness", PUBLIC, out=_js(_obj(["ok"], ok={"type": "boolean"})))},
     "/readyz": {"get": _op("readiness: database, broker, ingest, monitor and reconciler", PUBLIC, out=_js(_READY),
@@ -207,6 +221,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "approve a challenger registered with approval_required: starts its rollout", ADMIN, "201", _ROLL,
         body=v.APPROVE_REQUEST, body_required=False)},
     **_C2_PATHS,
+    **_V2_PATHS,
     "/api/v1/scores/{name}/{entity_id}": {"get": _op(
         "the latest batch score of an entity (edgefleet batch-score's latest table; stale by age_seconds, REST predict is real time)",
         SCORES_KEY, out=_js(scores.SCORE))},
