@@ -82,6 +82,8 @@ class SparkPipeline:
         self.path = Path(path)
         self._model = model
         self._owned = owned_dir
+        self.label_col: str | None = None  # set by the lowering: the classifier's labelCol
+        self.label_indexed = False  # whether a StringIndexer made that label (string classes)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "SparkPipeline":
@@ -286,6 +288,7 @@ class _Lowering:
         if not isinstance(feats, list):
             raise CompileError(f"{where}: its featuresCol {clf.params.get('featuresCol')!r} is not a vector built by the pipeline")
         head, classes, threshold = self._head(clf, feats, where)
+        self.pipe.label_col, self.pipe.label_indexed = label_col, self.label_classes is not None  # for PMML's target field
         fields = _fields(self)
         layers = _layers(feats)
         return ModelIR(

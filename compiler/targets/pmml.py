@@ -153,7 +153,19 @@ class PmmlTarget:
         except ImportError as exc:
             raise TargetUnavailableError(f"the pmml target needs sklearn2pmml and pypmml ({exc}); {INSTALL_HINT}") from exc
 
+    def check_available_for(self, ir: "ModelIR") -> None:
+        from compiler.ir import SparkEstimator
+
+        if isinstance(ir.estimator, SparkEstimator):  # a Spark model converts with pyspark2pmml, not sklearn2pmml
+            from compiler.targets import pmml_spark
+
+            pmml_spark.check_available()
+
     def unsupported_reason(self, ir: "ModelIR") -> str | None:
+        from compiler.ir import SparkEstimator
+
+        if isinstance(ir.estimator, SparkEstimator):
+            return None if ir.has_capability("spark-pipeline") else "the Spark frontend exposed no 'spark-pipeline' source model"
         if not ir.has_capability(SOURCE):
             return (f"sklearn2pmml converts the source scikit-learn pipeline, and this model's frontend exposes no "
                     f"{SOURCE!r} source model ({type(ir.estimator).__name__} {ir.estimator.family})")
@@ -165,6 +177,13 @@ class PmmlTarget:
         return version("pypmml")
 
     def build(self, ir: "ModelIR", meta: dict[str, Any]) -> Artifact:
+        from compiler.ir import SparkEstimator
+
+        if isinstance(ir.estimator, SparkEstimator):
+            from compiler.targets import pmml_spark
+
+            data, notes = pmml_spark.build_pmml(ir, meta.get("created_at"))
+            return self._artifact(ir, data, notes)
         from sklearn2pmml import make_pmml_pipeline, sklearn2pmml
 
         model = copy.deepcopy(ir.source_model(SOURCE))  # sklearn2pmml's configure() mutates the estimator
@@ -189,17 +208,20 @@ class PmmlTarget:
             stamp.text = str(meta["created_at"])
         buf = io.BytesIO()
         doc.write(buf, encoding="UTF-8", xml_declaration=True)
+        return self._artifact(ir, buf.getvalue(), [f"{rewritten} float32 tree thresholds rewritten to exact double cut points"] if rewritten else [])
+
+    def _artifact(self, ir: "ModelIR", data: bytes, notes: list[str]) -> Artifact:
         kinds = {"numeric": "float64", "boolean": "float64", "categorical": "string"}
         return Artifact(
             format="pmml",
             filename="model.pmml",
-            data=buf.getvalue(),
+            data=data,
             runtime=self.runtime,
             runtime_min_version="1.5",
             input_kind="fields",
             inputs=[{"name": f.name, "dtype": kinds[f.type]} for f in ir.fields],
             outputs=[{"name": f"probability({c})", "dtype": "float64"} for c in ir.estimator.classes],
-            notes=[f"{rewritten} float32 tree thresholds rewritten to exact double cut points"] if rewritten else [],
+            notes=notes,
         )
 
     def score(self, artifact: Artifact, ir: "ModelIR", features: np.ndarray, frame: "pd.DataFrame") -> np.ndarray:
