@@ -26,8 +26,8 @@ def test_registry_refuses_none_duplicates_and_incomplete_items() -> None:
 
 def test_default_registries_are_fresh_instances() -> None:
     a, b = compiler.default_targets(), compiler.default_targets()
-    assert a is not b and a.names() == ["coreml", "onnx", "pmml", "tfjs", "tflite"]
-    assert compiler.default_frontends().names() == ["keras", "sklearn"]
+    assert a is not b and a.names() == ["coreml", "onnx", "pickle", "pmml", "spark", "tfjs", "tflite"]
+    assert compiler.default_frontends().names() == ["keras", "sklearn", "spark"]
 
 
 def test_public_api_is_sorted_and_complete() -> None:
