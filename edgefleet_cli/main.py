@@ -268,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     minifi.add_parsers(sub)
     from edgefleet_cli import batch  # batch-score, monitor aggregate (Spark)
     batch.add_parsers(sub)
+    from edgefleet_cli import stream  # kafka, stream-score, train-online (Kafka + Spark Structured Streaming)
+    stream.add_parsers(sub)
 
     try:
         from compiler import retrain

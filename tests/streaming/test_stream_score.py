@@ -1,0 +1,128 @@
+"""stream-score on real Tansu + Spark local[2] + PostgreSQL: checkpointed offsets, an idempotent sink, rejects, SIGKILL + restart.
+
+The job runs as the real CLI in its own process group (its driver and JVM); it is SIGKILLed once
+while it writes, then restarted on the same checkpoint. Completeness is judged from the database
+against the delivery reports of the producer, never from the broker's end offsets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.spark.conftest import EDGEFLEET, table_rows
+from tests.streaming.conftest import Event, create_topic, make_events, produce, reference
+
+
+def test_kafka_verb_starts_tansu_on_loopback_and_says_memory_only(tmp_path: Path) -> None:
+    from runtimes.spark.streaming_broker import free_port
+
+    port = free_port()
+    p = subprocess.Popen([str(EDGEFLEET), "kafka", "--port", str(port)], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = p.stderr.readline() if p.stderr else ""
+        assert f"listening on 127.0.0.1:{port}" in line and "memory-only" in line, line
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        from confluent_kafka.admin import AdminClient
+
+        md = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=10)
+        assert [b.host for b in md.brokers.values()] == ["127.0.0.1"]  # advertised on loopback, not 0.0.0.0/localhost
+    finally:
+        os.killpg(p.pid, signal.SIGINT)
+        assert p.wait(20) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def _stream_cmd(files: dict[str, Any], bootstrap: str, topic: str, url: str, ckpt: Path, *extra: str) -> list[str]:
+    return [str(EDGEFLEET), "stream-score", "--bootstrap", bootstrap, "--topic", topic, "--bundle", str(files["bundle"]),
+            "--pubkey", str(files["pubkey"]), "--output", url, "--checkpoint", str(ckpt), "--trigger", "500ms",
+            "--max-offsets-per-trigger", "400", *extra]
+
+
+def _count(url: str, sql: str) -> int:
+    try:
+        return int(table_rows(url, sql)[0][0])
+    except Exception:  # noqa: BLE001 - the tables do not exist until the job has created them
+        return 0
+
+
+def _check_tables(url: str, table: str, events: list[Event], ref: dict[int, float], topic: str) -> None:
+    from runtimes.spark.streaming import event_id
+
+    eid = {ev.i: event_id(topic, ev.partition, ev.offset) for ev in events}
+    last_valid: dict[str, Event] = {}
+    for ev in events:
+        if ev.valid:
+            last_valid[ev.entity] = ev  # produced in order, one partition per customer: the last one is the newest
+    latest = table_rows(url, f"SELECT entity_id, run_id, probability, model_version FROM {table}")
+    assert len(latest) == len({r[0] for r in latest}) == len(last_valid), "exactly one latest row per customer"
+    by_ent = {r[0]: r for r in latest}
+    for ent, ev in last_valid.items():
+        row = by_ent[ent]
+        assert row[1] == eid[ev.i], (ent, row[1], eid[ev.i])  # from their last valid event
+        assert abs(row[2] - ref[ev.i]) <= 1e-9
+    hist = table_rows(url, f"SELECT run_id, entity_id, probability FROM {table}_history")
+    assert len(hist) == len({r[0] for r in hist}), "no event written twice"
+    got = {r[0]: r for r in hist}
+    valid = [ev for ev in events if ev.valid]
+    missing = [ev.i for ev in valid if eid[ev.i] not in got]
+    assert not missing, f"{len(missing)} valid events missing, first {missing[:5]}"
+    assert len(got) == len(valid)
+    assert max(abs(got[eid[ev.i]][2] - ref[ev.i]) for ev in valid) <= 1e-9
+    rejects = table_rows(url, f"SELECT run_id, reason FROM {table}_rejects")
+    reasons = {r[0]: r[1] for r in rejects}
+    assert len(rejects) == len(reasons)
+    bad = [ev for ev in events if not ev.valid]
+    assert bad and len(reasons) == len(bad)
+    for ev in bad:
+        assert f"field {ev.bad_field!r}" in reasons[eid[ev.i]], (ev.i, ev.bad_field, reasons[eid[ev.i]])
+
+
+def _run_killed_and_restarted(n: int, batch_files: dict[str, Any], tansu: Any, postgres_url: str, tmp_path: Path) -> None:
+    topic, table = "customer-events", f"stream_{n}"
+    url = f"{postgres_url}?table={table}"
+    create_topic(tansu.bootstrap, topic, partitions=2)
+    events = make_events(n)
+    ref = reference(batch_files["bundle"], batch_files["pubkey"], events)
+    half = n // 2
+    produce(tansu.bootstrap, topic, events[:half])
+    ckpt = tmp_path / "ckpt"
+    log1 = (tmp_path / "run1.log").open("w")
+    env = {**os.environ, "HOME": str(tmp_path)}
+    p = subprocess.Popen(_stream_cmd(batch_files, tansu.bootstrap, topic, url, ckpt), cwd=tmp_path, stdout=log1, stderr=subprocess.STDOUT,
+                         start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while _count(url, f"SELECT count(*) FROM {table}_history") < half // 3:
+            assert p.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp_path / "run1.log").read_text()[-3000:]
+            time.sleep(0.05)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)  # the driver and its JVM, mid-stream
+        p.wait(30)
+    written = _count(url, f"SELECT count(*) FROM {table}_history")
+    assert 0 < written < len(ref), written  # killed mid-stream
+    produce(tansu.bootstrap, topic, events[half:])  # events arrive while the job is down
+    r2 = subprocess.run([*_stream_cmd(batch_files, tansu.bootstrap, topic, url, ckpt), "--until-idle", "6"], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=600, env=env)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "python data source" in r2.stderr  # which source ran is said
+    _check_tables(url, table, events, ref, topic)
+
+
+def test_stream_score_sigkill_restart_no_loss_no_double(batch_files: dict[str, Any], tansu: Any, postgres_url: str, tmp_path: Path) -> None:
+    _run_killed_and_restarted(2_000, batch_files, tansu, postgres_url, tmp_path)
+
+
+@pytest.mark.slow
+def test_stream_score_20000_events_sigkill_restart(batch_files: dict[str, Any], tansu: Any, postgres_url: str, tmp_path: Path) -> None:
+    _run_killed_and_restarted(20_000, batch_files, tansu, postgres_url, tmp_path)
