@@ -36,7 +36,10 @@ from typing import Any
 
 from _fleet import api, compile_bundles, enroll_many, pct, raise_fd_limit, register, start_mosquitto, start_server
 
-TARGET_P95_S = 5.0
+TARGET_P95_S = 5.0  # issue 5's absolute target, still printed
+TARGET_RAW_RATIO = 4.0  # issue 13: p95 to converge <= 4x the raw broker fan-out p95 measured in the same run (1,000 devices)
+TARGET_P95_10K_S = 20.0  # issue 13: 10,000 devices converge with p95 < 20 s
+TARGET_POST_S = 0.5  # issue 13: the rollout POST answers in < 0.5 s (the reconciler does the fan-out)
 
 
 # --------------------------------------------------------------------------- simulated devices (child)
@@ -302,8 +305,8 @@ def main() -> None:
             print(f"{label:30} {r['state']:>9} {len(c):>4}/{r['n']:<4} {pct(c, 50):6.2f} {pct(c, 95):6.2f} "
                   f"{max(c) if c else math.nan:6.2f} {pct(c, 95) / b95:7.0f}x {r['post_s']:7.2f} {r['done_s']:7.2f}")
         print("  conv = devices whose new active_version the server stored; times from POST /api/v1/rollouts;")
-        print("  POST s = the request itself (it reconciles: signs + stores + publishes the step's assignments); "
-              "done s = rollout marked completed by the reconciler")
+        print("  POST s = the request itself (it stores the rollout and its targets and signs at most 20 assignments; the reconciler "
+              "thread signs + stores + publishes the rest); done s = rollout marked completed by the reconciler")
 
         print("\nwhere the time goes (seconds after rollout start, p50 / p95 over devices):")
         print(f"{'rollout':30} {'assignment rx':>14} {'artifact ok':>12} {'status acked':>13} {'server stored':>14}")
@@ -318,10 +321,19 @@ def main() -> None:
                       f"{r['errors'][:3]}; {r['dead']} device tasks ended")
         main_run = runs[1][1]
         p95 = pct(main_run["conv"], 95)
-        ok = len(main_run["conv"]) == n and p95 < TARGET_P95_S
-        print(f"\ntarget: p95 time-to-converge < {TARGET_P95_S:.0f} s for {n} devices (v1->v2 [100]): "
-              f"{'PASS' if ok else 'FAIL'} (p95 {p95:.2f} s, {len(main_run['conv'])}/{n} converged); "
-              f"total {time.perf_counter() - t_start:.0f} s")
+        all_in = len(main_run["conv"]) == n
+        verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
+        print(f"\ntargets (v1->v2 [100], {n} devices, {len(main_run['conv'])}/{n} converged):")
+        print(f"  p95 to converge / raw broker fan-out p95 = {p95:.2f} s / {b95:.2f} s = {p95 / b95:.1f}x  (target <= {TARGET_RAW_RATIO:.0f}x): "
+              f"{verdict(all_in and p95 <= TARGET_RAW_RATIO * b95)}")
+        if n >= 10_000:
+            print(f"  p95 to converge {p95:.2f} s (target < {TARGET_P95_10K_S:.0f} s for {n} devices): {verdict(all_in and p95 < TARGET_P95_10K_S)}")
+        else:
+            print(f"  p95 to converge {p95:.2f} s (issue 5's target < {TARGET_P95_S:.0f} s): {verdict(all_in and p95 < TARGET_P95_S)}")
+        worst_post = max(r["post_s"] for _, r in runs)
+        print(f"  rollout POST, slowest of the {len(runs)} runs: {worst_post:.3f} s (target < {TARGET_POST_S} s for {n} targets): "
+              f"{verdict(worst_post < TARGET_POST_S)}")
+        print(f"total {time.perf_counter() - t_start:.0f} s")
     finally:
         if conn is not None and proc is not None and proc.is_alive():
             try:

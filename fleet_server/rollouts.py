@@ -80,7 +80,9 @@ def _event(r: Rollout, event: str, **kw: Any) -> None:
 
 
 def start(fleet: Fleet, model: str, version: int, *, selector: dict[str, Any] | None = None, steps: list[float] | None = None,
-          gates: dict[str, Any] | None = None, approved: bool = False) -> Rollout:
+          gates: dict[str, Any] | None = None, approved: bool = False, reconcile_now: bool = True) -> Rollout:
+    """Store a running rollout; with ``reconcile_now`` run a reconcile pass before returning (the
+    served POST passes False and wakes the reconciler thread instead: fleet_server.api.rollouts)."""
     check(model, MODEL_NAME, "model")
     check(version, VERSION, "version")
     if selector is not None:
@@ -108,7 +110,8 @@ def start(fleet: Fleet, model: str, version: int, *, selector: dict[str, Any] | 
         s.flush()
         _event(r, "started", steps=steps)
         _event(r, "step_started")
-    reconcile(fleet)
+    if reconcile_now:
+        reconcile(fleet)
     return r
 
 
@@ -118,6 +121,12 @@ def _require_targets(s: Any, selector: dict[str, Any]) -> None:
     Devices that join later still get a running or completed rollout's target (``_sync_targets``);
     this only checks that the selector matches at least one device enrolled now.
     """
+    groups, tags = selector.get("groups") or [], selector.get("tags") or []
+    if not groups and not tags:  # every device: one indexed row is enough (10,000 ORM devices took ~0.2 s)
+        if s.scalars(select(Device.device_id).limit(1)).first() is not None:
+            return
+    elif s.scalars(select(Device.device_id).where(Device.group.in_(groups)).limit(1)).first() is not None:
+        return
     devices = list(s.scalars(select(Device)))
     if any(_matches(d, selector) for d in devices):
         return
@@ -197,7 +206,7 @@ def _step_started_at(r: Rollout) -> dt.datetime:
     return r.created_at
 
 
-def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion) -> None:
+def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion, max_assignments: int | None = None) -> None:
     targets = _sync_targets(s, r)
     devs = {d.device_id: d for d in s.scalars(select(Device).where(Device.device_id.in_([t.device_id for t in targets])))}
     for t in targets:
@@ -208,6 +217,8 @@ def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion) -> None:
     serials = devmod.last_serials(s, [t.device_id for t in todo]) if todo else {}
     issued = 0
     for t in todo:
+        if max_assignments is not None and issued >= max_assignments:
+            return  # the rest stay pending (so the step cannot settle) until the next full pass
         dev = devs[t.device_id]
         if dev.active_version == r.version:
             t.state, t.step, t.done_at = "installed", r.step_index, utcnow()
@@ -254,10 +265,17 @@ def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion) -> None:
         _event(r, "completed")
 
 
-def reconcile(fleet: Fleet) -> None:
-    """One pass over every active rollout (and completed ones, for devices that join later)."""
+def reconcile(fleet: Fleet, *, rollout_id: int | None = None, max_assignments: int | None = None) -> None:
+    """One pass over every active rollout (and completed ones, for devices that join later).
+
+    ``rollout_id`` limits the pass to one rollout and ``max_assignments`` bounds the assignments
+    it signs: the start POST's inline pass, which leaves the rest of a large step to the reconciler.
+    """
     with fleet.lock, fleet.session() as s:
-        for r in s.scalars(select(Rollout).where(Rollout.state.in_(["running", "paused", "completed"]))).all():
+        q = select(Rollout).where(Rollout.state.in_(["running", "paused", "completed"]))
+        if rollout_id is not None:
+            q = q.where(Rollout.id == rollout_id)
+        for r in s.scalars(q).all():
             mv = s.scalars(select(ModelVersion).where(ModelVersion.name == r.model, ModelVersion.version == r.version)).first()
             if mv is None:
                 continue
@@ -267,7 +285,7 @@ def reconcile(fleet: Fleet) -> None:
                 for t in targets:
                     _observe(t, devs[t.device_id], r.version)
                 continue
-            _advance(fleet, s, r, mv)
+            _advance(fleet, s, r, mv, max_assignments)
 
 
 def control(fleet: Fleet, rollout_id: int, action: str) -> Rollout:

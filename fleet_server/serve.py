@@ -36,13 +36,13 @@ class Reconciler(threading.Thread):
         from fleet_server import rollouts
 
         while not self.stop_event.is_set():
+            self.wake.clear()  # before the pass: a wake set during it runs another pass at once, never lost
             try:
                 rollouts.reconcile(self.fleet)
                 self.last_error = None
             except Exception as exc:  # noqa: BLE001 - keep reconciling; the error is logged once and shown by /readyz
                 self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
             self.wake.wait(self.period)
-            self.wake.clear()
 
 
 def _reason(exc: BaseException) -> str:
@@ -180,6 +180,7 @@ class FleetServer:
             self.bridge = MqttBridge(self.fleet, mqtt_url, on_status=self.reconciler.wake.set, ingest=self.ingest,
                                      ingest_topics=self.ingest is None).start()
         app = create_app(self.fleet)  # before the reconciler: it registers the Fleet's rollout gates
+        app.extensions["edgefleet.reconciler"] = self.reconciler  # the rollout POST hands its fan-out to it
         self._register_readiness()
         self.reconciler.start()
         self.monitor.start()
