@@ -305,8 +305,8 @@ def main() -> None:
             print(f"{label:30} {r['state']:>9} {len(c):>4}/{r['n']:<4} {pct(c, 50):6.2f} {pct(c, 95):6.2f} "
                   f"{max(c) if c else math.nan:6.2f} {pct(c, 95) / b95:7.0f}x {r['post_s']:7.2f} {r['done_s']:7.2f}")
         print("  conv = devices whose new active_version the server stored; times from POST /api/v1/rollouts;")
-        print("  POST s = the request itself (it stores the rollout and its targets and signs at most 20 assignments; the reconciler "
-              "thread signs + stores + publishes the rest); done s = rollout marked completed by the reconciler")
+        print("  POST s = the request itself (it stores the rollout; a rollout reaching more than 20 devices is left to the "
+              "reconciler thread, which signs + stores + publishes); done s = rollout marked completed by the reconciler")
 
         print("\nwhere the time goes (seconds after rollout start, p50 / p95 over devices):")
         print(f"{'rollout':30} {'assignment rx':>14} {'artifact ok':>12} {'status acked':>13} {'server stored':>14}")

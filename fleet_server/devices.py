@@ -176,7 +176,8 @@ def issue_assignment(fleet: Fleet, device_id: str, model: ModelVersion, fmt: str
     envelope = {"assignment": body, "key_id": fleet.secrets.signing_key_id, "signature": base64.b64encode(sig).decode()}
     s.add(Assignment(device_id=device_id, serial=serial, model=model.name, version=model.version, format=fmt,
                      rollback=rollback, rollout_id=rollout_id, envelope=envelope))
-    s.flush()
+    # no flush per row: the session's autoflush runs before any query that could read it, and a
+    # rollout's pass then sends its assignments as batched INSERTs at commit (issue 13's fan-out)
     s.info.setdefault("publish", []).append((f"edgefleet/v1/devices/{device_id}/assignment", json.dumps(envelope).encode()))
     return envelope
 

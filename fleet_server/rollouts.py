@@ -31,7 +31,7 @@ import math
 import re
 from typing import Any, Callable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from fleet_server import devices as devmod
 from fleet_server.core import Fleet
@@ -113,6 +113,16 @@ def start(fleet: Fleet, model: str, version: int, *, selector: dict[str, Any] | 
     if reconcile_now:
         reconcile(fleet)
     return r
+
+
+def target_bound(fleet: Fleet, selector: dict[str, Any] | None) -> int:
+    """At most how many devices ``selector`` matches now, from one COUNT (tags: every device)."""
+    groups, tags = (selector or {}).get("groups") or [], (selector or {}).get("tags") or []
+    q = select(func.count()).select_from(Device)
+    if groups and not tags:
+        q = q.where(Device.group.in_(groups))
+    with fleet.session() as s:
+        return int(s.scalar(q) or 0)
 
 
 def _require_targets(s: Any, selector: dict[str, Any]) -> None:

@@ -1,9 +1,10 @@
 """Rollout routes: start, list, status, pause/resume/abort/rollback.
 
-The start POST stores the rollout and its targets, signs and publishes at most
-``POST_INLINE_ASSIGNMENTS`` of its first step, and answers: a small rollout's answer shows its
-first step assigned (as before), a large one's fan-out goes on in the server's reconciler
-thread, which it wakes (GET /api/v1/rollouts/<id> for progress). 1,000 targets: see bench/rollout.py.
+The start POST stores the rollout and answers. A rollout that can reach at most
+``POST_INLINE_SMALL`` devices gets its first pass in the POST (its answer shows the first step
+assigned, as before); a larger one is left to the server's reconciler thread, which the POST
+wakes, and its answer shows no target yet (GET /api/v1/rollouts/<id> for progress). Time for
+1,000 targets: bench/rollout.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fleet_server.api.auth import admin_required, fleet
 from fleet_server.api.body import json_body
 
 bp = Blueprint("rollouts", __name__, url_prefix="/api/v1")
-POST_INLINE_ASSIGNMENTS = 20  # the POST signs this many of the first step itself (~5 ms each); the reconciler does the rest
+POST_INLINE_SMALL = 20  # a rollout that can reach at most this many devices is reconciled by the POST itself (~5 ms each)
 
 
 @bp.post("/rollouts")
@@ -32,8 +33,9 @@ def start() -> Any:
     reconciler = current_app.extensions.get("edgefleet.reconciler")
     r = rollouts.start(fleet(), body["model"], version, selector=body.get("selector"), steps=body.get("steps"), gates=body.get("gates"),
                        reconcile_now=reconciler is None)
-    if reconciler is not None:  # a served app: the reconciler thread signs, stores and publishes the rest of the step
-        rollouts.reconcile(fleet(), rollout_id=r.id, max_assignments=POST_INLINE_ASSIGNMENTS)
+    if reconciler is not None:  # a served app: the reconciler thread signs, stores and publishes (the rest of) the step
+        if rollouts.target_bound(fleet(), body.get("selector")) <= POST_INLINE_SMALL:
+            rollouts.reconcile(fleet(), rollout_id=r.id, max_assignments=POST_INLINE_SMALL)
         reconciler.wake.set()
     return jsonify(rollouts.status(fleet(), r.id)), 201
 
