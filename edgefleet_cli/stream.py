@@ -70,6 +70,25 @@ def cmd_stream_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_online(args: argparse.Namespace) -> int:
+    _need("train-online", "sklearn", "pandas", "confluent_kafka")
+    import os
+    from pathlib import Path
+
+    from compiler.online import run_online
+
+    token = os.environ.get("EDGEFLEET_ADMIN_TOKEN") or (Path(args.token_file).read_text().strip() if Path(args.token_file).is_file() else None)
+    if not token:
+        raise InputError("--token-file", f"no admin token: set EDGEFLEET_ADMIN_TOKEN or --token-file ({args.token_file} is not readable)")
+    out = run_online(bootstrap=args.bootstrap, topic=args.topic, server=args.server, token=token, model=args.model, key_path=args.key,
+                     label=args.label, reference_events=args.reference_events, batch=args.batch, check_every=args.check_every,
+                     margin=args.margin, idle_seconds=args.until_idle, publish_once=not args.keep_going)
+    st = out.state
+    print(f"train-online: {out.decision}" + (f" v{out.version} (rollout {out.rollout_id})" if out.version else "")
+          + (f"; {st.seen:,} events, {st.trained:,} trained, drift signals at {st.drifts}" if st else ""), file=sys.stderr)
+    return 0 if out.decision == "published" else 4
+
+
 def add_parsers(sub: Any) -> None:
     k = sub.add_parser("kafka", help="start a Kafka-compatible broker (Tansu) on 127.0.0.1: memory-only, for development")
     k.add_argument("--port", type=positive_int, default=9092, help="port on 127.0.0.1 (default 9092)")
@@ -94,3 +113,19 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--device-credential", type=path, help="a fleet device credential: follow its assignment (hot model swap)")
     s.add_argument("--device-data-dir", type=path, help="the following device's model store (default ./stream-device)")
     s.set_defaults(func=cmd_stream_score, fleet_settings=("pubkey",))
+
+    t = sub.add_parser("train-online", help="learn from a labelled Kafka topic (partial_fit) and publish a version that beats the champion")
+    t.add_argument("--bootstrap", required=True, help="Kafka bootstrap host:port")
+    t.add_argument("--topic", required=True, help="labelled events: JSON objects with the model's fields and the label column")
+    t.add_argument("--server", required=True, help="fleet server URL")
+    t.add_argument("--token-file", type=path, default="fleet-data/admin-token", help="admin token file (or EDGEFLEET_ADMIN_TOKEN)")
+    t.add_argument("--model", required=True, help="the model name (its serving champion is the comparison)")
+    t.add_argument("--key", type=path, required=True, help="Ed25519 private key that signs the new version")
+    t.add_argument("--label", help="label column (default: the champion's)")
+    t.add_argument("--reference-events", type=positive_int, default=2000, help="events the preprocessing is fitted on, once (default 2000)")
+    t.add_argument("--batch", type=positive_int, default=200, help="events per partial_fit mini-batch (default 200)")
+    t.add_argument("--check-every", type=positive_int, default=2000, help="compare with the champion every N events (default 2000)")
+    t.add_argument("--margin", type=float, default=0.02, help="AUROC or AP gain over the champion needed to publish (default 0.02)")
+    t.add_argument("--until-idle", type=float, default=30.0, help="stop after this many seconds with no event (default 30)")
+    t.add_argument("--keep-going", action="store_true", help="keep learning after a publish (default: stop at the first)")
+    t.set_defaults(func=cmd_train_online)

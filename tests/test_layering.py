@@ -31,6 +31,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("fleet_server", "runtimes.python.scorer"): "REST predict (fleet_server/api/predict.py) scores with the device Scorer",
     ("fleet_server", "runtimes.python.errors"): "REST predict translates the device Scorer's errors (422 names the field)",
     ("compiler.retrain", "runtimes.python"): "the retraining job scores the live bundle with the device Scorer",
+    ("compiler.online", "runtimes.python"): "train-online scores the serving champion with the device Scorer, as retrain does",
 }
 
 # Which packages each package may import besides itself (layer order alone would let the

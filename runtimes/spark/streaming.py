@@ -86,6 +86,7 @@ def score_events(scorer: Scorer, rule: FileRule, frame: Any, topic: str, entity_
             raw = json.loads(value) if value is not None else None
         except json.JSONDecodeError as exc:
             rejects.append((eid, ref.name, fallback_entity, f"field 'value': not JSON ({exc.msg} at character {exc.pos})"))
+            continue
         except (ValueError, RecursionError) as exc:
             rejects.append((eid, ref.name, fallback_entity, f"field 'value': not JSON ({exc})"))
             continue

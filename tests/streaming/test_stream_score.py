@@ -55,6 +55,9 @@ def _count(url: str, sql: str) -> int:
         return 0
 
 
+BOOTSTRAP = [""]
+
+
 def _check_tables(url: str, table: str, events: list[Event], ref: dict[int, float], topic: str) -> None:
     from runtimes.spark.streaming import event_id
 
@@ -68,7 +71,17 @@ def _check_tables(url: str, table: str, events: list[Event], ref: dict[int, floa
     by_ent = {r[0]: r for r in latest}
     for ent, ev in last_valid.items():
         row = by_ent[ent]
-        assert row[1] == eid[ev.i], (ent, row[1], eid[ev.i])  # from their last valid event
+        if row[1] != eid[ev.i]:
+            from runtimes.spark.streaming_kafka import read_range
+
+            at = {r[1]: r[4] for r in read_range(BOOTSTRAP[0], topic, ev.partition, 0, ev.offset + 3)}
+            hist_e = table_rows(url, f"SELECT run_id, entity_id FROM {table}_history WHERE entity_id = '{ent}'")
+            by_eid = {eid[e.i]: e for e in events}
+            allh = table_rows(url, f"SELECT run_id, entity_id FROM {table}_history")
+            wrong = sorted((r[0], r[1], by_eid[r[0]].entity if r[0] in by_eid else None) for r in allh
+                           if r[0] not in by_eid or by_eid[r[0]].entity != r[1] or not by_eid[r[0]].valid)
+            raise AssertionError(f"{len(wrong)} history rows disagree with the delivery reports: {wrong[:6]} .. {wrong[-3:]}; {ent}: latest {row[1]}, expected {eid[ev.i]}; events {[(e.i, e.partition, e.offset, e.valid) for e in events if e.entity == ent]}; "
+                                 f"history {hist_e}; at {ev.offset}: {at.get(ev.offset, '')[:60]}; at +1: {at.get(ev.offset + 1, '')[:60]}")
         assert abs(row[2] - ref[ev.i]) <= 1e-9
     hist = table_rows(url, f"SELECT run_id, entity_id, probability FROM {table}_history")
     assert len(hist) == len({r[0] for r in hist}), "no event written twice"
@@ -116,6 +129,7 @@ def _run_killed_and_restarted(n: int, batch_files: dict[str, Any], tansu: Any, p
                         capture_output=True, text=True, timeout=600, env=env)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "python data source" in r2.stderr  # which source ran is said
+    BOOTSTRAP[0] = tansu.bootstrap
     _check_tables(url, table, events, ref, topic)
 
 
