@@ -221,7 +221,9 @@ class SparkBackend:
         self._tmp = tempfile.TemporaryDirectory(prefix="edgefleet-spark-")
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             tar.extractall(self._tmp.name, filter="data")  # no absolute paths, links out or devices
-        self.spark = SparkSession.getActiveSession() or SparkSession.builder.master("local[1]").appName("edgefleet-score").getOrCreate()
+        self.spark = SparkSession.getActiveSession() or (  # a local one on loopback only, UI off
+            SparkSession.builder.master("local[1]").appName("edgefleet-score").config("spark.ui.enabled", "false")
+            .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1").getOrCreate())
         self.model = PipelineModel.load(self._tmp.name + "/model")
         self.runtime_version = f"pyspark {have}"
 
