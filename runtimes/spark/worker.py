@@ -142,7 +142,7 @@ class ScoreTask:
             if sink is not None:
                 sink.write(rows, reject_rows(self.run.run_id, self.run.model, rejects))
                 yield pd.DataFrame({"rows": [len(rows)], "rejects": [len(rejects)], "pid": [os.getpid()], "peak_rss_kb": [_peak_rss_kb()],
-                                    "first_reject": [f"{rejects[0][0]}: {rejects[0][1]}" if rejects else None]})
+                                    "first_reject": [f"{rejects[0][0] or '(no entity id)'}: {rejects[0][1]}" if rejects else None]})
                 continue
             yield pd.DataFrame({
                 "run_id": [r[0] for r in rows] + [self.run.run_id] * len(rejects),
