@@ -72,7 +72,7 @@ def test_bad_name_or_version_is_refused_before_parity(train_model: Any, churn_da
 
 
 def test_unknown_target(train_model: Any, churn_data: dict[str, Any], keypair: dict[str, Any]) -> None:
-    with pytest.raises(CompileError, match="unknown target 'onxx'; known targets: coreml, onnx, pmml, tfjs, tflite"):
+    with pytest.raises(CompileError, match="unknown target 'onxx'; known targets: coreml, onnx, pickle, pmml, spark, tfjs, tflite"):
         compile(train_model("lr"), churn_data["holdout"], targets=["onxx"], private_key=keypair["private"])
 
 
