@@ -56,7 +56,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy edgefleet runtimes/python compiler fleet_server edgefleet_cli
+	$(BIN)/mypy edgefleet runtimes/python runtimes/nifi runtimes/spark compiler fleet_server edgefleet_cli
 
 # The Kotlin SDK (runtimes/kotlin): kotlinc from npm kotlin-compiler on the installed JDK compiles the library
 # and its tests once per source hash into build/kotlin/<hash>/ (a compile error fails here); tests/kotlin runs them.
@@ -65,7 +65,7 @@ kotlin: install
 
 # Lint (ruff + mypy, strict on the contract and the device runtime) runs before the tests.
 test: install lint kotlin
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-all: install lint kotlin
 	$(BIN)/python -m pytest -q -m ""
