@@ -37,6 +37,7 @@ def test_quickstart_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "qs" / "fleet-data").exists(), "nothing should start when a port is taken"
 
 
+@pytest.mark.slow  # the default run covers `quickstart --once` through tests/test_readme.py; this is the Ctrl-C path
 @pytest.mark.timeout(420)
 def test_quickstart_serves_both_pages_until_ctrl_c(tmp_path: Path) -> None:
     qs = tmp_path / "qs"
