@@ -54,10 +54,10 @@ def test_v2_published_mid_stream_later_rows_v2_earlier_v1_no_gap(spark: Any, tan
     swapped = threading.Event()
 
     def producer() -> None:
-        for k in range(0, len(events), 50):
-            produce(tansu.bootstrap, topic, events[k:k + 50])
-            produced.extend(events[k:k + 50])
-            time.sleep(0.15)
+        for k in range(0, len(events), 30):  # ~60 events/s: the stream is still running while v2 rolls out
+            produce(tansu.bootstrap, topic, events[k:k + 30])
+            produced.extend(events[k:k + 30])
+            time.sleep(0.5)
 
     hist = "SELECT count(*) FROM swap_scores_history"
     try:
@@ -67,6 +67,7 @@ def test_v2_published_mid_stream_later_rows_v2_earlier_v1_no_gap(spark: Any, tan
         wait_for(lambda: len(produced) >= 300 and table_rows(url, hist)[0][0] >= 200, timeout=180, what="v1 rows")
         _rollout(api, 2)  # published and rolled out while events keep arriving
         swapped.set()
+        assert prod.is_alive(), "the producer finished before v2 was installed: the test proves nothing"
         prod.join(180)
         wait_for(lambda: table_rows(url, hist)[0][0] == len(events), timeout=180, what=f"all {len(events)} events scored")
     finally:

@@ -49,6 +49,34 @@ def _champion(tmp_path: Path, keypair: dict[str, Any]) -> Path:
     return Path(res.archive)
 
 
+class _Traffic:
+    """Each device scores post-drift customers (about 100/s): the ML canary gate needs the canary's scored rows."""
+
+    def __init__(self, agents: list[Any], records: list[dict[str, Any]]) -> None:
+        import threading
+
+        self.halt = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(a, records[i::len(agents)]), daemon=True) for i, (a, _) in enumerate(agents)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, agent: Any, records: list[dict[str, Any]]) -> None:
+        k = 0
+        while not self.halt.is_set():
+            for rec in records[k:k + 20]:
+                try:
+                    agent.score({kk: v for kk, v in rec.items() if kk != "customerID"}, entity_id=str(rec["customerID"]))
+                except Exception:  # noqa: BLE001 - a device between two installs
+                    pass
+            k = (k + 20) % max(1, len(records) - 20)
+            self.halt.wait(0.2)
+
+    def stop(self) -> None:
+        self.halt.set()
+        for t in self.threads:
+            t.join(10)
+
+
 def _attainable(test: Any) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -116,9 +144,14 @@ def test_drift_recovers_within_3000_events_and_v2_reaches_every_device(tansu: An
         prov = v2.get("provenance") or {}
         assert prov["trigger"]["online"]["topic"] == "labelled" and prov["trigger"]["online"]["offsets"]["0"]["first"] == 0
         assert prov["prequential"]["auroc"] > 0.6 and prov["metrics"]["won_on"]
-        wait_for(lambda: api("GET", f"/api/v1/rollouts/{out.rollout_id}")[1]["state"] in ("completed", "halted"), timeout=240,
-                 what="the gated rollout")
-        assert api("GET", f"/api/v1/rollouts/{out.rollout_id}")[1]["state"] == "completed"
+        traffic = _Traffic(agents, stream.iloc[DRIFT_AT:].drop(columns=["Churn"]).to_dict("records"))  # the devices score customers
+        try:
+            wait_for(lambda: api("GET", f"/api/v1/rollouts/{out.rollout_id}")[1]["state"] in ("completed", "halted"), timeout=300,
+                     what="the gated rollout", every=1.0)
+        finally:
+            traffic.stop()
+        ro = api("GET", f"/api/v1/rollouts/{out.rollout_id}")[1]
+        assert ro["state"] == "completed", (ro.get("reason"), ro.get("history", [])[-3:])
         wait_for(lambda: all(a.scorer is not None and a.scorer.version == 2 for a, _ in agents), timeout=60, what="v2 on every device")
     finally:
         for a, t in agents:
