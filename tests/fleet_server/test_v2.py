@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.fleet_server.conftest import Api
+from tests.fleet_server.test_fuzz import _assert_clean, run_schemathesis, target  # noqa: F401 - target: the fuzz suite's server fixture
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in the dev extra (make install)")
 from tritonclient.utils import InferenceServerException  # noqa: E402 - after the importorskip
@@ -145,3 +146,9 @@ def test_v2_pandas_codec_request_and_raw_bodies(served: tuple[Api, Any], churn_d
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=30)
     assert err.value.code == 400 and "Inference-Header-Content-Length" in json.loads(err.value.read())["error"]
+
+
+def test_fuzz_the_v2_routes(target: dict[str, Any]) -> None:
+    """schemathesis against the OpenAPI entries of /v2 on a real server: no 5xx, every answer as documented."""
+    fig = run_schemathesis(target, target["api"].token, name="v2", include=["--include-path-regex", r"^/v2"], max_examples=40, max_time=30)
+    _assert_clean(fig)
