@@ -19,9 +19,10 @@ A task returns exactly the messages of its range or fails (Spark retries it): if
 reported an end offset that it then cannot deliver within ``read_timeout_s``, the task raises
 naming the partition and range, rather than committing a range it did not read. End offsets are not
 trusted: Tansu reported a high watermark of 1 for partitions holding ~500 messages each (the issue
-saw 6,229 vs 6,400), so the driver plans a batch's end by *reading forward* from
-``max(start, reported high)`` until an empty poll (``PROBE_WAIT_S``) or the per-batch cap; it
-never moves a partition backwards.
+saw 6,229 vs 6,400), and in the hot-swap test a stream planned from it stopped short of the last
+events. So the driver plans a batch's end by *reading forward* from the batch's start until an
+empty poll (``PROBE_WAIT_S``) or the per-batch cap: the new range is read twice (driver and task),
+the price of not trusting the broker's marks; a partition never moves backwards.
 """
 
 from __future__ import annotations
@@ -94,11 +95,11 @@ class KafkaStreamReader(DataSourceStreamReader):
         cap = self.max_per_trigger // max(1, len(marks)) if self.max_per_trigger else PROBE_CAP
         for p, (low, high) in marks.items():
             s = int(start.get(str(p), low))  # a partition new since the last batch starts at its low mark
-            end[str(p)] = self._probe(p, max(s, int(high)), s + max(1, cap))
+            end[str(p)] = self._probe(p, s, s + max(1, cap))  # the reported high mark is not used: see the module doc
         return end
 
     def _probe(self, partition: int, frm: int, cap: int) -> int:
-        """The end offset actually readable: read forward from ``frm`` (the reported high mark, which Tansu under-reports)."""
+        """The end offset actually readable: read forward from ``frm`` (the batch start) until an empty poll or ``cap``."""
         from confluent_kafka import TopicPartition
 
         if frm >= cap:

@@ -69,7 +69,11 @@ def test_v2_published_mid_stream_later_rows_v2_earlier_v1_no_gap(spark: Any, tan
         swapped.set()
         assert prod.is_alive(), "the producer finished before v2 was installed: the test proves nothing"
         prod.join(180)
-        wait_for(lambda: table_rows(url, hist)[0][0] == len(events), timeout=180, what=f"all {len(events)} events scored")
+        try:
+            wait_for(lambda: table_rows(url, hist)[0][0] == len(events), timeout=180, what=f"all {len(events)} events scored")
+        except AssertionError as exc:
+            counts = table_rows(url, "SELECT model_version, count(*) FROM swap_scores_history GROUP BY 1")
+            raise AssertionError(f"{exc}; rows by version {counts}; job alive {job.is_alive()}; log: {log.getvalue()[-1500:]}") from None
     finally:
         stop.set()
         job.join(60)
