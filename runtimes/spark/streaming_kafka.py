@@ -35,7 +35,7 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 SCHEMA = "partition int, offset long, timestamp long, key string, value string"
 FORMAT = "edgefleet_kafka"
 PROBE_CAP = 50_000  # offsets per partition per micro-batch when no maxOffsetsPerTrigger is set
-PROBE_WAIT_S = 0.3  # the driver's probe stops at the first empty poll this long
+PROBE_WAIT_S = 0.5  # the driver's probe stops at the first empty poll this long
 
 
 def client_conf(bootstrap: str, **extra: Any) -> dict[str, Any]:
@@ -45,7 +45,10 @@ def client_conf(bootstrap: str, **extra: Any) -> dict[str, Any]:
 def consumer_conf(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
     # session.timeout.ms=10000: with defaults a Tansu consumer group got no partitions for ~8 s
     return client_conf(bootstrap, **{"group.id": group, "session.timeout.ms": 10_000, "enable.auto.commit": False,
-                                     "enable.partition.eof": False, "auto.offset.reset": "earliest", "log_level": 3, **extra})
+                                     "enable.partition.eof": False, "auto.offset.reset": "earliest", "log_level": 3,
+                                     # a fetch that long-polls at the log end (default 500 ms) delays the next re-assign's first
+                                     # fetch past the driver's probe wait: the stream then sees "no new data" at every trigger
+                                     "fetch.wait.max.ms": 50, **extra})
 
 
 def _consumer(bootstrap: str) -> Any:
