@@ -49,14 +49,19 @@ def test_v2_published_mid_stream_later_rows_v2_earlier_v1_no_gap(spark: Any, tan
     result: dict[str, Any] = {}
     job = threading.Thread(target=lambda: result.update(res=run_stream(cfg, stream=log, session=spark, stop=stop)), daemon=True)
     job.start()
-    events = make_events(1500, seed=8, bad_every=10**9)
+    pool = make_events(6000, seed=8, bad_every=10**9)
     produced: list[Any] = []
     swapped = threading.Event()
 
-    def producer() -> None:
-        for k in range(0, len(events), 30):  # ~60 events/s: the stream is still running while v2 rolls out
-            produce(tansu.bootstrap, topic, events[k:k + 30])
-            produced.extend(events[k:k + 30])
+    def producer() -> None:  # ~60 events/s until v2 is installed, then 600 more: v2 always lands mid-stream
+        stop_at = len(pool)
+        for k in range(0, len(pool), 30):
+            if k >= stop_at:
+                break
+            produce(tansu.bootstrap, topic, pool[k:k + 30])
+            produced.extend(pool[k:k + 30])
+            if swapped.is_set() and stop_at == len(pool):
+                stop_at = k + 600
             time.sleep(0.5)
 
     hist = "SELECT count(*) FROM swap_scores_history"
@@ -67,8 +72,9 @@ def test_v2_published_mid_stream_later_rows_v2_earlier_v1_no_gap(spark: Any, tan
         wait_for(lambda: len(produced) >= 300 and table_rows(url, hist)[0][0] >= 200, timeout=180, what="v1 rows")
         _rollout(api, 2)  # published and rolled out while events keep arriving
         swapped.set()
-        assert prod.is_alive(), "the producer finished before v2 was installed: the test proves nothing"
+        assert prod.is_alive(), "the producer ran out of events before v2 was installed: the test proves nothing"
         prod.join(180)
+        events = list(produced)
         try:
             wait_for(lambda: table_rows(url, hist)[0][0] == len(events), timeout=180, what=f"all {len(events)} events scored")
         except AssertionError as exc:
