@@ -160,7 +160,7 @@ def test_drift_recovers_within_3000_events_and_v2_reaches_every_device(tansu: An
             t.join(10)
 
 
-@pytest.mark.parametrize("kind", ["no_drift", "poisoned"])
+@pytest.mark.parametrize("kind", [pytest.param("no_drift", marks=pytest.mark.slow), "poisoned"])  # 16,000 events: slow (time budget)
 def test_control_and_poisoned_publish_nothing(kind: str, tansu: Any, make_server: Any, keypair: dict[str, Any], tmp_path: Path) -> None:
     server, api, _ = _setup(tmp_path, make_server, keypair)
     df = labelled_events(N_EVENTS if kind == "no_drift" else 8000, seed=12, drift_at=None, shuffle=kind == "poisoned")
