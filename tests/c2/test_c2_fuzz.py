@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
+
 from tests.c2.conftest import enroll_agent
 from tests.fleet_server.conftest import Api, wait_for
 from tests.fleet_server.test_fuzz import _assert_clean, run_schemathesis
 
 
+@pytest.mark.slow  # full route fuzz in make test-all; the contract tests check every C2 refusal in the default run
 def test_fuzz_c2_routes_with_an_agent_token(c2_server: Any, make_bundle: Callable[..., Path], tmp_path: Path) -> None:
     api = Api(c2_server)
     assert api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())[0] == 201

@@ -91,6 +91,7 @@ def test_cdsw_needs_the_admin_token_and_a_known_model(api: Api) -> None:
     assert code == 400 and "error" in body
 
 
+@pytest.mark.slow  # full route fuzz in make test-all; the default run checks each CDSW 400 above
 def test_fuzz_cdsw_route_never_answers_5xx(target: dict[str, Any]) -> None:
     """schemathesis over this one operation (the shipped spec, a real server, the churn model's mixed fields)."""
     from tests.fleet_server.test_fuzz import _assert_clean, run_schemathesis

@@ -148,6 +148,7 @@ def test_v2_pandas_codec_request_and_raw_bodies(served: tuple[Api, Any], churn_d
     assert err.value.code == 400 and "Inference-Header-Content-Length" in json.loads(err.value.read())["error"]
 
 
+@pytest.mark.slow  # full route fuzz in make test-all; the default run fuzzes the API in test_fuzz.py and checks every V2 400 above
 def test_fuzz_the_v2_routes(target: dict[str, Any]) -> None:
     """schemathesis against the OpenAPI entries of /v2 on a real server: no 5xx, every answer as documented."""
     fig = run_schemathesis(target, target["api"].token, name="v2", include=["--include-path-regex", r"^/v2"], max_examples=40, max_time=30)

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
+
 from tests.fleet_server.conftest import Api, enroll, make_server, wait_for  # noqa: F401 - make_server is a fixture
 from tests.spark.conftest import table_rows
 from tests.streaming.conftest import create_topic, make_events, produce
@@ -24,6 +26,7 @@ def _rollout(api: Api, version: int) -> None:
     wait_for(lambda: api("GET", f"/api/v1/rollouts/{r['id']}")[1]["state"] == "completed", timeout=120, what=f"rollout of v{version}")
 
 
+@pytest.mark.slow  # 3+ minutes with two rollouts mid-stream; make test-all (the default run has the SIGKILL/restart stream test)
 def test_v2_published_mid_stream_later_rows_v2_earlier_v1_no_gap(spark: Any, tansu: Any, make_server: Any, make_bundle: Callable[..., Path],
                                                                   keypair: dict[str, Any], tmp_path: Path) -> None:
     from runtimes.spark.streaming import StreamConfig, event_id, run_stream

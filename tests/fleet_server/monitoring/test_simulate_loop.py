@@ -22,7 +22,8 @@ from simulate_loop import run
 WINDOW_LIMIT = 2  # the drift alert fires for a window at most this many windows after the price increase starts
 
 
-@pytest.mark.parametrize("scenario", ["drift", "control", "bad-challenger"])
+@pytest.mark.parametrize("scenario", ["drift", pytest.param("control", marks=pytest.mark.slow), "bad-challenger"])  # the fair-model
+# control of the fairness monitor (no alert over its windows) stays in the default run
 def test_closed_loop(scenario: str, tmp_path: Path) -> None:
     lines: list[str] = []
     r = run(scenario, workdir=tmp_path / "loop", log=lines.append)
