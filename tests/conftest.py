@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -83,3 +83,17 @@ def spark() -> Any:
     from tests.support.spark import session_fixture
 
     yield from session_fixture()
+
+
+@pytest.fixture()
+def busy_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that something already listens on (for the "port in use" errors)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    try:
+        yield s.getsockname()[1]
+    finally:
+        s.close()

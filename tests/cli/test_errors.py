@@ -8,27 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
 from tests.cli.conftest import EDGEFLEET, ROOT, RunningServer, cli_env, one_line_error, run_cli
-
-
-@pytest.fixture()
-def busy_port() -> Iterator[int]:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(1)
-    try:
-        yield s.getsockname()[1]
-    finally:
-        s.close()
-
 
 # ------------------------------------------------------------------------------------------ ports
 

@@ -6,11 +6,9 @@ non-empty stderr line, the option named in it, no traceback anywhere, and the se
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -38,17 +36,6 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], option: str, *
         assert r.lower() in line.lower(), line
     assert "edgefleet server on http" not in proc.stdout, "the server started listening"
     return line
-
-
-@pytest.fixture()
-def listening_port() -> Iterator[int]:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(1)
-    try:
-        yield s.getsockname()[1]
-    finally:
-        s.close()
 
 
 # ---------------------------------------------------------------------------------- edgefleet server
@@ -107,14 +94,14 @@ def test_server_port_out_of_range_is_refused(tmp_path: Path, option: str, value:
     assert not (tmp_path / "d").exists()  # refused before anything was created
 
 
-def test_server_http_port_in_use(tmp_path: Path, listening_port: int) -> None:
-    assert_one_line_error(run_cli("server", "--data-dir", str(tmp_path / "d"), "--no-broker", "--port", str(listening_port),
-                                  cwd=tmp_path), "--port", f"127.0.0.1:{listening_port}", "address already in use")
+def test_server_http_port_in_use(tmp_path: Path, busy_port: int) -> None:
+    assert_one_line_error(run_cli("server", "--data-dir", str(tmp_path / "d"), "--no-broker", "--port", str(busy_port),
+                                  cwd=tmp_path), "--port", f"127.0.0.1:{busy_port}", "address already in use")
 
 
-def test_server_embedded_broker_port_in_use(tmp_path: Path, listening_port: int) -> None:
-    assert_one_line_error(run_cli("server", "--data-dir", str(tmp_path / "d"), "--mqtt-port", str(listening_port), "--port", "0",
-                                  cwd=tmp_path), "--mqtt-port", str(listening_port))
+def test_server_embedded_broker_port_in_use(tmp_path: Path, busy_port: int) -> None:
+    assert_one_line_error(run_cli("server", "--data-dir", str(tmp_path / "d"), "--mqtt-port", str(busy_port), "--port", "0",
+                                  cwd=tmp_path), "--mqtt-port", str(busy_port))
 
 
 def test_server_unresolvable_host(tmp_path: Path) -> None:
