@@ -73,6 +73,9 @@ def test_install_update_rollback_refusal_and_inbox_are_logged_as_json(tmp_path: 
         wait_for(lambda: _device(api, "logs-1").get("capabilities"), what="the agent's first status")
         r1 = _rollout(api, {"model": "churn", "version": 1, "steps": [100]})
         wait_for(lambda: _device(api, "logs-1").get("active_version") == 1, what="v1 installed")
+        # the device reports v1 before the server's reconciler closes the rollout; a second rollout of the
+        # same model is refused until then (a 400 naming the running rollout), so wait for it to complete
+        wait_for(lambda: api("GET", f"/api/v1/rollouts/{r1}")[1].get("state") == "completed", what="rollout 1 completed")
         r2 = _rollout(api, {"model": "churn", "version": 2, "steps": [100]})
         wait_for(lambda: _device(api, "logs-1").get("active_version") == 2, what="v2 installed")
         assert api("POST", f"/api/v1/rollouts/{r2}/rollback")[0] == 200
