@@ -65,6 +65,46 @@ def parse_json(raw: bytes | str, what: str = "body", max_depth: int = MAX_DEPTH)
     return value
 
 
+_SCALARS = (str, int, bool, type(None))
+
+
+def _flat_record(v: Any) -> bool:
+    """A dict of scalar values, every float finite: ``clean`` has nothing to refuse in it once the text holds no
+    ``\\u`` escape (the only way JSON text can carry a NUL or a lone surrogate)."""
+    if type(v) is not dict:
+        return False
+    for x in v.values():
+        t = type(x)
+        if t is float:
+            if not math.isfinite(x):
+                return False
+        elif t not in _SCALARS:
+            return False
+    return True
+
+
+def parse_records(raw: bytes, schema: dict[str, Any]) -> Any:
+    """``check(parse_json(raw), schema, "")`` for a scoring body (``PREDICT_REQUEST``: a record or a list of records).
+
+    Fast path: a flat record, or a list of at most ``schema["maxItems"]`` of them, in text without ``\\u``
+    escapes is accepted as parsed; anything else goes through ``clean`` and ``check``, which name the field.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return check(parse_json(raw), schema, "")  # names the bad byte
+    if "\\u" not in text:
+        try:
+            value = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            value = None  # parse_json below gives the error
+        else:
+            if _flat_record(value) or (type(value) is list and len(value) <= schema.get("maxItems", 0)
+                                       and all(_flat_record(r) for r in value)):
+                return value
+    return check(parse_json(raw), schema, "")
+
+
 def clean(value: Any, what: str = "body", max_depth: int = MAX_DEPTH) -> Any:
     """Refuse what no store can hold: deep nesting, lone surrogates, NUL, non-finite numbers.
 

@@ -1,27 +1,33 @@
 """REST scoring for callers that cannot embed a model, with the device runtime's own scorer.
 
 Invalid records get a 422 naming the field; the scorer of each (model, version) is loaded once,
-from the verified registered bundle.
+from the verified registered bundle. Concurrent small requests to one (model, version) share a
+backend call through its ``MicroBatcher`` (fleet_server.batching): same answers, one record's
+error stays in its own request.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import weakref
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, request
 
 from fleet_server import model_versions as registry
 from fleet_server import validation
 from fleet_server.api.auth import admin_required, fleet
-from fleet_server.api.body import json_body
+from fleet_server.api.body import records_body
+from fleet_server.batching import MicroBatcher
 from fleet_server.errors import FleetError
 from runtimes.python.errors import ScoringInputError
-from runtimes.python.scorer import Scorer
+from runtimes.python.scorer import Prediction, Scorer
 
 bp = Blueprint("predict", __name__, url_prefix="/api/v1")
 _lock = threading.Lock()
 MAX_RECORDS = 10_000
+_batchers: "weakref.WeakKeyDictionary[Scorer, MicroBatcher]" = weakref.WeakKeyDictionary()
 
 
 class UnprocessableRecord(FleetError):
@@ -47,18 +53,32 @@ def _scorer(name: str, version: int | None) -> Scorer:
     return sc
 
 
+def score(sc: Scorer, records: list[Any]) -> list[Prediction]:
+    """``sc.score_many(records)`` through the scorer's micro-batcher (ScoringInputError names the bad field)."""
+    with _lock:
+        b = _batchers.get(sc)
+        if b is None:
+            b = _batchers[sc] = MicroBatcher(sc)
+    return b.score(records)
+
+
+def json_response(value: Any) -> Response:
+    """What ``jsonify`` answers (compact JSON and a newline), without its per-call provider work."""
+    return Response(json.dumps(value, separators=(",", ":")) + "\n", mimetype="application/json")
+
+
 @bp.post("/models/<name>/predict")
 @admin_required
 def predict(name: str) -> Any:
-    body = json_body(validation.PREDICT_REQUEST)
+    body = records_body(validation.PREDICT_REQUEST)
     version = validation.int_arg(request.args.get("version"), "version")
     sc = _scorer(name, version)
     records = body if isinstance(body, list) else [body]
     if len(records) > MAX_RECORDS:
         raise FleetError(f"body: {len(records)} records; at most {MAX_RECORDS} per request")
     try:
-        preds = sc.score_many(records)
+        preds = score(sc, records)
     except ScoringInputError as exc:
         raise UnprocessableRecord(str(exc)) from exc
     out = [{"probability": p.probability, "label": p.label, "model_version": p.version} for p in preds]
-    return jsonify(out if isinstance(body, list) else out[0])
+    return json_response(out if isinstance(body, list) else out[0])

@@ -18,7 +18,7 @@ or not it asked for binary outputs).
 Outputs: ``probability`` (FP64 ``[N]``, the positive class's; multi-class: the top class's),
 ``label`` (``[N]``, BYTES for string classes) and ``probabilities`` (FP64 ``[N, classes]``);
 ``outputs`` in the request selects among them. Scoring is ``fleet_server.api.predict``'s cached
-Scorer over the same records, so the probabilities equal /api/v1/models/<name>/predict's. Any
+Scorer over the same records (and its micro-batcher), so the probabilities equal /api/v1/models/<name>/predict's. Any
 bad input is a 400 ``{"error": "inputs[<name>]: <reason>"}``; an unknown model or version a 404.
 """
 
@@ -35,8 +35,9 @@ from sqlalchemy import select
 from edgefleet import __version__
 from fleet_server.api.auth import admin_required, fleet
 from fleet_server.api.body import MAX_JSON_BODY_BYTES
-from fleet_server.api.predict import MAX_RECORDS
+from fleet_server.api.predict import MAX_RECORDS, json_response
 from fleet_server.api.predict import _scorer as cached_scorer
+from fleet_server.api.predict import score as batched_score
 from fleet_server.db import ModelVersion
 from fleet_server.errors import FleetError, PayloadTooLarge
 from fleet_server.validation import check, parse_json
@@ -308,7 +309,7 @@ def _infer(name: str, version: int | None) -> Any:
     sc = cached_scorer(name, version)
     records = records_from(body, tail, sc)
     try:
-        preds = sc.score_many(records)
+        preds = batched_score(sc, records)
     except ScoringInputError as exc:
         raise FleetError(f"inputs[{exc.field}]: {exc.reason}") from exc
     n, k = len(preds), len(sc.classes)
@@ -323,7 +324,7 @@ def _infer(name: str, version: int | None) -> Any:
     if "id" in body:
         out["id"] = body["id"]
     out["outputs"] = [tensors[w] for w in dict.fromkeys(wanted)]
-    return jsonify(out)
+    return json_response(out)
 
 
 @bp.post("/models/<name>/infer")

@@ -132,16 +132,32 @@ class Scorer:
         rows = list(records)
         if not rows:
             return []
+        return self.predictions(self.probabilities(self.encode_many(rows), rows))
+
+    # score_many in three steps, for callers that batch several requests into one backend call
+    # (fleet_server.batching): encode each request alone (its bad record raises here, naming the
+    # field), run the backend once over the concatenated rows, then turn each request's slice of
+    # the probabilities into Predictions. The result equals score_many on each request alone.
+
+    def encode_many(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The (len(rows), F) feature matrix; ScoringInputError naming the field of the first bad record."""
         fast = self._encoder.fast
         encoded: list[np.ndarray | None] = [fast(r) if type(r) is dict else None for r in rows]
         try:
             # The generated per-record encoder is ~2x faster than the general column path;
             # any record it does not take sends the whole batch through the path that names errors.
             ready = [e for e in encoded if e is not None]
-            features = np.concatenate(ready) if len(ready) == len(encoded) else encode_records(self.fields, rows)
+            features: np.ndarray = np.concatenate(ready) if len(ready) == len(encoded) else encode_records(self.fields, rows)
         except InputError as exc:
             raise ScoringInputError(exc.field, exc.reason) from None
-        proba = np.asarray(self._predict(features, rows), dtype=np.float64)
+        return features
+
+    def probabilities(self, features: np.ndarray, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The backend's (len(rows), classes) probabilities as float64 (BundleError if the artifact fails)."""
+        return np.asarray(self._predict(features, rows), dtype=np.float64)
+
+    def predictions(self, proba: np.ndarray) -> list[Prediction]:
+        """One Prediction per row; ScoringInputError if the model returned a non-finite probability."""
         if not np.all(np.isfinite(proba)):
             bad = int(np.argmax(~np.isfinite(proba).all(axis=1)))
             raise ScoringInputError("<record>", f"row {bad}: model {self.name} v{self.version} returned a non-finite probability")
