@@ -29,6 +29,8 @@ import datetime as dt
 import hashlib
 import math
 import re
+import time
+import weakref
 from typing import Any, Callable
 
 from sqlalchemy import func, select
@@ -168,7 +170,8 @@ def _sync_targets(s: Any, r: Rollout) -> list[RolloutTarget]:
 MAX_REDELIVERIES = 3
 
 
-def _observe(t: RolloutTarget, dev: Device, version: int) -> None:
+def _observe(t: RolloutTarget, dev: Any, version: int) -> None:
+    """``dev``: a Device, or a row of ``_device_states`` (the same attribute names)."""
     if t.state == "installed":
         _check_fallback(t, dev, version)
         return
@@ -181,7 +184,7 @@ def _observe(t: RolloutTarget, dev: Device, version: int) -> None:
         t.state, t.reason, t.done_at = "failed", str(li.get("result"))[:500], utcnow()
 
 
-def _check_fallback(t: RolloutTarget, dev: Device, version: int) -> None:
+def _check_fallback(t: RolloutTarget, dev: Any, version: int) -> None:
     """An installed device that reports it fell back from this version (its active artifact
     failed verification on load) is delivered the version again, at most ``MAX_REDELIVERIES``
     times; after that the target is ``failed`` with the device's reason, so the gates see it."""
@@ -216,11 +219,35 @@ def _step_started_at(r: Rollout) -> dt.datetime:
     return r.created_at
 
 
+def _device_states(s: Any, r: Rollout) -> dict[str, Any]:
+    """What a pass reads of the target devices it may act on, as plain rows (device_id,
+    active_version, health, last_install, status, capabilities): no ORM object per device (a pass
+    never writes a device), joined on the rollout's targets instead of an IN list of every id.
+
+    Only targets ``_observe`` or the assignment loop can change are read: ``pending`` and
+    ``assigned`` ones, and ``installed`` ones whose device no longer runs the version (the
+    fallback check). Every other target is left as it is by a pass whatever its device reports,
+    so a settled 10,000-device rollout costs a pass no device row at all.
+    """
+    cols = (Device.device_id, Device.active_version, Device.health, Device.last_install, Device.status, Device.capabilities)
+    moved = (Device.active_version.is_(None)) | (Device.active_version != r.version)
+    q = (select(*cols).join(RolloutTarget, RolloutTarget.device_id == Device.device_id)
+         .where(RolloutTarget.rollout_id == r.id,
+                RolloutTarget.state.in_(["pending", "assigned"]) | ((RolloutTarget.state == "installed") & moved)))
+    return {row.device_id: row for row in s.execute(q)}
+
+
+def _observe_all(targets: list[RolloutTarget], devs: dict[str, Any], version: int) -> None:
+    for t in targets:
+        dev = devs.get(t.device_id)
+        if dev is not None:  # absent: a target no report can change (``_device_states``)
+            _observe(t, dev, version)
+
+
 def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion, max_assignments: int | None = None) -> None:
     targets = _sync_targets(s, r)
-    devs = {d.device_id: d for d in s.scalars(select(Device).where(Device.device_id.in_([t.device_id for t in targets])))}
-    for t in targets:
-        _observe(t, devs[t.device_id], r.version)
+    devs = _device_states(s, r)
+    _observe_all(targets, devs, r.version)
     n = len(targets)
     limit = n if r.state == "completed" else math.ceil(r.steps[r.step_index] / 100.0 * n)
     todo = [t for t in targets[:limit] if t.state == "pending"]
@@ -275,12 +302,36 @@ def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion, max_assignments
         _event(r, "completed")
 
 
+_last_pass: "weakref.WeakKeyDictionary[Fleet, tuple[float, float]]" = weakref.WeakKeyDictionary()  # fleet -> (end, seconds)
+PACE_MAX_WAIT = 2.0  # seconds a full pass may be held back by the one before it
+
+
 def reconcile(fleet: Fleet, *, rollout_id: int | None = None, max_assignments: int | None = None) -> None:
     """One pass over every active rollout (and completed ones, for devices that join later).
 
     ``rollout_id`` limits the pass to one rollout and ``max_assignments`` bounds the assignments
     it signs: the start POST's inline pass, which leaves the rest of a large step to the reconciler.
+
+    A full pass (no ``rollout_id``) starts no sooner after the previous one ended than that one
+    took (at most ``PACE_MAX_WAIT``): the reconciler is woken by every stored status batch, and a
+    pass over 10,000 targets takes about a second, so back-to-back passes would hold the server's
+    GIL most of the time and starve the artifact downloads and status storage they wait for. A
+    small fleet's passes take milliseconds and are not delayed noticeably.
     """
+    if rollout_id is None:
+        end, took = _last_pass.get(fleet, (0.0, 0.0))
+        wait = min(end + took - time.monotonic(), PACE_MAX_WAIT)
+        if wait > 0:
+            time.sleep(wait)
+    t0 = time.monotonic()
+    try:
+        _reconcile(fleet, rollout_id, max_assignments)
+    finally:
+        if rollout_id is None:
+            _last_pass[fleet] = (time.monotonic(), time.monotonic() - t0)
+
+
+def _reconcile(fleet: Fleet, rollout_id: int | None, max_assignments: int | None) -> None:
     with fleet.lock, fleet.session() as s:
         q = select(Rollout).where(Rollout.state.in_(["running", "paused", "completed"]))
         if rollout_id is not None:
@@ -291,9 +342,7 @@ def reconcile(fleet: Fleet, *, rollout_id: int | None = None, max_assignments: i
                 continue
             if r.state == "paused":
                 targets = _sync_targets(s, r)
-                devs = {d.device_id: d for d in s.scalars(select(Device))}
-                for t in targets:
-                    _observe(t, devs[t.device_id], r.version)
+                _observe_all(targets, _device_states(s, r), r.version)
                 continue
             _advance(fleet, s, r, mv, max_assignments)
 
@@ -325,18 +374,20 @@ def status(fleet: Fleet, rollout_id: int) -> dict[str, Any]:
         r = s.get(Rollout, rollout_id)
         if r is None:
             raise NotFound(f"rollout: {rollout_id} does not exist")
-        targets = list(s.scalars(select(RolloutTarget).where(RolloutTarget.rollout_id == r.id)))
-    counts: dict[str, int] = {}
-    for t in targets:
-        counts[t.state] = counts.get(t.state, 0) + 1
-    n = len(targets)
+        # counts from one GROUP BY and only the incapable/failed rows loaded: a poll of a
+        # 10,000-device rollout no longer loads 10,000 ORM targets (1.5 s of the server's CPU)
+        of_r = RolloutTarget.rollout_id == r.id
+        counts = {state: int(k) for state, k in s.execute(select(RolloutTarget.state, func.count()).where(of_r)
+                                                          .group_by(RolloutTarget.state).order_by(RolloutTarget.state))}
+        listed = select(RolloutTarget.device_id, RolloutTarget.reason).order_by(RolloutTarget.id)
+        incapable = [{"device_id": d, "reason": why} for d, why in s.execute(listed.where(of_r, RolloutTarget.state == "incapable"))]
+        failed = [{"device_id": d, "reason": why} for d, why in s.execute(listed.where(of_r, RolloutTarget.state == "failed").limit(50))]
+    n = sum(counts.values())
     return {
         "id": r.id, "model": r.model, "version": r.version, "state": r.state, "reason": r.reason,
         "step_index": r.step_index, "steps": r.steps, "selector": r.selector, "gates": r.gates,
         "targets": n, "counts": counts, "progress": (counts.get("installed", 0) / n) if n else 0.0,
-        "incapable": [{"device_id": t.device_id, "reason": t.reason} for t in targets if t.state == "incapable"],
-        "failed": [{"device_id": t.device_id, "reason": t.reason} for t in targets if t.state == "failed"][:50],
-        "history": r.history,
+        "incapable": incapable, "failed": failed, "history": r.history,
     }
 
 

@@ -348,6 +348,10 @@ class IngestQueue:
             for name, n in pending.items():
                 self.fleet.bump(s, name, n)
             rows: list[dict[str, Any]] = []
+            # the group's status senders in one SELECT (record_status's s.get then reads the
+            # session's identity map), not one per status; held here so the map keeps them
+            senders = [r[0] for r in (route(item[0]) for item in group) if r is not None and r[1] == "status"]
+            loaded = devices.preload(s, senders)
             for topic, payload, _ack in group:
                 r = route(topic)
                 if r is None:
@@ -382,6 +386,7 @@ class IngestQueue:
                     self.fleet.bump(s, "status_rejected")
                     self._rejected(topic)
             ingest.insert_rows(self.fleet, rows, s)
+            del loaded
         return statuses, acks
 
 
