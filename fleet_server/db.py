@@ -142,7 +142,7 @@ class TelemetryRecord(Base):
     __table_args__ = (Index("ix_tel_kind_model", "kind", "model", "model_version"), Index("ix_tel_entity", "entity_id"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the device's message id: ingest is idempotent
-    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    device_id: Mapped[str] = mapped_column(String(128))  # not indexed: no reader looks telemetry up by device alone (0004)
     kind: Mapped[str] = mapped_column(String(16))
     created: Mapped[float] = mapped_column(Float)
     received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
