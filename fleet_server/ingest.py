@@ -123,6 +123,7 @@ def _plainly_valid(msg: Any) -> bool:
 # pair), takes the full walk. Infinities (a float that overflows) ``_plainly_valid`` refuses.
 _SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 _SCALARS = (str, int, float, bool, type(None))
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode  # parsed JSON has no cycles
 
 
 def _no_constant(name: str) -> Any:
@@ -156,6 +157,7 @@ def _row(device_id: str, msg: Any, i: int, now: Any, plain: bool) -> dict[str, A
         "score": float(score) if isinstance(score, (int, float)) else None,
         "label": str(label) if label is not None else None,
         "body": body,
+        "body_json": _dumps(body),  # encoded here, on the bridge's parse-ahead thread, not in the database transaction
     }
 
 
@@ -194,7 +196,6 @@ _PG_CREATE_STAGE = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {_PG_STAGE} "
                     "(LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
 _PG_INSERT = (f"INSERT INTO telemetry ({_COLS}) SELECT {_COLS} FROM {_PG_STAGE} ORDER BY id "
               "ON CONFLICT (id) DO NOTHING")
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _sqlite_datetime(t: Any) -> str:
@@ -213,7 +214,7 @@ def _insert_sqlite(dbapi: Any, rows: list[dict[str, Any]]) -> int:
                 t = r["received_at"]
                 ts = stamps.get(t) or stamps.setdefault(t, _sqlite_datetime(t))
                 chunk.append((r["id"], r["device_id"], r["kind"], r["created"], ts, r["model"], r["model_version"], r["entity_id"],
-                              r["score"], r["label"], _dumps(r["body"])))
+                              r["score"], r["label"], r.get("body_json") or _dumps(r["body"])))
             cur.executemany(_SQLITE_INSERT, chunk)
             accepted += cur.rowcount  # executemany sums the rows inserted; ON CONFLICT DO NOTHING adds none
         return accepted
@@ -228,7 +229,7 @@ def _insert_postgres(dbapi: Any, rows: list[dict[str, Any]]) -> int:
         with cur.copy(f"COPY {_PG_STAGE} ({_COLS}) FROM STDIN") as copy:
             for r in rows:
                 copy.write_row((r["id"], r["device_id"], r["kind"], r["created"], r["received_at"], r["model"], r["model_version"],
-                                r["entity_id"], r["score"], r["label"], _dumps(r["body"])))
+                                r["entity_id"], r["score"], r["label"], r.get("body_json") or _dumps(r["body"])))
         cur.execute(_PG_INSERT)  # id order: concurrent inserts take the unique index's locks in one order
         return int(cur.rowcount)
 

@@ -47,6 +47,7 @@ restarts.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import queue
 import re
@@ -71,6 +72,7 @@ SERVER_CLIENT_ID = "edgefleet-server"
 Ack = Callable[[], None]
 Item = tuple[str, bytes, Ack]
 ServerAck = tuple[str, dict[str, Any]]  # (device id, ack payload)
+_PARSING = object()  # parse-ahead: claimed, not parsed yet
 _BATCH_ID = re.compile(rb'^\s*\{\s*"batch_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 
 
@@ -136,12 +138,19 @@ class IngestQueue:
         self._pending_counts: dict[str, int] = {}
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
+        # parse-ahead: telemetry batches still queued are parsed and validated on a second thread
+        # while the worker is inside the database (the drivers release the GIL there)
+        self._ahead: dict[int, Any] = {}  # id(payload) -> _PARSING or (payload, device id, rows or the exception)
+        self._ahead_bytes = 0
+        self._ahead_lock = threading.Condition()
+        self._parser = threading.Thread(target=self._parse_ahead, name="mqtt-ingest-parse", daemon=True)
         self._started = False
 
     def start(self) -> "IngestQueue":
         if not self._started:
             self._started = True
             self._worker.start()
+            self._parser.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -164,6 +173,61 @@ class IngestQueue:
             return False
         self.queue.put((topic, payload, ack))
         return True
+
+    # -- parse-ahead -------------------------------------------------------------------------
+    AHEAD_MESSAGES = GROUP_MESSAGES  # at most this many batches, and AHEAD_BYTES of their payloads, parsed ahead (bounds memory)
+    AHEAD_BYTES = 16 * 1024 * 1024
+
+    def _parse_ahead(self) -> None:
+        """Parse queued telemetry before the worker takes it. An item is claimed under the queue's
+        own mutex, so the worker (whose ``get`` takes that mutex) either finds the claim or the
+        item was already its own; a result the worker no longer wants is dropped, so nothing stays
+        behind. Every result is what ``ingest.parse_batch`` returns or raises, used only for the
+        same payload object from the same device."""
+        while not self._stop.is_set():
+            claimed: list[tuple[int, str, bytes]] = []
+            with self._ahead_lock:
+                room = self.AHEAD_MESSAGES - len(self._ahead)
+            if room > 0 and self._ahead_bytes < self.AHEAD_BYTES:
+                with self.queue.mutex, self._ahead_lock:
+                    for topic, payload, _ack in itertools.islice(self.queue.queue, self.AHEAD_MESSAGES):
+                        if len(claimed) >= room or self._ahead_bytes >= self.AHEAD_BYTES:
+                            break
+                        r = route(topic)
+                        if r is None or r[1] != "telemetry" or not payload or id(payload) in self._ahead:
+                            continue
+                        self._ahead[id(payload)] = _PARSING
+                        self._ahead_bytes += len(payload)
+                        claimed.append((id(payload), r[0], payload))
+            if not claimed:
+                self._stop.wait(0.005)
+                continue
+            for key, device_id, payload in claimed:
+                try:
+                    result: Any = ingest.parse_batch(self.fleet, device_id, payload)
+                except Exception as exc:  # noqa: BLE001 - handed to the worker, which rejects the batch as before
+                    result = exc
+                with self._ahead_lock:
+                    if self._ahead.get(key) is _PARSING:
+                        self._ahead[key] = (payload, device_id, result)
+                    # else the worker took the item meanwhile and parsed it itself: this result is dropped
+                    self._ahead_lock.notify_all()
+
+    def _parsed(self, device_id: str, payload: bytes) -> list[dict[str, Any]]:
+        """``ingest.parse_batch(device_id, payload)``, from the parse-ahead thread when it has it."""
+        key = id(payload)
+        with self._ahead_lock:
+            if self._ahead.get(key) is _PARSING:  # being parsed right now: wait briefly rather than parse twice
+                self._ahead_lock.wait_for(lambda: self._ahead.get(key) is not _PARSING, timeout=1.0)
+            got = self._ahead.pop(key, None)
+            if got is not None:
+                self._ahead_bytes -= len(payload)
+        if isinstance(got, tuple) and got[0] is payload and got[1] == device_id:
+            if isinstance(got[2], BaseException):
+                raise got[2]
+            rows: list[dict[str, Any]] = got[2]
+            return rows
+        return ingest.parse_batch(self.fleet, device_id, payload)
 
     # -- worker ------------------------------------------------------------------------------
     def _count(self, name: str) -> None:
@@ -361,7 +425,7 @@ class IngestQueue:
                     continue  # an empty payload clears a retained message; it is not a message
                 if kind == "telemetry":
                     try:
-                        parsed = ingest.parse_batch(self.fleet, device_id, payload)
+                        parsed = self._parsed(device_id, payload)
                         rows.extend(parsed)
                         acks.append((device_id, {"batch_id": _batch_id(payload), "result": "stored",
                                                  "ids": [r["id"] for r in parsed]}))
