@@ -17,7 +17,7 @@ Adaptive, with a bounded wait:
 - A request that finds no batch running becomes the leader at once. If the previous batch held
   a single request (light load), it runs immediately: one client never waits.
 - Under concurrency (the previous batch held several requests) the leader waits at most
-  ``max_wait`` seconds (default 1 ms) for more requests, or until ``max_rows`` rows are queued.
+  ``max_wait`` seconds (default 2 ms) for more requests, or until ``max_rows`` rows are queued.
 - Requests that arrive while a batch is in the backend queue up; when it finishes, the first of
   them becomes the next leader (leadership is handed over, so no thread serves others' batches
   indefinitely and no extra thread exists).
@@ -51,7 +51,7 @@ class _Request:
     def __init__(self, features: np.ndarray, rows: Sequence[Mapping[str, Any]]) -> None:
         self.features = features
         self.rows = rows
-        self.done = threading.Event()
+        self.done: threading.Event | None = None  # a follower's; a leader waits for nobody
         self.leader = False          # set (with done) when this request must lead the next batch
         self.proba: np.ndarray | None = None
         self.error: BaseException | None = None
@@ -60,7 +60,7 @@ class _Request:
 class MicroBatcher:
     """Batches concurrent ``score`` calls on one Scorer (one per (model, version))."""
 
-    def __init__(self, scorer: Scorer, *, max_wait: float = 0.001, max_rows: int = 64, timeout: float = 30.0) -> None:
+    def __init__(self, scorer: Scorer, *, max_wait: float = 0.002, max_rows: int = 64, timeout: float = 30.0) -> None:
         self.scorer = scorer
         self.max_wait = max_wait      # seconds a leader waits for more requests, only under concurrency
         self.max_rows = max_rows      # rows per backend call; larger requests bypass the queue
@@ -87,7 +87,9 @@ class MicroBatcher:
             lead = not self._running
             if lead:
                 self._running = True
-        if not lead and not req.done.wait(self.timeout):
+            else:
+                req.done = threading.Event()
+        if not lead and req.done is not None and not req.done.wait(self.timeout):
             with self._cond:
                 if not req.leader:  # handed leadership meanwhile: it must lead, or the queue behind it would stall
                     if req in self._queue:
@@ -123,12 +125,14 @@ class MicroBatcher:
                 if r.proba is None and r.error is None:
                     r.error = BatchTimeout(f"model {self.scorer.name} v{self.scorer.version}: the batch holding this request "
                                            "was interrupted; retry")
-                r.done.set()
+                if r.done is not None:
+                    r.done.set()
             with self._cond:
                 if self._queue:
                     nxt = self._queue[0]
                     nxt.leader = True  # it leaves the queue when it collects its own batch
-                    nxt.done.set()
+                    if nxt.done is not None:  # always: only the leader, which is not queued, has none
+                        nxt.done.set()
                 else:
                     self._running = False
 

@@ -21,6 +21,12 @@ from fleet_server.core import ConfigError, Fleet, ServerConfig
 from fleet_server.failures import LoggedError
 from fleet_server.monitoring.service import Monitor
 
+# waitress worker threads. 32, not waitress's 4 or our former 8: a scoring request holds its thread
+# while its micro-batch runs in onnxruntime (which releases the GIL), so more threads let more
+# concurrent requests join one backend call. bench/predict.py at 32 clients: 8 threads 45 % of the
+# constant route (5.2 requests per backend call), 32 threads 55 % (7.3 per call), same loaded run.
+HTTP_THREADS = 32
+
 
 class Reconciler(threading.Thread):
     part = "rollout reconciler"
@@ -185,7 +191,7 @@ class FleetServer:
         self.reconciler.start()
         self.monitor.start()
         try:
-            self.http = create_server(app, host=self.cfg.host, port=self.cfg.port, threads=8, channel_timeout=60, connection_limit=2000)
+            self.http = create_server(app, host=self.cfg.host, port=self.cfg.port, threads=HTTP_THREADS, channel_timeout=60, connection_limit=2000)
         except (socket.gaierror, ValueError) as exc:  # waitress: ValueError "Invalid host/port specified."
             raise ConfigError("host", self.cfg.host, _reason(exc)) from exc
         except (OSError, OverflowError) as exc:
