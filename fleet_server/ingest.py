@@ -225,7 +225,7 @@ def _insert_sqlite(dbapi: Any, rows: list[dict[str, Any]]) -> int:
 def _insert_postgres(dbapi: Any, rows: list[dict[str, Any]]) -> int:
     with dbapi.cursor() as cur:
         cur.execute(_PG_CREATE_STAGE)
-        cur.execute(f"TRUNCATE {_PG_STAGE}")  # a second call in one transaction starts from an empty stage
+        cur.execute(f"DELETE FROM {_PG_STAGE}")  # empty after each commit (ON COMMIT DELETE ROWS); this covers a second call in one transaction
         with cur.copy(f"COPY {_PG_STAGE} ({_COLS}) FROM STDIN") as copy:
             for r in rows:
                 copy.write_row((r["id"], r["device_id"], r["kind"], r["created"], r["received_at"], r["model"], r["model_version"],
