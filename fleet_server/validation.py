@@ -83,25 +83,38 @@ def _flat_record(v: Any) -> bool:
     return True
 
 
+def parse_plain(raw: bytes) -> Any:
+    """``json.loads`` of UTF-8 text without a ``\\u`` escape (the only way JSON text carries a NUL or a lone
+    surrogate), NaN/Infinity refused; ``None`` when it is not such text, or not JSON: take ``parse_json`` then.
+    The caller still owes the depth and finite-number checks ``clean`` makes (its fast path accepts flat values only)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\\u" in text:
+        return None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
+
+
+def plain_scalar(x: Any) -> bool:
+    """A JSON scalar ``clean`` accepts as it is (in text without ``\\u`` escapes): finite if a float."""
+    t = type(x)
+    return math.isfinite(x) if t is float else t in _SCALARS
+
+
 def parse_records(raw: bytes, schema: dict[str, Any]) -> Any:
     """``check(parse_json(raw), schema, "")`` for a scoring body (``PREDICT_REQUEST``: a record or a list of records).
 
     Fast path: a flat record, or a list of at most ``schema["maxItems"]`` of them, in text without ``\\u``
     escapes is accepted as parsed; anything else goes through ``clean`` and ``check``, which name the field.
     """
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return check(parse_json(raw), schema, "")  # names the bad byte
-    if "\\u" not in text:
-        try:
-            value = json.loads(text, parse_constant=_no_constant)
-        except (ValueError, RecursionError):
-            value = None  # parse_json below gives the error
-        else:
-            if _flat_record(value) or (type(value) is list and len(value) <= schema.get("maxItems", 0)
-                                       and all(_flat_record(r) for r in value)):
-                return value
+    value = parse_plain(raw)
+    if value is not None and (_flat_record(value) or (type(value) is list and len(value) <= schema.get("maxItems", 0)
+                                                      and all(_flat_record(r) for r in value))):
+        return value
     return check(parse_json(raw), schema, "")
 
 

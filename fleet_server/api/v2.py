@@ -40,7 +40,7 @@ from fleet_server.api.predict import _scorer as cached_scorer
 from fleet_server.api.predict import score as batched_score
 from fleet_server.db import ModelVersion
 from fleet_server.errors import FleetError, PayloadTooLarge
-from fleet_server.validation import check, parse_json
+from fleet_server.validation import check, parse_json, parse_plain, plain_scalar
 from runtimes.python.errors import ScoringInputError
 from runtimes.python.scorer import Scorer
 
@@ -171,6 +171,48 @@ def model_version_ready(name: str, version: int) -> Any:
     return _model_ready(name, version)
 
 
+_REQUEST_KEYS = frozenset(INFER_REQUEST["properties"])
+_TENSOR_KEYS = frozenset(("name", "shape", "datatype", "data"))
+_DATATYPE_SET = frozenset(DATATYPES)
+
+
+def _plain_request(v: Any) -> bool:
+    """True when ``check(v, INFER_REQUEST)`` and ``clean`` have nothing to refuse in the parsed body ``v`` (from
+    ``parse_plain``): the common shape, flat ``data`` of scalars. Anything else takes the full path, which names the field."""
+    if type(v) is not dict or not _REQUEST_KEYS.issuperset(v):
+        return False
+    if "id" in v and not (type(v["id"]) is str and len(v["id"]) <= 256):
+        return False
+    params = v.get("parameters", {})
+    if type(params) is not dict or len(params) > 32 or not all(plain_scalar(x) for x in params.values()):
+        return False
+    outs = v.get("outputs", [])
+    if type(outs) is not list or len(outs) > 8 or not all(type(o) is dict and o.keys() == {"name"} and o["name"] in OUTPUT_NAMES
+                                                          for o in outs):
+        return False
+    inputs = v.get("inputs")
+    if type(inputs) is not list or not 1 <= len(inputs) <= 1024:
+        return False
+    for t in inputs:
+        if type(t) is not dict or t.keys() != _TENSOR_KEYS:
+            return False
+        name, shape, dt, data = t["name"], t["shape"], t["datatype"], t["data"]
+        if type(name) is not str or not 1 <= len(name) <= 256 or type(dt) is not str or dt not in _DATATYPE_SET:
+            return False
+        if type(shape) is not list or not 1 <= len(shape) <= 2 or not all(type(n) is int and 0 <= n <= MAX_RECORDS for n in shape):
+            return False
+        if type(data) is not list or not all(plain_scalar(x) for x in data):
+            return False
+    return True
+
+
+def _checked(raw: bytes) -> dict[str, Any]:
+    value = parse_plain(raw)
+    if value is not None and _plain_request(value):
+        return value  # type: ignore[no-any-return]
+    return check(parse_json(raw), INFER_REQUEST, "")  # type: ignore[no-any-return]
+
+
 def _body() -> tuple[dict[str, Any], bytes]:
     """The checked JSON header and the binary tail (empty without the binary extension)."""
     if (request.content_length or 0) > MAX_JSON_BODY_BYTES:
@@ -182,11 +224,11 @@ def _body() -> tuple[dict[str, Any], bytes]:
     if header_len is None:
         if not raw:
             raise FleetError("body: expected a JSON inference request")
-        return check(parse_json(raw), INFER_REQUEST, ""), b""
+        return _checked(raw), b""
     if not header_len.strip().isdigit() or int(header_len) > len(raw):
         raise FleetError(f"Inference-Header-Content-Length: {header_len[:20]!r} is not a byte count within the {len(raw)}-byte body")
     n = int(header_len)
-    return check(parse_json(raw[:n]), INFER_REQUEST, ""), raw[n:]
+    return _checked(raw[:n]), raw[n:]
 
 
 def _flatten(data: Any, where: str) -> list[Any]:
