@@ -20,9 +20,14 @@ reported an end offset that it then cannot deliver within ``read_timeout_s``, th
 naming the partition and range, rather than committing a range it did not read. End offsets are not
 trusted: Tansu reported a high watermark of 1 for partitions holding ~500 messages each (the issue
 saw 6,229 vs 6,400), and in the hot-swap test a stream planned from it stopped short of the last
-events. So the driver plans a batch's end by *reading forward* from the batch's start until an
-empty poll (``PROBE_WAIT_S``) or the per-batch cap: the new range is read twice (driver and task),
-the price of not trusting the broker's marks; a partition never moves backwards.
+events. So the driver plans a batch's end by *reading*: one probe consumer stays assigned to every
+partition across micro-batches and fetches ahead in the background; at each trigger ``latestOffset``
+drains what it has fetched (waiting at most ``PROBE_WAIT_S`` when nothing new arrived) and the end is
+one past the highest offset it has actually read, capped per batch. The probe stops after
+``PROBE_BUDGET_S`` even while messages keep arriving: a probe that read "until an empty poll" never
+found one on a live stream, so one micro-batch grew until the producer paused (the 16 s p95 of
+bench/stream.py). The new range is read twice (driver and task), the price of not trusting the
+broker's marks; a partition never moves backwards.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 SCHEMA = "partition int, offset long, timestamp long, key string, value string"
 FORMAT = "edgefleet_kafka"
 PROBE_CAP = 50_000  # offsets per partition per micro-batch when no maxOffsetsPerTrigger is set
-PROBE_WAIT_S = 0.5  # the driver's probe stops at the first empty poll this long
+PROBE_WAIT_S = 0.2  # with nothing new in the probe consumer's queue, it waits this long for a fetch before "no new data"
+PROBE_BUDGET_S = 0.3  # at most this long per micro-batch: a live stream never gives an empty poll, so the probe must stop
 
 
 def client_conf(bootstrap: str, **extra: Any) -> dict[str, Any]:
@@ -55,6 +61,15 @@ def _consumer(bootstrap: str) -> Any:
     from confluent_kafka import Consumer
 
     return Consumer(consumer_conf(bootstrap, "edgefleet-spark-source"))
+
+
+def partitions_of(consumer: Any, topic: str, timeout: float = 10.0) -> list[int]:
+    """The topic's partitions (metadata only); [] while the topic does not exist."""
+    md = consumer.list_topics(topic, timeout=timeout)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None:
+        return []
+    return sorted(t.partitions)
 
 
 def watermarks(consumer: Any, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
@@ -82,6 +97,8 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.max_per_trigger = int(options.get("maxOffsetsPerTrigger", "0") or 0)
         self.read_timeout_s = float(options.get("readTimeoutSeconds", "60"))
         self._consumer: Any = None
+        self._readable: dict[int, int] = {}  # partition -> one past the highest offset the probe consumer has read
+        self._assigned: dict[int, int] = {}  # partition -> the offset it was last assigned at
 
     def _c(self) -> Any:
         if self._consumer is None:
@@ -93,29 +110,48 @@ class KafkaStreamReader(DataSourceStreamReader):
 
     def latestOffset(self, start: dict[str, int] | None = None, limit: Any = None) -> dict[str, int]:
         start = dict(start or {})
-        marks = watermarks(self._c(), self.topic)
+        parts = partitions_of(self._c(), self.topic)
+        first = {p: int(start[str(p)]) if str(p) in start else self._low(p) for p in parts}  # a new partition: its low mark
+        cap = self.max_per_trigger // max(1, len(parts)) if self.max_per_trigger else PROBE_CAP
+        readable = self._probe(first, {p: s + max(1, cap) for p, s in first.items()})
         end = dict(start)
-        cap = self.max_per_trigger // max(1, len(marks)) if self.max_per_trigger else PROBE_CAP
-        for p, (low, high) in marks.items():
-            s = int(start.get(str(p), low))  # a partition new since the last batch starts at its low mark
-            end[str(p)] = self._probe(p, s, s + max(1, cap))  # the reported high mark is not used: see the module doc
+        for p, s in first.items():
+            end[str(p)] = max(s, min(readable.get(p, s), s + max(1, cap)))  # the reported high mark is not used: see the module doc
         return end
 
-    def _probe(self, partition: int, frm: int, cap: int) -> int:
-        """The end offset actually readable: read forward from ``frm`` (the batch start) until an empty poll or ``cap``."""
+    def _low(self, partition: int) -> int:
         from confluent_kafka import TopicPartition
 
-        if frm >= cap:
-            return cap
+        return int(self._c().get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10.0)[0])
+
+    def _probe(self, first: dict[int, int], caps: dict[int, int]) -> dict[int, int]:
+        """{partition: one past the highest offset actually read}: one consumer stays assigned across micro-batches and
+        reads ahead in the background, so this call mostly drains what it already fetched. It is re-assigned only when the
+        partitions change or a batch starts past what it has read (a restart on a checkpoint)."""
+        from confluent_kafka import TopicPartition
+
         c = self._c()
-        c.assign([TopicPartition(self.topic, partition, frm)])
-        end = frm
-        while end < cap:
-            msgs = [m for m in c.consume(num_messages=min(10_000, cap - end), timeout=PROBE_WAIT_S) if m.error() is None]
-            if not msgs:
+        if set(first) != set(self._assigned) or any(s > self._readable.get(p, -1) for p, s in first.items()):
+            at = {p: max(s, self._readable.get(p, s)) for p, s in first.items()}  # offsets below what it read are known
+            c.assign([TopicPartition(self.topic, p, o) for p, o in sorted(at.items())])
+            self._assigned, self._readable = dict(at), dict(at)
+        deadline = time.monotonic() + PROBE_BUDGET_S
+        got_any = False
+        while any(self._readable[p] < caps[p] for p in first):
+            # drain the local queue without waiting (a batch consume waits its whole timeout to fill up); when nothing new
+            # has arrived at all, wait briefly for one message
+            msgs = c.consume(num_messages=10_000, timeout=0)
+            if not msgs and not got_any:
+                msgs = c.consume(num_messages=1, timeout=max(0.0, min(PROBE_WAIT_S, deadline - time.monotonic())))
+            fresh = [m for m in msgs if m.error() is None]
+            for m in fresh:
+                p = int(m.partition())
+                if p in self._readable:
+                    self._readable[p] = max(self._readable[p], int(m.offset()) + 1)
+            if not fresh or time.monotonic() >= deadline:
                 break
-            end = max(end, min(cap, max(int(m.offset()) for m in msgs) + 1))
-        return end
+            got_any = True
+        return dict(self._readable)
 
     def partitions(self, start: dict[str, int], end: dict[str, int]) -> list[OffsetRange]:
         return [OffsetRange(int(p), int(start.get(p, e)), int(e)) for p, e in sorted(end.items(), key=lambda kv: int(kv[0]))
