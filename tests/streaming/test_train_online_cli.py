@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.fleet_server.conftest import Api, make_server  # noqa: F401 - make_server is a fixture
+from tests.fleet_server.conftest import Api, enroll, make_server  # noqa: F401 - make_server is a fixture
 from tests.spark.conftest import EDGEFLEET
 from tests.streaming.test_train_online import _champion, _produce, labelled_events
 
@@ -38,6 +38,7 @@ def _server_with_champion(make_server: Any, keypair: dict[str, Any], tmp_path: P
     return server, api
 
 
+@pytest.mark.slow  # 24 s at load 8 (the champion's compile, the CLI's imports): over the default run's 5 s per test
 def test_train_online_cli_short_stream_publishes_nothing_and_says_so(tansu: Any, make_server: Any, keypair: dict[str, Any],
                                                                     tmp_path: Path) -> None:
     server, api = _server_with_champion(make_server, keypair, tmp_path)
@@ -61,10 +62,11 @@ def test_train_online_cli_without_a_token_names_the_option(tansu: Any, make_serv
     assert "--token-file" in r.stderr and "no admin token" in r.stderr, r.stderr[-2000:]
 
 
-@pytest.mark.slow  # ~6,500 events, a compile and an upload: over the default run's 5 s per test
+@pytest.mark.slow  # 7,000 events, two compiles and an upload: ~30 s
 def test_train_online_cli_publishes_a_version_with_online_provenance(tansu: Any, make_server: Any, keypair: dict[str, Any],
                                                                     tmp_path: Path) -> None:
     server, api = _server_with_champion(make_server, keypair, tmp_path)
+    enroll(api, "dev-0")  # a rollout needs a device to reach
     stream = labelled_events(7000, seed=22, drift_at=0)  # the whole stream is past the flip the champion never saw
     _produce(tansu.bootstrap, "labelled", stream)
     r = _cli(server, tansu, keypair, tmp_path, "--reference-events", "500", "--check-every", "500", "--until-idle", "2",
