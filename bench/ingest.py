@@ -14,7 +14,8 @@ model version, entity id and the raw features).
     topics; the server's bridge validates and stores them. Rate = records stored / (first publish
     -> the last record visible in the counters endpoint). Then every message id sent is looked up
     in the telemetry table: 0 lost means each one is stored exactly once.
-(c) the storage limit, per backend, of the same rows (prepared beforehand; JSON text included):
+(c) the storage limit, per backend, of the same rows (prepared beforehand; JSON text included;
+    the best of two runs per shape, alternated):
     SQLite: plain ``sqlite3`` ``executemany`` (WAL, synchronous=NORMAL, 1,000-row commits);
     PostgreSQL: ``COPY`` (psycopg 3, 1,000-row COPY + commit). Measured for the OLD shape (migration
     0001's telemetry table: text id key + indexes on (kind, model, version), entity_id and device_id,
@@ -290,11 +291,14 @@ def backend_run(backend: str, tmp: Path, pub_key: Path, broker: Any, conn: Any, 
         server = None
         url = pg.url if pg is not None else f"sqlite:///{tmp / (backend + '-limit.sqlite')}"
         batches = make_batches("limit", devices, args.messages, args.batch, records)
-        limits = {}
-        for shape, old in (("old", True), ("new", False)):
-            rows, parse_rate = limit_rows(batches, devices, old)
-            limits[shape] = storage_limit(backend, url, rows, old)
-        return {"srv": srv, "limits": limits, "parse_rate": parse_rate}
+        prepared = {shape: limit_rows(batches, devices, shape == "old") for shape in ("old", "new")}
+        limits: dict[str, dict[str, Any]] = {}
+        for _ in range(2):  # old, new, old, new: the best of two for each, a ceiling the machine's noise cannot lower
+            for shape, (rows, _rate) in prepared.items():
+                got = storage_limit(backend, url, rows, shape == "old")
+                if shape not in limits or got["rate"] > limits[shape]["rate"]:
+                    limits[shape] = got
+        return {"srv": srv, "limits": limits, "parse_rate": max(r for _, r in prepared.values())}
     finally:
         if server is not None:
             server.stop()

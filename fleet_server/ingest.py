@@ -13,8 +13,9 @@ processors, ``RETURNING`` rows). The path is now:
    cannot find anything (no ``\\u0000`` or surrogate escape and no number that could overflow
    in the raw bytes, every message of the plain shape ``_plainly_valid`` accepts); otherwise it
    runs as before and names the field.
-2. ``insert_rows``: one driver-level ``executemany`` of plain tuples (SQLite), or ``COPY`` into
-   a temporary staging table and one ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING``
+2. ``insert_rows``: one driver-level ``executemany`` of plain tuples (SQLite), or ``COPY``
+   straight into the table under a savepoint, falling back (on a unique violation) to ``COPY``
+   into a temporary staging table and one ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING``
    (PostgreSQL); the row counts those statements report are the rows they inserted, so two
    requests racing on one id cannot both count it as accepted. The body is stored as compact
    JSON text (no spaces), which every reader (``TelemetryRecord.body``) parses as before.
@@ -222,15 +223,34 @@ def _insert_sqlite(dbapi: Any, rows: list[dict[str, Any]]) -> int:
         cur.close()
 
 
+def _pg_copy(cur: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    with cur.copy(f"COPY {table} ({_COLS}) FROM STDIN") as copy:
+        for r in rows:
+            copy.write_row((r["id"], r["device_id"], r["kind"], r["created"], r["received_at"], r["model"], r["model_version"],
+                            r["entity_id"], r["score"], r["label"], r.get("body_json") or _dumps(r["body"])))
+
+
 def _insert_postgres(dbapi: Any, rows: list[dict[str, Any]]) -> int:
+    """COPY straight into ``telemetry`` under a savepoint: with no id already stored (the common
+    case) that is all, and every row was inserted. A unique violation (a redelivery, or another
+    writer racing on an id, which COPY waits for) rolls back to the savepoint, and the rows go
+    through the staging table and ``ON CONFLICT (id) DO NOTHING``, whose row count is exact."""
+    import psycopg
+
+    rows = sorted(rows, key=lambda r: str(r["id"]))  # id order: concurrent writers take the unique index's locks in one order
     with dbapi.cursor() as cur:
+        cur.execute("SAVEPOINT telemetry_copy")
+        try:
+            _pg_copy(cur, "telemetry", rows)
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT telemetry_copy")
+        else:
+            cur.execute("RELEASE SAVEPOINT telemetry_copy")
+            return len(rows)
         cur.execute(_PG_CREATE_STAGE)
         cur.execute(f"DELETE FROM {_PG_STAGE}")  # empty after each commit (ON COMMIT DELETE ROWS); this covers a second call in one transaction
-        with cur.copy(f"COPY {_PG_STAGE} ({_COLS}) FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row((r["id"], r["device_id"], r["kind"], r["created"], r["received_at"], r["model"], r["model_version"],
-                                r["entity_id"], r["score"], r["label"], r.get("body_json") or _dumps(r["body"])))
-        cur.execute(_PG_INSERT)  # id order: concurrent inserts take the unique index's locks in one order
+        _pg_copy(cur, _PG_STAGE, rows)
+        cur.execute(_PG_INSERT)
         return int(cur.rowcount)
 
 
