@@ -111,7 +111,8 @@ def _run_killed_and_restarted(n: int, batch_files: dict[str, Any], tansu: Any, p
     ckpt = tmp_path / "ckpt"
     log1 = (tmp_path / "run1.log").open("w")
     env = {**os.environ, "HOME": str(tmp_path)}
-    p = subprocess.Popen(_stream_cmd(batch_files, tansu.bootstrap, topic, url, ckpt), cwd=tmp_path, stdout=log1, stderr=subprocess.STDOUT,
+    scores = ("--scores-topic", "churn-scores")
+    p = subprocess.Popen(_stream_cmd(batch_files, tansu.bootstrap, topic, url, ckpt, *scores), cwd=tmp_path, stdout=log1, stderr=subprocess.STDOUT,
                          start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 180
@@ -125,12 +126,53 @@ def _run_killed_and_restarted(n: int, batch_files: dict[str, Any], tansu: Any, p
     written = _count(url, f"SELECT count(*) FROM {table}_history")
     assert 0 < written < len(ref), written  # killed mid-stream
     produce(tansu.bootstrap, topic, events[half:])  # events arrive while the job is down
-    r2 = subprocess.run([*_stream_cmd(batch_files, tansu.bootstrap, topic, url, ckpt), "--until-idle", "6"], cwd=tmp_path,
+    r2 = subprocess.run([*_stream_cmd(batch_files, tansu.bootstrap, topic, url, ckpt, *scores), "--until-idle", "6"], cwd=tmp_path,
                         capture_output=True, text=True, timeout=600, env=env)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "python data source" in r2.stderr  # which source ran is said
     BOOTSTRAP[0] = tansu.bootstrap
     _check_tables(url, table, events, ref, topic)
+    _check_scores_topic(tansu.bootstrap, "churn-scores", url, table)
+
+
+def _read_topic(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[dict[str, Any]]:
+    """Every message of every partition, from offset 0 until idle_s without one (end offsets are not trusted)."""
+    import json
+
+    from confluent_kafka import TopicPartition
+
+    from runtimes.spark.streaming_kafka import _consumer, partitions_of
+
+    c = _consumer(bootstrap)
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in partitions_of(c, topic)])
+        out, last = [], time.monotonic()
+        while time.monotonic() - last < idle_s:
+            msgs = [m for m in c.consume(num_messages=5000, timeout=0.5) if m.error() is None]
+            if msgs:
+                last = time.monotonic()
+            out.extend(json.loads(m.value()) for m in msgs)
+        return out
+    finally:
+        c.close()
+
+
+def _check_scores_topic(bootstrap: str, scores_topic: str, url: str, table: str) -> None:
+    """--scores-topic: each stored score also appears on the topic, with the same probability and model version
+    (at least once: a batch replayed after the SIGKILL produces its scores again, identical)."""
+    hist = {r[0]: r for r in table_rows(url, f"SELECT run_id, entity_id, probability, model_version, bundle_sha256 FROM {table}_history")}
+    published = _read_topic(bootstrap, scores_topic)
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for msg in published:
+        by_event.setdefault(msg["event"], []).append(msg)
+    missing = sorted(set(hist) - set(by_event))
+    assert not missing, f"{len(missing)} stored scores not on {scores_topic}, first {missing[:3]}"
+    assert set(by_event) == set(hist), sorted(set(by_event) - set(hist))[:3]  # nothing published that is not stored
+    for eid, msgs in by_event.items():
+        row = hist[eid]
+        for msg in msgs:
+            assert (msg["entity_id"], msg["model_version"], msg["bundle_sha256"]) == (row[1], row[3], row[4]), (msg, row)
+            assert msg["probability"] == row[2], (msg, row)  # the same float: JSON round-trips a double exactly
 
 
 def test_stream_score_sigkill_restart_no_loss_no_double(batch_files: dict[str, Any], tansu: Any, postgres_url: str, tmp_path: Path) -> None:
