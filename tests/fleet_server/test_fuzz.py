@@ -6,7 +6,9 @@ installed CLI, in a subprocess) generates valid and invalid requests from it, wi
 token and with a device token, and fails on any 5xx, on a response that breaks its declared
 schema, status code or content type, and on an invalid request the server accepted.
 
-The default run fuzzes the device-token operations and a few admin ones (about a minute); the
+The default run fuzzes the device-token operations and a few admin ones, each against its own
+server, both ``st run`` processes at once (each is bounded by its ``--max-time``, and neither keeps a
+core busy alone: together they take the time of the longer one, about 45 s, instead of the sum); the
 full run over every operation with the admin token is marked ``slow``.
 """
 
@@ -23,7 +25,11 @@ from typing import Any, Callable
 import jsonschema
 import pytest
 
+from compiler.bundle import bundle_files
+from edgefleet.bundle_format import canonical_json, pack
+from fleet_server.core import ServerConfig
 from fleet_server.openapi import SPEC
+from fleet_server.serve import FleetServer
 from tests.fleet_server.conftest import Api, enroll
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection"
@@ -64,8 +70,12 @@ def target_pg(make_server: Any, make_bundle: Callable[..., Path], tmp_path: Path
 
 
 def _start(server: Any, make_bundle: Callable[..., Path], tmp_path: Path) -> dict[str, Any]:
+    return _start_with(server, make_bundle(1).read_bytes(), tmp_path)
+
+
+def _start_with(server: Any, archive: bytes, tmp_path: Path) -> dict[str, Any]:
     api = Api(server)
-    assert api("POST", "/api/v1/models", raw=make_bundle(1).read_bytes())[0] == 201
+    assert api("POST", "/api/v1/models", raw=archive)[0] == 201
     dev = enroll(api, "fuzz-dev")
     status = {"capabilities": {"backends": ["onnx"], "formats": ["onnx"]}, "health": "no-model"}
     assert api("POST", "/api/v1/devices/fuzz-dev/status", status, token=dev["token"])[0] == 204
@@ -80,6 +90,13 @@ def _start(server: Any, make_bundle: Callable[..., Path], tmp_path: Path) -> dic
 def run_schemathesis(t: dict[str, Any], token: str, *, name: str, include: list[str], max_examples: int, max_time: int,
                      phases: str = "examples,coverage,fuzzing") -> dict[str, Any]:
     """One bounded ``st run``; returns its figures, and the failures as text."""
+    return finish_schemathesis(start_schemathesis(t, token, name=name, include=include, max_examples=max_examples, max_time=max_time,
+                                                  phases=phases))
+
+
+def start_schemathesis(t: dict[str, Any], token: str, *, name: str, include: list[str], max_examples: int, max_time: int,
+                       phases: str = "examples,coverage,fuzzing") -> dict[str, Any]:
+    """Starts one bounded ``st run`` in the background; :func:`finish_schemathesis` waits for it."""
     cfg = t["tmp"] / f"{name}.toml"
     # the device's own id, the registered model: so requests reach past auth and lookups
     cfg.write_text('[parameters]\n"path.device_id" = "fuzz-dev"\n"path.name" = "churn"\n\n'
@@ -94,12 +111,27 @@ def run_schemathesis(t: dict[str, Any], token: str, *, name: str, include: list[
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fleet_server.st_hooks",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max_time + 240, env=env, cwd=root)
-    figures = _figures(report)
+    out, err = t["tmp"] / f"{name}.stdout", t["tmp"] / f"{name}.stderr"
+    with out.open("w") as fo, err.open("w") as fe:  # files, not pipes: nobody reads them while it runs
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True, env=env, cwd=root)
+    return {"proc": proc, "timeout": max_time + 240, "report": report, "stdout": out, "stderr": err, "out": t["tmp"] / f"{name}.out"}
+
+
+def finish_schemathesis(run: dict[str, Any]) -> dict[str, Any]:
+    """Waits for a started ``st run``; returns its figures, and the failures as text."""
+    proc = run["proc"]
+    try:
+        proc.wait(timeout=run["timeout"])
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    stdout, stderr = run["stdout"].read_text(), run["stderr"].read_text()
+    figures = _figures(run["report"])
     figures["exit"] = proc.returncode
-    (t["tmp"] / f"{name}.out").write_text(proc.stdout + proc.stderr)
-    failures = proc.stdout.find("=== FAILURES ===")
-    figures["output"] = (proc.stdout[failures:failures + 12000] if failures >= 0 else "") + proc.stdout[-3000:] + proc.stderr[-2000:]
+    run["out"].write_text(stdout + stderr)
+    failures = stdout.find("=== FAILURES ===")
+    figures["output"] = (stdout[failures:failures + 12000] if failures >= 0 else "") + stdout[-3000:] + stderr[-2000:]
     return figures
 
 
@@ -124,17 +156,45 @@ def _assert_clean(fig: dict[str, Any]) -> None:
 
 
 DEVICE_OPS = ["--include-path-regex", r"^/api/v1/(devices/\{device_id\}/|artifacts/)"]
+ADMIN_SUBSET = ["--include-path-regex", r"^/api/v1/(enrollment-tokens|devices/enroll|rollouts$|models/\{name\}/(predict|drift)|alerts)"]
 
 
-def test_fuzz_device_token_operations(target: dict[str, Any]) -> None:
-    fig = run_schemathesis(target, target["device_token"], name="device", include=DEVICE_OPS, max_examples=60, max_time=45)
-    _assert_clean(fig)
+@pytest.fixture(scope="module")
+def default_runs(lr_result: Any, keypair: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The two default ``st run``s, started together, each against its own fresh server (as a ``target`` is);
+    each test waits for its own."""
+    manifest = json.loads(canonical_json(lr_result.manifest))  # what make_bundle(1) packs: the compiled model, signed as v1
+    files = bundle_files(manifest, [], keypair["private"])
+    files.update({k: v for k, v in lr_result.files.items() if k.startswith("artifacts/")})
+    archive = pack(files)
+    servers: list[FleetServer] = []
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        for name, include, token, max_examples, max_time in (("device", DEVICE_OPS, "device", 60, 45),
+                                                             ("admin-subset", ADMIN_SUBSET, "admin", 40, 40)):
+            tmp = tmp_path_factory.mktemp(f"fuzz-{name}")
+            cfg = ServerConfig(data_dir=tmp / "fleet", trust_keys=[keypair["public_path"]], embedded_broker=False, port=0,
+                               reconcile_seconds=0.2)
+            servers.append(FleetServer(cfg).start())
+            t = _start_with(servers[-1], archive, tmp)
+            runs[name] = start_schemathesis(t, t["device_token"] if token == "device" else t["api"].token, name=name, include=include,
+                                            max_examples=max_examples, max_time=max_time)
+        yield runs
+    finally:
+        for r in runs.values():
+            if r["proc"].poll() is None:
+                r["proc"].kill()
+                r["proc"].wait()
+        for s in servers:
+            s.stop()
 
 
-def test_fuzz_admin_subset(target: dict[str, Any]) -> None:
-    include = ["--include-path-regex", r"^/api/v1/(enrollment-tokens|devices/enroll|rollouts$|models/\{name\}/(predict|drift)|alerts)"]
-    fig = run_schemathesis(target, target["api"].token, name="admin-subset", include=include, max_examples=40, max_time=40)
-    _assert_clean(fig)
+def test_fuzz_device_token_operations(default_runs: dict[str, dict[str, Any]]) -> None:
+    _assert_clean(finish_schemathesis(default_runs["device"]))
+
+
+def test_fuzz_admin_subset(default_runs: dict[str, dict[str, Any]]) -> None:
+    _assert_clean(finish_schemathesis(default_runs["admin-subset"]))
 
 
 @pytest.mark.slow
