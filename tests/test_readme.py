@@ -121,6 +121,7 @@ def test_readme_commands_run_as_printed_from_a_fresh_directory(tmp_path: Path) -
             sessions.append(proc)
             out, _ = proc.communicate(timeout=600)
             log.append(f"--- README.md:{line} ({kind}, exit {proc.returncode}, {time.monotonic() - t0:.1f}s)\n{out}")
+            print(log[-1].splitlines()[0])
             assert proc.returncode == 0, "\n".join(log[-3:]) + _logs(work)
             assert "Traceback" not in out, log[-1]
         text = "\n".join(log)
