@@ -71,16 +71,7 @@ _SCALARS = (str, int, bool, type(None))
 def _flat_record(v: Any) -> bool:
     """A dict of scalar values, every float finite: ``clean`` has nothing to refuse in it once the text holds no
     ``\\u`` escape (the only way JSON text can carry a NUL or a lone surrogate)."""
-    if type(v) is not dict:
-        return False
-    for x in v.values():
-        t = type(x)
-        if t is float:
-            if not math.isfinite(x):
-                return False
-        elif t not in _SCALARS:
-            return False
-    return True
+    return type(v) is dict and all(plain_scalar(x) for x in v.values())
 
 
 def parse_plain(raw: bytes) -> Any:

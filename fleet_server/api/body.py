@@ -18,13 +18,19 @@ from fleet_server.validation import MAX_DB_INT, check, parse_json, parse_records
 MAX_JSON_BODY_BYTES = 8 * 1024 * 1024  # a JSON body (the 512 MiB request limit is for bundle uploads)
 
 
-def json_body(schema: dict[str, Any], *, optional: bool = False) -> Any:
-    """The parsed, checked body; ``None`` for an empty body when ``optional``."""
+def _raw_body() -> bytes:
+    """The request's bytes, refused past ``MAX_JSON_BODY_BYTES`` (by Content-Length, and by size for chunked bodies)."""
     if (request.content_length or 0) > MAX_JSON_BODY_BYTES:
         raise PayloadTooLarge(f"body: {request.content_length} bytes, at most {MAX_JSON_BODY_BYTES} for a JSON body")
     raw = request.get_data(cache=True)
     if len(raw) > MAX_JSON_BODY_BYTES:  # chunked bodies carry no Content-Length
         raise PayloadTooLarge(f"body: {len(raw)} bytes, at most {MAX_JSON_BODY_BYTES} for a JSON body")
+    return raw
+
+
+def json_body(schema: dict[str, Any], *, optional: bool = False) -> Any:
+    """The parsed, checked body; ``None`` for an empty body when ``optional``."""
+    raw = _raw_body()
     if not raw:  # absent; whitespace alone is not JSON and is refused by parse_json
         if optional:
             return None
@@ -35,11 +41,7 @@ def json_body(schema: dict[str, Any], *, optional: bool = False) -> Any:
 def records_body(schema: dict[str, Any]) -> Any:
     """``json_body(schema)`` for a scoring body (one flat record or a list of them), with a fast path for the
     common shape: same limits, same answers (``validation.parse_records``)."""
-    if (request.content_length or 0) > MAX_JSON_BODY_BYTES:
-        raise PayloadTooLarge(f"body: {request.content_length} bytes, at most {MAX_JSON_BODY_BYTES} for a JSON body")
-    raw = request.get_data(cache=True)
-    if len(raw) > MAX_JSON_BODY_BYTES:
-        raise PayloadTooLarge(f"body: {len(raw)} bytes, at most {MAX_JSON_BODY_BYTES} for a JSON body")
+    raw = _raw_body()
     if not raw:
         raise FleetError("body: expected a JSON body")
     return parse_records(raw, schema)
