@@ -138,7 +138,10 @@ def _encode_numeric(field: Mapping[str, Any], values: Any) -> np.ndarray:
             raise InputError(name, f"row {i}: expected a boolean, got {type(v).__name__} {v!r}")
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
             raise InputError(name, f"row {i}: expected a number, got {type(v).__name__} {v!r}")
-        f = float(v)
+        try:
+            f = float(v)
+        except OverflowError:  # a JSON integer beyond float64's range
+            raise InputError(name, f"row {i}: an integer of {len(str(v))} digits is beyond the range of a number") from None
         if not math.isfinite(f):
             raise InputError(name, f"row {i}: value {v} is not finite")
         out[i] = f
@@ -221,7 +224,8 @@ class RecordEncoder:
                     ]
                 else:
                     lines += [f"    if {bad_type} or {v} != {v} or {v} == _inf or {v} == _ninf:", "        return None"]
-        lines.append("    return _array([[" + ", ".join(f"v{j}" for j in range(len(self.fields))) + "]], _f64)")
+        lines += ["    try:", "        return _array([[" + ", ".join(f"v{j}" for j in range(len(self.fields))) + "]], _f64)",
+                  "    except OverflowError:", "        return None"]  # an int beyond float64: the slow path names it
         exec(compile("\n".join(lines), "<edgefleet.encoding.RecordEncoder>", "exec"), env)  # noqa: S102 - generated from repr() literals only
         self.fast = env["_fast"]  # record -> (1, F) array, or None when the slow path must decide
 

@@ -290,7 +290,10 @@ def _check_value(v: Any, dt: str, where: str, i: int) -> Any:
         raise FleetError(f"{where}: element {i} is {v!r}, not an integer ({dt})")
     if isinstance(v, float) and not math.isfinite(v):
         raise FleetError(f"{where}: element {i} is {v!r}, not a finite number")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond float's range (JSON integers have no size limit)
+        raise FleetError(f"{where}: element {i} is an integer of {len(str(v))} digits, beyond the range of {dt}") from None
 
 
 def _accepts(f: dict[str, Any], dt: str) -> bool:
