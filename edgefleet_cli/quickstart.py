@@ -285,6 +285,8 @@ def _require_free_port(port: int, option: str) -> int:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the real listeners do (Mosquitto, waitress): a connection left in TIME_WAIT is not "in use", a listener is.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:

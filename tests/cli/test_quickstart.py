@@ -37,6 +37,30 @@ def test_quickstart_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "qs" / "fleet-data").exists(), "nothing should start when a port is taken"
 
 
+def test_a_port_left_in_time_wait_counts_as_free() -> None:
+    """A closed connection in TIME_WAIT does not stop a real listener (Mosquitto and waitress set SO_REUSEADDR), so the
+    pre-flight check must not refuse it either; a live listener is still refused."""
+    from edgefleet_cli.quickstart import QuickstartError, _require_free_port
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(QuickstartError, match=f"--port {port}: cannot listen"):
+            _require_free_port(port, "--port")
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server side closes first, so its end of the connection goes to TIME_WAIT
+        time.sleep(0.2)
+        client.close()
+    time.sleep(0.2)
+    local = f"0100007F:{port:04X}"  # /proc/net/tcp: local address 127.0.0.1:port, state 06 = TIME_WAIT
+    states = [line.split()[3] for line in Path("/proc/net/tcp").read_text().splitlines()[1:] if line.split()[1] == local]
+    assert "06" in states, states
+    assert _require_free_port(port, "--port") == port
+
+
 @pytest.mark.slow  # the default run covers `quickstart --once` through tests/test_readme.py; this is the Ctrl-C path
 @pytest.mark.timeout(420)
 def test_quickstart_serves_both_pages_until_ctrl_c(tmp_path: Path) -> None:
