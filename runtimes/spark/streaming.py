@@ -8,11 +8,17 @@ Each event is one Kafka message whose value is a JSON object: the model's input 
 entity column (``customerID``). Along the data:
 
 - **Source.** Spark's ``format("kafka")`` when its JVM connector is on the classpath, else the
-  Python source of :mod:`runtimes.spark.streaming_kafka` (``source`` says which ran).
-- **Scoring.** ``foreachBatch``: the driver picks the model for this micro-batch (see *hot swap*),
-  then ``mapInPandas(StreamScoreTask)``; every Python worker verifies and loads one ``Scorer`` per
-  bundle (``runtimes.spark.worker.scorer_for``, the batch scorer's cache) and writes its rows with
-  the batch scorer's ``DatabaseSink`` (one transaction per Arrow batch).
+  Python source of :mod:`runtimes.spark.streaming_kafka` (``source`` says which ran): on a
+  ``local`` master its driver reader (each message read once, by the probe that plans the batch),
+  on a cluster its partitioned reader (a task per offset range).
+- **Scoring.** ``foreachBatch``: the driver picks the model for this micro-batch (see *hot swap*).
+  With the driver reader the rows are on the driver already: ``toArrow()`` and
+  ``StreamScoreTask.write`` there (no Python worker hop, the fixed cost of a micro-batch);
+  otherwise ``mapInPandas(StreamScoreTask)`` on the workers. Either way one ``Scorer`` per bundle
+  and process, verified and loaded by ``runtimes.spark.worker.scorer_for`` (the batch scorer's
+  cache), and the batch scorer's ``DatabaseSink`` (one transaction per batch).
+- **Timings.** After each micro-batch with input, one line gives its phases from
+  ``StreamingQueryProgress.durationMs`` (latestOffset, walCommit, addBatch, commitOffsets, ...).
 - **Idempotence by (entity, event offset).** A score's ``run_id`` is ``TOPIC/PARTITION/OFFSET``
   (offset zero-padded) and its ``scored_at`` is the event's Kafka timestamp: history is keyed by
   ``(run_id, model, entity_id)`` and inserts ``ON CONFLICT DO NOTHING``; ``latest`` is replaced only
@@ -52,6 +58,7 @@ from runtimes.spark.job import bundle_bytes, start_session
 from runtimes.spark.sinks import DatabaseSink, Output, parse_output
 from runtimes.spark.worker import COUNT_SCHEMA, scorer_for, sink_for
 
+DRIVER_SOURCE = "python data source, read on the driver"
 ROW_KEY_DIGITS = 19  # offsets zero-padded so the run id sorts as the offset does
 
 
@@ -73,13 +80,18 @@ class ModelRef:
     broadcast: Any
 
 
+def _column(frame: Any, name: str) -> list[Any]:
+    """A column as Python values: a pandas frame's (``mapInPandas``) or a plain {name: list} (the driver's Arrow batch)."""
+    col = frame[name]
+    return col if isinstance(col, list) else col.tolist()
+
+
 def score_events(scorer: Scorer, rule: FileRule, frame: Any, topic: str, entity_column: str, ref: ModelRef
                  ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str, str]], list[tuple[str, int, str, float, str | None]]]:
     """(score rows in SCORE_COLUMNS order, reject rows, [(entity, offset, event id, probability, label)]) for one Arrow batch."""
     rejects: list[tuple[str, str, str, str]] = []
     good: list[tuple[str, str, dt.datetime, int, dict[str, Any]]] = []
-    for part, off, ts, key, value in zip(frame["partition"].tolist(), frame["offset"].tolist(), frame["timestamp"].tolist(),
-                                         frame["key"].tolist(), frame["value"].tolist()):
+    for part, off, ts, key, value in zip(*(_column(frame, c) for c in ("partition", "offset", "timestamp", "key", "value"))):
         eid = event_id(topic, int(part), int(off))
         fallback_entity = "" if key is None else str(key)
         try:
@@ -145,15 +157,19 @@ class StreamScoreTask:
     def __call__(self, batches: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
 
-        scorer, rule = scorer_for(self.ref.sha256, self.ref.broadcast, self.pubkey_pem)
-        sink = sink_for(self.output)
         for frame in batches:
-            rows, rejects, scored = score_events(scorer, rule, frame, self.topic, self.entity_column, self.ref)
-            sink.write(rows, rejects)
-            if self.scores_topic and scored:
-                self._publish(scored)
-            yield pd.DataFrame({"rows": [len(rows)], "rejects": [len(rejects)], "pid": [os.getpid()], "peak_rss_kb": [0],
-                                "first_reject": [f"{rejects[0][2]}: {rejects[0][3]}" if rejects else None]})
+            c = self.write(frame)
+            yield pd.DataFrame({k: [v] for k, v in c.items()})
+
+    def write(self, frame: Any) -> dict[str, Any]:
+        """Score one batch (a pandas frame or {column: list}), write it in one transaction, publish; its COUNT_SCHEMA row."""
+        scorer, rule = scorer_for(self.ref.sha256, self.ref.broadcast, self.pubkey_pem)  # verified once per process
+        rows, rejects, scored = score_events(scorer, rule, frame, self.topic, self.entity_column, self.ref)
+        sink_for(self.output).write(rows, rejects)
+        if self.scores_topic and scored:
+            self._publish(scored)
+        return {"rows": len(rows), "rejects": len(rejects), "pid": os.getpid(), "peak_rss_kb": 0,
+                "first_reject": f"{rejects[0][2]}: {rejects[0][3]}" if rejects else None}
 
     def _publish(self, scored: list[tuple[str, int, str, float, str | None]]) -> None:
         from confluent_kafka import Producer
@@ -244,7 +260,7 @@ class StreamResult:
 
 
 def _source_df(spark: Any, cfg: StreamConfig) -> tuple[Any, str]:
-    from runtimes.spark.streaming_kafka import FORMAT, KafkaSource, kafka_jvm_available
+    from runtimes.spark.streaming_kafka import DRIVER_FORMAT, FORMAT, KafkaDriverSource, KafkaSource, kafka_jvm_available
 
     use_jvm = cfg.source == "jvm" or (cfg.source == "auto" and kafka_jvm_available(spark))
     if cfg.source == "jvm" and not kafka_jvm_available(spark):
@@ -257,11 +273,29 @@ def _source_df(spark: Any, cfg: StreamConfig) -> tuple[Any, str]:
         df = r.load().selectExpr("partition", "offset", "CAST(unix_millis(timestamp) AS LONG) AS timestamp",
                                  "CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value")
         return df, "format(kafka) (Spark's JVM connector)"
-    spark.dataSource.register(KafkaSource)
-    r = spark.readStream.format(FORMAT).option("bootstrap", cfg.bootstrap).option("topic", cfg.topic)
+    driver = cfg.master.startswith("local")  # on one machine the driver reads as fast as a task, once instead of twice
+    spark.dataSource.register(KafkaDriverSource if driver else KafkaSource)
+    r = spark.readStream.format(DRIVER_FORMAT if driver else FORMAT).option("bootstrap", cfg.bootstrap).option("topic", cfg.topic)
     if cfg.max_offsets_per_trigger:
         r = r.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
-    return r.load(), "python data source (runtimes.spark.streaming_kafka over confluent-kafka)"
+    if driver:
+        return r.load(), f"{DRIVER_SOURCE} (runtimes.spark.streaming_kafka over confluent-kafka; read once, scored on the driver)"
+    return r.load(), "python data source, partitioned (runtimes.spark.streaming_kafka over confluent-kafka; a task per offset range)"
+
+
+PHASES = ("latestOffset", "walCommit", "getBatch", "queryPlanning", "addBatch", "commitOffsets")
+
+
+def _print_phases(query: Any, timed: list[int], stream: TextIO) -> None:
+    """One line per finished micro-batch that had input: where its time went (StreamingQueryProgress.durationMs, ms)."""
+    for prog in query.recentProgress:
+        if prog.batchId <= timed[0]:
+            continue
+        timed[0] = prog.batchId
+        if prog.numInputRows:
+            d = prog.durationMs
+            print(f"stream-score: batch {prog.batchId} timings: {d.get('triggerExecution', 0)} ms in all ("
+                  + ", ".join(f"{k} {d[k]}" for k in PHASES if k in d) + ")", file=stream, flush=True)
 
 
 def run_stream(cfg: StreamConfig, stream: TextIO = sys.stderr, session: Any = None, stop: threading.Event | None = None) -> StreamResult:
@@ -286,6 +320,7 @@ def run_stream(cfg: StreamConfig, stream: TextIO = sys.stderr, session: Any = No
     last_event = [time.monotonic()]
     try:
         df, res.source = _source_df(spark, cfg)
+        driver_read = res.source.startswith(DRIVER_SOURCE)
         print(f"stream-score: source {res.source}; topic {cfg.topic} at {cfg.bootstrap}; output {out.describe()}; "
               f"checkpoint {cfg.checkpoint}", file=stream, flush=True)
 
@@ -298,7 +333,11 @@ def run_stream(cfg: StreamConfig, stream: TextIO = sys.stderr, session: Any = No
                 raise InputError("--device-credential", "no model assigned yet; the batch is left for the next run")
             t = time.perf_counter()
             task = StreamScoreTask(ref, pem, cfg.topic, cfg.entity_column, out, cfg.bootstrap, cfg.scores_topic)
-            counts = batch_df.mapInPandas(task, COUNT_SCHEMA).collect()
+            if driver_read:  # the rows came through the driver already: score them here, no Python worker hop
+                tbl = batch_df.toArrow()
+                counts = [task.write({c: tbl.column(c).to_pylist() for c in tbl.column_names})] if tbl.num_rows else []
+            else:
+                counts = [r.asDict() for r in batch_df.mapInPandas(task, COUNT_SCHEMA).collect()]
             rows = sum(int(r["rows"]) for r in counts)
             rej = sum(int(r["rejects"]) for r in counts)
             res.batches += 1
@@ -315,9 +354,11 @@ def run_stream(cfg: StreamConfig, stream: TextIO = sys.stderr, session: Any = No
                  .trigger(processingTime=cfg.trigger).start())
         res.startup_seconds = time.perf_counter() - t0
         last_event[0] = time.monotonic()
+        timed = [-1]
         while not stop.is_set():
             if query.awaitTermination(0.5):
                 break
+            _print_phases(query, timed, stream)
             if cfg.until_idle is not None and time.monotonic() - last_event[0] > cfg.until_idle and not query.status["isDataAvailable"]:
                 break
         query.stop()

@@ -35,10 +35,11 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator
 
-from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition, SimpleDataSourceStreamReader
 
 SCHEMA = "partition int, offset long, timestamp long, key string, value string"
 FORMAT = "edgefleet_kafka"
+DRIVER_FORMAT = "edgefleet_kafka_driver"
 PROBE_CAP = 50_000  # offsets per partition per micro-batch when no maxOffsetsPerTrigger is set
 PROBE_WAIT_S = 0.2  # with nothing new in the probe consumer's queue, it waits this long for a fetch before "no new data"
 PROBE_BUDGET_S = 0.3  # at most this long per micro-batch: a live stream never gives an empty poll, so the probe must stop
@@ -207,7 +208,83 @@ def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int,
         c.close()
 
 
+class KafkaDriverReader(SimpleDataSourceStreamReader):
+    """The micro-batch is read once, by the probe itself, in Spark's source process on the driver: no second read by a task.
+
+    ``read(start)`` drains the consumer that stays assigned across micro-batches (as :meth:`KafkaStreamReader._probe`,
+    same budget and cap) and returns those messages with the end one past the last offset it returned; Spark writes that
+    end to its offset log before the batch runs, and ships the rows to the JVM with the plan. A restart replays an
+    uncommitted batch through ``readBetweenOffsets`` (:func:`read_range`, exactly that range per partition). Spark gives a
+    simple reader no read limit, so ``maxOffsetsPerTrigger`` is applied here; messages fetched past the cap wait for the
+    next batch.
+    """
+
+    def __init__(self, options: dict[str, str]) -> None:
+        self._ranges = KafkaStreamReader(options)  # watermarks, the low mark of a new partition, the options
+        self._pos: dict[int, int] = {}  # partition -> the end last returned: where the next batch starts
+        self._ahead: dict[int, list[tuple[Any, ...]]] = {}  # fetched past the cap, for the next batch
+
+    def initialOffset(self) -> dict[str, int]:
+        return self._ranges.initialOffset()
+
+    def read(self, start: dict[str, int]) -> tuple[Iterator[tuple[Any, ...]], dict[str, int]]:
+        from confluent_kafka import TopicPartition
+
+        r = self._ranges
+        c = r._c()
+        parts = partitions_of(c, r.topic)
+        first = {p: int(start[str(p)]) if str(p) in start else r._low(p) for p in parts}
+        if first != self._pos:  # the first batch, a new partition, or a start other than our last end: seek
+            c.assign([TopicPartition(r.topic, p, o) for p, o in sorted(first.items())])
+            self._pos, self._ahead = dict(first), {p: [] for p in first}
+        cap = max(1, r.max_per_trigger // max(1, len(parts)) if r.max_per_trigger else PROBE_CAP)
+        got = {p: self._ahead.get(p, []) for p in first}  # messages at or past each partition's start, in offset order
+        deadline = time.monotonic() + PROBE_BUDGET_S
+        got_any = any(got.values())
+        while any(len(got[p]) < cap for p in first):
+            # drain the local queue without waiting (a batch consume waits its whole timeout to fill up); when nothing new
+            # has arrived at all, wait briefly for one message
+            msgs = c.consume(num_messages=10_000, timeout=0)
+            if not msgs and not got_any:
+                msgs = c.consume(num_messages=1, timeout=max(0.0, min(PROBE_WAIT_S, deadline - time.monotonic())))
+            fresh = [m for m in msgs if m.error() is None]
+            for m in fresh:
+                p, off = int(m.partition()), int(m.offset())
+                box = got.get(p)
+                if box is None or off <= (box[-1][1] if box else first[p] - 1):
+                    continue  # not ours, or a re-delivery after a seek
+                key, val = m.key(), m.value()
+                box.append((p, off, int(m.timestamp()[1]), None if key is None else key.decode("utf-8", "replace"),
+                            None if val is None else val.decode("utf-8", "replace")))
+            if not fresh or time.monotonic() >= deadline:
+                break
+            got_any = True
+        taken = {p: box[:cap] for p, box in got.items()}
+        self._ahead = {p: box[cap:] for p, box in got.items()}
+        end = dict(start)
+        for p, s in first.items():
+            end[str(p)] = taken[p][-1][1] + 1 if taken[p] else s
+        end = dict(sorted(end.items(), key=lambda kv: int(kv[0])))  # Spark finds the cached rows by this dict's JSON
+        self._pos = {p: int(end[str(p)]) for p in first}
+        return iter([row for p in sorted(taken) for row in taken[p]]), end
+
+    def readBetweenOffsets(self, start: dict[str, int], end: dict[str, int]) -> Iterator[tuple[Any, ...]]:
+        r = self._ranges
+        for p, e in sorted(end.items(), key=lambda kv: int(kv[0])):
+            s = int(start[p]) if p in start else r._low(int(p))  # a partition new in this batch started at its low mark
+            if int(e) > s:
+                yield from read_range(r.bootstrap, r.topic, int(p), s, int(e), r.read_timeout_s)
+
+    def commit(self, end: dict[str, int]) -> None:
+        pass  # the offsets are Spark's checkpoint; nothing is committed to Kafka
+
+    def stop(self) -> None:
+        self._ranges.stop()
+
+
 class KafkaSource(DataSource):
+    """Partitioned: the driver plans offset ranges and each task reads its own (throughput on a cluster)."""
+
     @classmethod
     def name(cls) -> str:
         return FORMAT
@@ -220,6 +297,23 @@ class KafkaSource(DataSource):
             if not self.options.get(opt):
                 raise ValueError(f"option {opt!r} is required")
         return KafkaStreamReader(dict(self.options))
+
+
+class KafkaDriverSource(DataSource):
+    """Read on the driver (:class:`KafkaDriverReader`): one read per message, the rows travel with the plan (local masters)."""
+
+    @classmethod
+    def name(cls) -> str:
+        return DRIVER_FORMAT
+
+    def schema(self) -> str:
+        return SCHEMA
+
+    def simpleStreamReader(self, schema: Any) -> KafkaDriverReader:
+        for opt in ("bootstrap", "topic"):
+            if not self.options.get(opt):
+                raise ValueError(f"option {opt!r} is required")
+        return KafkaDriverReader(dict(self.options))
 
 
 def kafka_jvm_available(spark: Any) -> bool:
