@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edgefleet.protocol import SERVER_USERNAME
+from fleet_server.api.predict import PredictFastPath
 from fleet_server.app import create_app
 from fleet_server.core import ConfigError, Fleet, ServerConfig
 from fleet_server.failures import LoggedError
@@ -114,6 +115,7 @@ class FleetServer:
         self.ingest: Any = None  # the embedded broker's store-then-ack queue (None with --mqtt)
         self.bridge: Any = None
         self.http: Any = None
+        self.wsgi: Any = None  # what waitress serves: the app behind the predict fast path
         self.reconciler = Reconciler(self.fleet, config.reconcile_seconds)
         self.monitor = Monitor(self.fleet, config.monitor_seconds)
         self.dynsec: Any = None
@@ -188,10 +190,12 @@ class FleetServer:
         app = create_app(self.fleet)  # before the reconciler: it registers the Fleet's rollout gates
         app.extensions["edgefleet.reconciler"] = self.reconciler  # the rollout POST hands its fan-out to it
         self._register_readiness()
+        # POST .../predict's happy path skips Flask; everything else, errors included, is the app's (fleet_server/api/predict.py)
+        self.wsgi = PredictFastPath(app)
         self.reconciler.start()
         self.monitor.start()
         try:
-            self.http = create_server(app, host=self.cfg.host, port=self.cfg.port, threads=HTTP_THREADS, channel_timeout=60, connection_limit=2000)
+            self.http = create_server(self.wsgi, host=self.cfg.host, port=self.cfg.port, threads=HTTP_THREADS, channel_timeout=60, connection_limit=2000)
         except (socket.gaierror, ValueError) as exc:  # waitress: ValueError "Invalid host/port specified."
             raise ConfigError("host", self.cfg.host, _reason(exc)) from exc
         except (OSError, OverflowError) as exc:
