@@ -46,8 +46,9 @@ from typing import Any
 
 from _fleet import counters, enroll_many, features, start_server
 
+from fleet_server.mqtt.mosquitto import MAX_INFLIGHT_MESSAGES as INFLIGHT  # the server's receive window on Mosquitto
+
 TARGET_RATIO = 0.5
-INFLIGHT = 1000  # the server's receive window on Mosquitto (fleet_server/mqtt/mosquitto.py writes the same)
 TARGET_STORAGE = 0.70  # issue 13: stored records/s >= 70 % of the storage engine's own limit on the same rows and schema
 
 

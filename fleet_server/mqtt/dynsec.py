@@ -53,7 +53,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edgefleet.fsutil import atomic_write
 from edgefleet.protocol import SERVER_USERNAME, TOPIC_ROOT, device_topic
 from fleet_server.mqtt.broker import DEVICE_CLIENT_PREFIX, MAX_PACKET_BYTES, BrokerError, validate_device_id
-from fleet_server.mqtt.mosquitto import launch_mosquitto, loopback_port, stop_process
+from fleet_server.mqtt.mosquitto import MAX_INFLIGHT_MESSAGES, launch_mosquitto, loopback_port, stop_process
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
@@ -473,7 +473,8 @@ class DynsecBroker:
             "per_listener_settings false\n"
             f"listener {self.port} {self.host}\nallow_anonymous false\n"
             f"plugin {self.plugin or dynsec_plugin_path()}\nplugin_opt_config_file {self.config_file}\n"
-            f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\nmax_packet_size {MAX_PACKET_BYTES}\n{self.extra_conf}"
+            f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\nmax_packet_size {MAX_PACKET_BYTES}\n"
+            f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}\n{self.extra_conf}"
         )
 
     def start(self, timeout: float = 10.0) -> DynsecBroker:

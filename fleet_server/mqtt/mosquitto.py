@@ -31,6 +31,11 @@ from edgefleet.protocol import SERVER_USERNAME, TOPIC_ROOT, device_topic
 from fleet_server.mqtt.broker import MAX_PACKET_BYTES, BrokerAccess, BrokerError, validate_device_id
 
 MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd's default; tokens are 256-bit random, stretching adds nothing
+# QoS 1 messages Mosquitto sends a client before it waits for PUBACKs (its default is 20). The
+# server's bridge acknowledges a telemetry batch only after the commit that stored it, so with 20
+# a commit group could never hold more than 20 batches and the ingest worker waited on the round
+# trip instead of storing (bench/ingest.py). Devices receive few messages, so the bound costs them nothing.
+MAX_INFLIGHT_MESSAGES = 1000
 
 
 def mosquitto_hash(password: str, salt: bytes | None = None, iterations: int = MOSQUITTO_ITERATIONS) -> str:
@@ -168,7 +173,8 @@ class MosquittoBroker:
         self.conf.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous false\n"
             f"password_file {self.files.password_file}\nacl_file {self.files.acl_file}\n"
-            f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\nmax_packet_size {MAX_PACKET_BYTES}\nuse_username_as_clientid true\n{self.extra_conf}"
+            f"{user}persistence false\nlog_dest stderr\nmax_queued_messages 100000\nmax_packet_size {MAX_PACKET_BYTES}\n"
+            f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}\nuse_username_as_clientid true\n{self.extra_conf}"
         )
         self.proc = launch_mosquitto(self.conf, self.log, self.host, self.port, timeout)
         return self
