@@ -261,12 +261,13 @@ def run(scenario: str = "drift", *, devices: int = 6, rate: float = 80.0, window
                         note(f"rollout {ro['id']} v{ro['version']}: {ro['state']} step {ro['step_index'] + 1}/{len(ro['steps'])} "
                              f"({ro['steps'][ro['step_index']]:g}%), counts {ro['counts']}" + (f"\n      reason: {ro['reason']}" if ro.get("reason") else ""))
                         if ro["state"] in ("halted", "completed") and done_at is None:
-                            done_at = t + (3 * window if ro["state"] == "completed" else window)
+                            done_at = t
                             result["rollout"] = ro
             if scenario == "control" and t >= drift_at + 8 * window:
                 note("control run: 8 windows after the would-be price increase")
                 break
-            if done_at is not None and t >= done_at:
+            if done_at is not None and _settled(result["rollout"]["state"], t - done_at, agents, window):
+                note(f"settled: device versions {sorted({a.scorer.version if a.scorer else None for a, _ in agents}, key=str)}")
                 break
             time.sleep(max(0.0, tick - (time.time() - t)))
 
@@ -307,6 +308,19 @@ def run(scenario: str = "drift", *, devices: int = 6, rate: float = 80.0, window
             broker.stop()
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+OBSERVE_HALTED = 2.0  # seconds a halted rollout is watched for a device leaving v1 (8 reconcile passes, 4 assignment polls)
+
+
+def _settled(state: str, since: float, agents: list[Any], window: float) -> bool:
+    """How long the run goes on once the rollout of v2 has settled: a completed one three windows more (v2's
+    scores of drifted customers get their labels for its realized AUROC), a halted one until every device is
+    back on v1 and the halt is ``OBSERVE_HALTED`` old (at most a window, the old fixed wait)."""
+    if state == "completed":
+        return since >= 3 * window
+    back = all(a.scorer is not None and a.scorer.version == 1 for a, _ in agents)
+    return (back and since >= OBSERVE_HALTED) or since >= window
 
 
 def _wait(cond: Callable[[], Any], timeout: float, what: str) -> None:
