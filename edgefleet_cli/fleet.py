@@ -148,6 +148,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
             _print_rollout(r)
         return 0
     if args.action == "status":
+        shown: Any = None
         while True:
             if args.id:
                 rs = [call(args, "GET", f"/api/v1/rollouts/{args.id}")]
@@ -155,12 +156,14 @@ def cmd_rollout(args: argparse.Namespace) -> int:
             else:
                 doc = call(args, "GET", "/api/v1/rollouts")
                 rs = doc["rollouts"]
-            if not _emit(args, doc):
-                for r in rs:
-                    _print_rollout(r)
+            if doc != shown:  # --watch polls every 0.5 s and prints only what changed
+                shown = doc
+                if not _emit(args, doc):
+                    for r in rs:
+                        _print_rollout(r)
             if not args.watch or all(r["state"] not in ("running", "paused") for r in rs):
                 return 0
-            time.sleep(2)
+            time.sleep(0.5)
     if args.action == "approve":
         body = {"by": args.by} if args.by else {}
         out = call(args, "POST", f"/api/v1/models/{_seg(args.model)}/versions/{args.version}/approve", body)
