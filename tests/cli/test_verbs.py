@@ -166,7 +166,7 @@ def test_outcomes_upload_joins_predictions(server_in_cwd: RunningServer, make_bu
     up = srv.cli("outcomes", "upload", "labels.csv", "--model", "churn", "--entity-column", "customerID", "--label-column", "Churn")
     assert up.returncode == 0, up.stderr
     assert up.stdout.strip() == "uploaded 3 outcomes from " + str(srv.cwd / "labels.csv") + ": 3 stored, 0 already there (source labels-upload)"
-    time.sleep(1.1)  # a later second: the default observed_at differs, the message ids must not
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)  # into the next whole second: the default observed_at differs, the message ids must not
     again = json.loads(srv.cli("outcomes", "upload", "labels.csv", "--entity-column", "customerID", "--label-column", "Churn",
                                "--model", "churn", "--json").stdout)
     assert again["accepted"] == 0 and again["duplicates"] == 3, again  # idempotent: same content, same ids
