@@ -215,7 +215,25 @@ def baseline(conn: Any, broker: Any, ids: list[str], timeout: float = 20) -> lis
     return [t_recv - t_sent for t_recv, t_sent in got]
 
 
-def run_rollout(server: Any, conn: Any, version: int, steps: list[float], n: int, timeout: float) -> dict[str, Any]:
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User+system CPU seconds each process has used so far (/proc/<pid>/stat), by label."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for label, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            out[label] = math.nan
+            continue
+        out[label] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
+    return out
+
+
+def run_rollout(server: Any, conn: Any, version: int, steps: list[float], n: int, timeout: float,
+                pids: dict[str, int] | None = None) -> dict[str, Any]:
+    cpu0 = cpu_seconds(pids or {})
     t0 = time.time()
     code, r = api(server, "POST", "/api/v1/rollouts", {"model": "churn", "version": version, "steps": steps})
     if code != 201:
@@ -228,6 +246,7 @@ def run_rollout(server: Any, conn: Any, version: int, steps: list[float], n: int
         state = api(server, "GET", f"/api/v1/rollouts/{r['id']}")[1]
     if state["state"] == "running":  # not converged in time: reported as it stands, then aborted so the next run can start
         api(server, "POST", f"/api/v1/rollouts/{r['id']}/abort")
+    wall, cpu1 = time.time() - t0, cpu_seconds(pids or {})
     code, devs = api(server, "GET", "/api/v1/devices")
     conv = [_ts(d["last_seen"]) - t0 for d in devs["devices"] if d["active_version"] == version and d["last_seen"]]
     rep = _report(conn)
@@ -238,7 +257,8 @@ def run_rollout(server: Any, conn: Any, version: int, steps: list[float], n: int
     return {"version": version, "steps": steps, "state": state["state"], "counts": state["counts"], "n": n,
             "conv": conv, "post_s": t_post, "done_s": done_at, "steps_at": steps_at,
             "recv": [e["recv"] - t0 for e in ev], "fetched": [e["fetched"] - t0 for e in ev], "acked": [e["acked"] - t0 for e in ev],
-            "errors": rep["errors"], "dead": rep["dead"], "reason": state.get("reason")}
+            "errors": rep["errors"], "dead": rep["dead"], "reason": state.get("reason"),
+            "wall": wall, "cpu": {k: cpu1[k] - cpu0[k] for k in cpu0}}
 
 
 def main() -> None:
@@ -307,12 +327,15 @@ def main() -> None:
         print(f"baseline raw publish -> device receipt ({len(base)}/{n} QoS1 msgs, one paho client, burst): "
               f"p50 {pct(base, 50) * 1e3:.0f} ms  p95 {pct(base, 95) * 1e3:.0f} ms  max {max(base) * 1e3:.0f} ms")
 
-        runs = [("v0->v1 [100] (first install)", run_rollout(server, conn, 1, [100], n, args.timeout))]
+        import os
+
+        pids = {"server+bench": os.getpid(), "simulator": proc.pid, "mosquitto": broker.proc.pid}
+        runs = [("v0->v1 [100] (first install)", run_rollout(server, conn, 1, [100], n, args.timeout, pids))]
         if not args.first_only:
-            runs.append(("v1->v2 [100]", run_rollout(server, conn, 2, [100], n, args.timeout)))
+            runs.append(("v1->v2 [100]", run_rollout(server, conn, 2, [100], n, args.timeout, pids)))
         left = args.budget - (time.perf_counter() - t_start)
         if not args.no_staged and left > args.budget / 3:
-            runs.append(("v2->v3 [10,50,100]", run_rollout(server, conn, 3, [10, 50, 100], n, args.timeout)))
+            runs.append(("v2->v3 [10,50,100]", run_rollout(server, conn, 3, [10, 50, 100], n, args.timeout, pids)))
         elif not args.no_staged:
             print(f"(staged 10/50/100 run skipped: {left:.0f}s of the {args.budget:.0f}s budget left)")
 
@@ -331,6 +354,12 @@ def main() -> None:
         for label, r in runs:
             cell = lambda xs: f"{pct(xs, 50):5.2f} /{pct(xs, 95):5.2f}"  # noqa: E731
             print(f"{label:30} {cell(r['recv']):>14} {cell(r['fetched']):>12} {cell(r['acked']):>13} {cell(r['conv']):>14}")
+        print("\nCPU seconds used from POST to converged (2 cores shared; the server runs in the bench's process, "
+              "whose polling adds a little):")
+        print(f"{'rollout':30} {'wall s':>7} " + " ".join(f"{k:>13}" for k in pids) + f" {'sum/wall':>9}")
+        for label, r in runs:
+            tot = sum(r["cpu"].values())
+            print(f"{label:30} {r['wall']:7.2f} " + " ".join(f"{r['cpu'][k]:13.2f}" for k in pids) + f" {tot / r['wall']:8.2f}x")
         for label, r in runs:
             if len(r["steps"]) > 1:
                 print(f"{label}: steps started at " + ", ".join(f"{s:.2f}s" for s in r["steps_at"]) + f"; completed at {r['done_s']:.2f}s")

@@ -177,11 +177,22 @@ class Counter(Base):
 def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    # Pool sizes: the server's threads (serve.HTTP_THREADS = 32 waitress threads, the reconciler,
+    # the ingest worker, the monitor) each hold one connection while they query. A connection
+    # beyond ``pool_size`` is closed when returned, so with SQLAlchemy's SQLite default (5 + 10)
+    # a rollout's 1,000 artifact GETs opened and closed a SQLite connection (and ran its PRAGMAs)
+    # for most requests, and at most 15 could query at once. Kept connections cost a file handle
+    # each on SQLite; on PostgreSQL, 40 at most per server process (its default max_connections is 100).
     kw: dict[str, Any] = {"future": True}
     if url.startswith("sqlite"):
         kw["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        from sqlalchemy.engine import make_url
+
+        db = make_url(url).database or ""
+        if db and db != ":memory:" and "mode=memory" not in url:  # a file: QueuePool (memory uses one connection per thread)
+            kw.update(pool_size=40, max_overflow=24)
     else:
-        kw.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        kw.update(pool_size=16, max_overflow=24, pool_pre_ping=True)
     engine = create_engine(url, **kw)
     if url.startswith("sqlite"):
         @event.listens_for(engine, "connect")
