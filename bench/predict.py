@@ -7,6 +7,9 @@ one each time, on a keep-alive connection. Routes, in one run at each concurrenc
 - predict: POST /api/v1/models/churn/predict with the record as JSON;
 - v2 infer: POST /v2/models/churn/infer, the same record as an Open Inference Protocol request;
 - constant: GET /v2/health/live on the same server (no auth, no scoring: the HTTP stack's ceiling);
+- bare waitress, for information: a second waitress in the bench process answering a constant from a
+  plain WSGI function. predict's happy path skips Flask (fleet_server.api.predict.PredictFastPath)
+  while the constant route goes through it, so predict can pass the constant route; this is the floor;
 - MLServer 1.7.1 serving the same model, in its own virtualenv this bench creates once under
   ~/.cache/edgefleet-bench/mlserver-venv (pip; skipped with a message if that fails, or with
   --no-mlserver): its mlserver_sklearn runtime on the pickled pipeline, and a custom runtime
@@ -312,7 +315,7 @@ def main() -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is N" once clients > threads
 
     tmp = Path(tempfile.mkdtemp(prefix="edgefleet-predict-"))
-    server = mlserver = None
+    server = mlserver = bare = None
     try:
         from fleet_server.batching import MicroBatcher
         from fleet_server.serve import HTTP_THREADS
@@ -380,8 +383,24 @@ def main() -> None:
             "v2 infer": (server.port, [http_request("POST", "/v2/models/churn/infer", server.port,
                                                     json.dumps(v2_body(r, fields)).encode(), token) for r in records]),
         }
+        # For information: the same waitress, no Flask, a constant answer. predict's happy path skips Flask
+        # (fleet_server.api.predict.PredictFastPath) while the constant route goes through it, so this is the floor.
+        from waitress.server import create_server
+
+        bare_body = b'{"live":true}\n'
+
+        def bare_app(environ: Any, start_response: Any) -> list[bytes]:
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(bare_body)))])
+            return [bare_body]
+
+        bare = create_server(bare_app, host="127.0.0.1", port=0, threads=HTTP_THREADS)
+        threading.Thread(target=bare.run, name="bare-waitress", daemon=True).start()
+        bare_port = int(bare.effective_port)
+        routes["bare waitress"] = (bare_port, [http_request("GET", "/", bare_port, None, None)])
         print("routes: predict = POST one JSON record; v2 infer = the same record as an Open Inference Protocol request (one input "
-              "per field); constant = GET /v2/health/live on the same server (no auth, no scoring: the HTTP stack's ceiling)")
+              "per field); constant = GET /v2/health/live on the same server (no auth, no scoring: the HTTP stack's ceiling); "
+              "bare waitress = a second waitress in this process answering a constant from a 3-line WSGI function (no Flask; "
+              "predict's happy path skips Flask too, the constant route does not)")
 
         mls_note = "SKIPPED (--no-mlserver)"
         if not args.no_mlserver:
@@ -421,7 +440,7 @@ def main() -> None:
             for c in levels:
                 for route, (port, reqs) in routes.items():
                     results[(route, c)] = pool.apply(load, (port, reqs, c, args.seconds, args.warmup))
-        for route in ("predict", "v2 infer", "constant", *[r for r in routes if r.startswith("mls")]):
+        for route in ("predict", "v2 infer", "constant", "bare waitress", *[r for r in routes if r.startswith("mls")]):
             first = None
             for c in levels:
                 r = results[(route, c)]
@@ -446,6 +465,10 @@ def main() -> None:
             print(f"target {route} at {top} clients: {rate:.0f} req/s = {rate / const_rate:.0%} of the constant route "
                   f"(>= {TARGET_CEILING:.0%}): {verdict(rate >= TARGET_CEILING * const_rate and r['n_errors'] == 0)}; "
                   f"p95 {p95:.1f} ms (< {TARGET_P95_MS:.0f} ms): {verdict(p95 < TARGET_P95_MS)}")
+        bare_rate = results[("bare waitress", top)]["n"] / results[("bare waitress", top)]["seconds"]
+        predict_rate = results[("predict", top)]["n"] / results[("predict", top)]["seconds"]
+        print(f"for information: predict at {top} clients = {predict_rate / bare_rate:.0%} of a bare waitress constant answer "
+              f"({bare_rate:.0f} req/s, no Flask), the constant route {const_rate / bare_rate:.0%} of it")
         if ("mls edgefleet", top) in results:
             ours = results[("predict", top)]["n"] / results[("predict", top)]["seconds"]
             for peer in ("mls edgefleet", "mls sklearn"):
@@ -461,6 +484,8 @@ def main() -> None:
     finally:
         if mlserver is not None:
             stop_process(mlserver)
+        if bare is not None:
+            bare.close()
         if server is not None:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
