@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edgefleet.protocol import SERVER_USERNAME
-from fleet_server.api.predict import PredictFastPath
+from fleet_server.api.fastpath import FastPath
 from fleet_server.app import create_app
 from fleet_server.core import ConfigError, Fleet, ServerConfig
 from fleet_server.failures import LoggedError
@@ -190,8 +190,8 @@ class FleetServer:
         app = create_app(self.fleet)  # before the reconciler: it registers the Fleet's rollout gates
         app.extensions["edgefleet.reconciler"] = self.reconciler  # the rollout POST hands its fan-out to it
         self._register_readiness()
-        # POST .../predict's happy path skips Flask; everything else, errors included, is the app's (fleet_server/api/predict.py)
-        self.wsgi = PredictFastPath(app)
+        # POST .../predict's happy path skips Flask; everything else, errors included, is the app's (fleet_server/api/fastpath.py)
+        self.wsgi = FastPath(app)
         self.reconciler.start()
         self.monitor.start()
         try:
@@ -249,6 +249,12 @@ class FleetServer:
             self._stopping = True
             self.http.close()
             self.http.task_dispatcher.shutdown(timeout=5)
+            # waitress's loop (so _http_thread) runs while any connection is open: an idle keep-alive client (a browser)
+            # held every stop to the join's 5 s. Connections with no request left close once their output is flushed,
+            # as waitress's own idle-channel maintenance has them do; the loop sees it within its 1 s select timeout.
+            for channel in list(self.http.active_channels.values()):
+                if not channel.requests:
+                    channel.close_when_flushed = True
             if getattr(self, "_http_thread", None) is not None:
                 self._http_thread.join(timeout=5)
         if self.bridge is not None:
