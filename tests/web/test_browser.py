@@ -160,4 +160,5 @@ def test_demo_screenshot_is_saved(session: dict[str, Any]) -> None:
     if os.environ.get("EDGEFLEET_UPDATE_DOCS"):  # refresh the README's picture on request only
         shutil.copyfile(png, ROOT / "docs" / "demo.png")
     took = ", ".join(f"{k} {session[k]['seconds']:.1f}s" for k in ("parity", "tamper", "offline") if k in session)
-    print(f"demo screenshot: {png}; browser session {session['seconds']:.1f}s ({took})")
+    print(f"demo screenshot: {png}; browser session {session['seconds']:.1f}s ({took}); offline steps (ms since its start) "
+          f"{session.get('offline', {}).get('steps_ms')}")
