@@ -208,6 +208,15 @@ def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int,
         c.close()
 
 
+def arrow_batch(rows: list[tuple[Any, ...]]) -> Any:
+    """Rows in SCHEMA order as one Arrow RecordBatch: Spark takes it as is (no per-row conversion in Python)."""
+    import pyarrow as pa
+
+    cols = list(zip(*rows))
+    types = (pa.int32(), pa.int64(), pa.int64(), pa.string(), pa.string())
+    return pa.record_batch([pa.array(c, t) for c, t in zip(cols, types)], names=["partition", "offset", "timestamp", "key", "value"])
+
+
 class KafkaDriverReader(SimpleDataSourceStreamReader):
     """The micro-batch is read once, by the probe itself, in Spark's source process on the driver: no second read by a task.
 
@@ -227,7 +236,7 @@ class KafkaDriverReader(SimpleDataSourceStreamReader):
     def initialOffset(self) -> dict[str, int]:
         return self._ranges.initialOffset()
 
-    def read(self, start: dict[str, int]) -> tuple[Iterator[tuple[Any, ...]], dict[str, int]]:
+    def read(self, start: dict[str, int]) -> tuple[Iterator[Any], dict[str, int]]:
         from confluent_kafka import TopicPartition
 
         r = self._ranges
@@ -266,7 +275,8 @@ class KafkaDriverReader(SimpleDataSourceStreamReader):
             end[str(p)] = taken[p][-1][1] + 1 if taken[p] else s
         end = dict(sorted(end.items(), key=lambda kv: int(kv[0])))  # Spark finds the cached rows by this dict's JSON
         self._pos = {p: int(end[str(p)]) for p in first}
-        return iter([row for p in sorted(taken) for row in taken[p]]), end
+        rows = [row for p in sorted(taken) for row in taken[p]]
+        return iter([arrow_batch(rows)] if rows else []), end
 
     def readBetweenOffsets(self, start: dict[str, int], end: dict[str, int]) -> Iterator[tuple[Any, ...]]:
         r = self._ranges
