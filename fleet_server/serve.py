@@ -251,10 +251,16 @@ class FleetServer:
             self.http.task_dispatcher.shutdown(timeout=5)
             # waitress's loop (so _http_thread) runs while any connection is open: an idle keep-alive client (a browser)
             # held every stop to the join's 5 s. Connections with no request left close once their output is flushed,
-            # as waitress's own idle-channel maintenance has them do; the loop sees it within its 1 s select timeout.
+            # as waitress's own idle-channel maintenance has them do; an idle one's read side is shut so that the loop's
+            # select wakes now (EOF: waitress closes it) rather than at its 1 s timeout.
             for channel in list(self.http.active_channels.values()):
                 if not channel.requests:
                     channel.close_when_flushed = True
+                    if not channel.total_outbufs_len:
+                        try:
+                            channel.socket.shutdown(socket.SHUT_RD)
+                        except OSError:  # already closed by the client
+                            pass
             if getattr(self, "_http_thread", None) is not None:
                 self._http_thread.join(timeout=5)
         if self.bridge is not None:

@@ -5,30 +5,23 @@ from the verified registered bundle. Concurrent small requests to one (model, ve
 backend call through its ``MicroBatcher`` (fleet_server.batching): same answers, one record's
 error stays in its own request.
 
-``PredictFastPath`` (fleet_server.serve wraps the Flask app in it) answers the common request,
-``POST /api/v1/models/<name>/predict`` with the exact admin token, a Content-Length body of flat
-records and a cached scorer, without Flask's request context, routing and Response objects, with
-the same parsing, scoring and JSON as the view. Anything else, and any request that fails on the
-way (bad token, bad body, bad record, unknown model, a failing backend), goes to the Flask app with
-the body it already read, which answers it as it always did: the fast path never decides an error.
+fleet_server.api.fastpath answers this route's common request without Flask, through ``_cached``
+and ``fast_answer`` (the view's own parsing, scoring and JSON), and hands anything else to the view.
 """
 
 from __future__ import annotations
 
-import hmac
-import io
 import json
-import re
 import threading
 import weakref
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Response, request
 
 from fleet_server import model_versions as registry
 from fleet_server import validation
 from fleet_server.api.auth import admin_required, fleet
-from fleet_server.api.body import MAX_JSON_BODY_BYTES, records_body
+from fleet_server.api.body import records_body
 from fleet_server.batching import MicroBatcher
 from fleet_server.core import Fleet
 from fleet_server.errors import FleetError
@@ -104,56 +97,10 @@ def _answer(body: Any, preds: list[Prediction]) -> Any:
     return out if isinstance(body, list) else out[0]
 
 
-_PATH = re.compile(r"/api/v1/models/([A-Za-z0-9._-]{1,200})/predict")
-_QUERY = re.compile(r"(?:version=([1-9][0-9]{0,8}))?")  # canonical only: "+1", "01", " 1" take the full path
-_JSON_HEADERS = "application/json"
-
-StartResponse = Callable[..., Any]
-
-
-class PredictFastPath:
-    """WSGI middleware in front of the Flask app: the predict view's happy path without Flask (module docstring).
-
-    It takes a request only when every check the full path makes is known to pass before it runs:
-    the exact admin token (``is_admin``), no NUL in the path or query (the name and version patterns
-    exclude it), a Content-Length within ``MAX_JSON_BODY_BYTES`` and no Transfer-Encoding, a cached
-    scorer. The body then goes through the same ``parse_records`` and ``score`` as the view; if
-    anything raises, the request is handed to Flask with its body, so errors keep their one source.
-    """
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        self.fleet: Fleet = app.extensions["edgefleet"]
-        self.fast = 0       # requests answered here, and handed to Flask (for tests and benches)
-        self.handed_on = 0
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") != "POST" or "HTTP_TRANSFER_ENCODING" in environ:
-            return self.app(environ, start_response)
-        m = _PATH.fullmatch(environ.get("PATH_INFO", ""))
-        q = _QUERY.fullmatch(environ.get("QUERY_STRING", "")) if m else None
-        length = environ.get("CONTENT_LENGTH", "")
-        if m is None or q is None or not (length.isascii() and length.isdigit()) or not 0 < int(length) <= MAX_JSON_BODY_BYTES:
-            return self.app(environ, start_response)
-        auth = environ.get("HTTP_AUTHORIZATION", "")
-        token = self.fleet.secrets.admin_token
-        if not (auth[:7] == "Bearer " and hmac.compare_digest(auth[7:].encode("utf-8", "surrogateescape"), token.encode())):
-            return self.app(environ, start_response)
-        version = int(q.group(1)) if q.group(1) else None
-        sc = _cached(self.fleet, m.group(1), version)
-        if sc is None:  # the first request of a (model, version) loads it through the view
-            return self.app(environ, start_response)
-        raw = environ["wsgi.input"].read(int(length))
-        try:
-            body = validation.parse_records(raw, validation.PREDICT_REQUEST)
-            records = body if isinstance(body, list) else [body]
-            if len(records) > MAX_RECORDS:
-                raise FleetError("too many records")  # the view names the count
-            data = (json.dumps(_answer(body, score(sc, records)), separators=(",", ":")) + "\n").encode()
-        except Exception:  # noqa: BLE001 - the view answers every failure, as it would have without this path
-            self.handed_on += 1
-            environ["wsgi.input"] = io.BytesIO(raw)
-            return self.app(environ, start_response)
-        self.fast += 1
-        start_response("200 OK", [("Content-Type", _JSON_HEADERS), ("Content-Length", str(len(data)))])
-        return [data]
+def fast_answer(sc: Scorer, raw: bytes) -> bytes:
+    """The view's answer body for ``raw`` on ``sc`` (fleet_server.api.fastpath); raises where the view would answer an error."""
+    body = validation.parse_records(raw, validation.PREDICT_REQUEST)
+    records = body if isinstance(body, list) else [body]
+    if len(records) > MAX_RECORDS:
+        raise FleetError("too many records")  # the view names the count
+    return (json.dumps(_answer(body, score(sc, records)), separators=(",", ":")) + "\n").encode()

@@ -24,6 +24,7 @@ bad input is a 400 ``{"error": "inputs[<name>]: <reason>"}``; an unknown model o
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from typing import Any
@@ -351,7 +352,16 @@ def _label(v: Any) -> Any:
 
 def _infer(name: str, version: int | None) -> Any:
     body, tail = _body()
-    sc = cached_scorer(name, version)
+    return json_response(_answer(body, tail, cached_scorer(name, version)))
+
+
+def fast_answer(sc: Scorer, raw: bytes) -> bytes:
+    """The infer views' answer body for a JSON-only request ``raw`` on ``sc`` (fleet_server.api.fastpath); raises where
+    the views would answer an error."""
+    return (json.dumps(_answer(_checked(raw), b"", sc), separators=(",", ":")) + "\n").encode()
+
+
+def _answer(body: dict[str, Any], tail: bytes, sc: Scorer) -> dict[str, Any]:
     records = records_from(body, tail, sc)
     try:
         preds = batched_score(sc, records)
@@ -369,7 +379,7 @@ def _infer(name: str, version: int | None) -> Any:
     if "id" in body:
         out["id"] = body["id"]
     out["outputs"] = [tensors[w] for w in dict.fromkeys(wanted)]
-    return json_response(out)
+    return out
 
 
 @bp.post("/models/<name>/infer")

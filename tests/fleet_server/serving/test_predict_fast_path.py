@@ -1,4 +1,4 @@
-"""The WSGI fast path for POST .../predict (fleet_server.api.predict.PredictFastPath) answers exactly as the Flask
+"""The WSGI fast path for predict and V2 infer (fleet_server.api.fastpath.FastPath) answers exactly as the Flask
 app alone does, byte for byte, for good requests and for every kind of bad one, on a real server's app."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from werkzeug.test import Client
 
-from fleet_server.api.predict import PredictFastPath
+from fleet_server.api.fastpath import FastPath
 from tests.fleet_server.conftest import Api
 
 PREDICT = "/api/v1/models/churn/predict"
@@ -26,7 +26,7 @@ def test_fast_path_answers_byte_for_byte_as_the_flask_app(make_server: Any, make
     record = manifest["canary"]["rows"][0]["input"]
     numeric = next(f["name"] for f in manifest["input_schema"]["fields"] if f["type"] == "numeric")
     fast_app = server.wsgi
-    assert isinstance(fast_app, PredictFastPath)  # what waitress serves
+    assert isinstance(fast_app, FastPath)  # what waitress serves
     fast, plain = Client(fast_app), Client(fast_app.app)
     token = server.fleet.secrets.admin_token
     auth = {"Authorization": f"Bearer {token}"}
@@ -71,3 +71,34 @@ def test_fast_path_answers_byte_for_byte_as_the_flask_app(make_server: Any, make
     code, answer, headers = api("POST", PREDICT, record)  # through waitress: its environ takes the fast path too
     assert code == 200 and headers["content-type"] == "application/json" and fast_app.fast - before == 5
     assert answer == json.loads(both(PREDICT, one, auth)[1])
+
+    fields = manifest["input_schema"]["fields"]
+    kinds = {"numeric": "FP64", "categorical": "BYTES", "boolean": "BOOL"}
+
+    def v2(rec: dict[str, Any], **extra: Any) -> bytes:
+        inputs = [{"name": f["name"], "shape": [1], "datatype": kinds[f["type"]], "data": [rec[f["name"]]]} for f in fields]
+        return json.dumps({"inputs": inputs, **extra}).encode()
+
+    infer, before = "/v2/models/churn/infer", fast_app.fast
+    v2_cases: list[tuple[str, bytes, dict[str, str], int]] = [
+        (infer, v2(record), auth, 200),
+        (infer, v2(record, id="r1", outputs=[{"name": "probability"}], parameters={"content_type": "pd"}), auth, 200),
+        ("/v2/models/churn/versions/1/infer", v2(record), auth, 200),
+        ("/v2/models/churn/versions/01/infer", v2(record), auth, 200),
+        ("/v2/models/churn/versions/2/infer", v2(record), auth, 404),
+        ("/v2/models/nosuch/infer", v2(record), auth, 404),
+        (infer + "?x=1", v2(record), auth, 200),
+        (infer + "?x=%00", v2(record), auth, 400),
+        (infer, v2({**record, numeric: "abc"}), auth, 400),
+        (infer, v2({**record, numeric: 10**400}), auth, 400),
+        (infer, v2(record, outputs=[{"name": "logits"}]), auth, 400),
+        (infer, json.dumps({"inputs": []}).encode(), auth, 400),
+        (infer, b"{", auth, 400),
+        (infer, v2(record), {}, 401),
+        (infer, v2(record), {**auth, "Inference-Header-Content-Length": "5"}, 400),
+    ]
+    for path, body, headers, status in v2_cases:
+        assert both(path, body, headers)[0] == status, (path, body, headers)
+    assert fast_app.fast - before == 3
+    v2_code, v2_answer, _ = api("POST", infer, json.loads(v2(record)))
+    assert v2_code == 200 and v2_answer["outputs"][0]["data"] == [answer["probability"]]  # V2 == predict
