@@ -8,7 +8,7 @@ one each time, on a keep-alive connection. Routes, in one run at each concurrenc
 - v2 infer: POST /v2/models/churn/infer, the same record as an Open Inference Protocol request;
 - constant: GET /v2/health/live on the same server (no auth, no scoring: the HTTP stack's ceiling);
 - bare waitress, for information: a second waitress in the bench process answering a constant from a
-  plain WSGI function. predict's happy path skips Flask (fleet_server.api.predict.PredictFastPath)
+  plain WSGI function. The scoring routes skip Flask on their happy path (fleet_server.api.fastpath)
   while the constant route goes through it, so predict can pass the constant route; this is the floor;
 - MLServer 1.7.1 serving the same model, in its own virtualenv this bench creates once under
   ~/.cache/edgefleet-bench/mlserver-venv (pip; skipped with a message if that fails, or with
@@ -384,7 +384,7 @@ def main() -> None:
                                                     json.dumps(v2_body(r, fields)).encode(), token) for r in records]),
         }
         # For information: the same waitress, no Flask, a constant answer. predict's happy path skips Flask
-        # (fleet_server.api.predict.PredictFastPath) while the constant route goes through it, so this is the floor.
+        # (fleet_server.api.fastpath) while the constant route goes through it, so this is the floor.
         from waitress.server import create_server
 
         bare_body = b'{"live":true}\n'
