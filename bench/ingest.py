@@ -270,7 +270,8 @@ def server_phase(conn: Any, server: Any, n: int, batch: int, devices: list[str],
     return {"records": got, "secs": secs, "rate": got / secs, "batches_rate": got / batch / secs, "bytes": nbytes,
             "pub_secs": t_pub - t0, "rows": len(stored), "distinct": len(stored_set), "lost": len(expected - stored_set),
             "extra": len(stored_set - expected), "counters": delta, "queue_left": server.bridge.queue.qsize(),
-            "bridge_error": getattr(server.bridge, "last_error", None)}
+            "bridge_error": getattr(server.bridge, "last_error", None),
+            "parser": "in-process" if server.bridge.ingest.pool.broken else f"{server.bridge.ingest.pool.processes} parser process(es)"}
 
 
 def backend_run(backend: str, tmp: Path, pub_key: Path, broker: Any, conn: Any, args: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -371,7 +372,7 @@ def main() -> None:
             ok_lost = srv["lost"] == 0 and srv["rows"] == args.messages * args.batch and srv["extra"] == 0
             print(f"\n[{b}] loss check: {srv['rows']} rows for these devices, {srv['distinct']} distinct ids, {srv['lost']} of "
                   f"{args.messages * args.batch} ids missing, {srv['extra']} unexpected; counter changes {dict(sorted(srv['counters'].items()))}"
-                  f"; bridge queue left {srv['queue_left']}" + (f"; last bridge error {srv['bridge_error']}" if srv["bridge_error"] else ""))
+                  f"; bridge queue left {srv['queue_left']}; parsed by {srv['parser']}" + (f"; last bridge error {srv['bridge_error']}" if srv["bridge_error"] else ""))
             for shape, what in (("old", "OLD shape (0001: + device_id index, json.dumps body)"),
                                 ("new", "NEW shape (0004: no device_id index, compact body)")):
                 print(f"[{b}] storage limit, {what}, {engine[b]}, 1,000-row commits: {lim[shape]['rate']:.0f} rows/s "

@@ -163,10 +163,17 @@ def _row(device_id: str, msg: Any, i: int, now: Any, plain: bool) -> dict[str, A
 
 
 def parse_batch(fleet: Fleet, device_id: str, raw: bytes | Any) -> list[dict[str, Any]]:
+    """The rows of one telemetry batch, validated; raises FleetError naming the field."""
+    return parse_rows(fleet.cfg.max_telemetry_bytes, device_id, raw)
+
+
+def parse_rows(max_bytes: int, device_id: str, raw: bytes | Any) -> list[dict[str, Any]]:
+    """``parse_batch`` with the size limit given (it needs nothing else from the fleet, so the
+    bridge's parser process runs it: fleet_server/mqtt/parse_pool.py)."""
     unwalked = False
     if isinstance(raw, (bytes, bytearray)):
-        if len(raw) > fleet.cfg.max_telemetry_bytes:
-            raise FleetError(f"body: {len(raw)} bytes is over the limit of {fleet.cfg.max_telemetry_bytes}")
+        if len(raw) > max_bytes:
+            raise FleetError(f"body: {len(raw)} bytes is over the limit of {max_bytes}")
         raw, unwalked = _load(bytes(raw))
     else:
         clean(raw)

@@ -55,6 +55,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,6 +67,7 @@ from fleet_server import devices, ingest
 from fleet_server.core import Fleet
 from fleet_server.errors import FleetError
 from fleet_server.failures import LoggedError
+from fleet_server.mqtt.parse_pool import ParsePool, default_processes
 
 SERVER_CLIENT_ID = "edgefleet-server"
 
@@ -122,7 +124,7 @@ class IngestQueue:
     TRANSIENT_RETRIES = 3
 
     def __init__(self, fleet: Fleet, *, on_status: Callable[[], Any] | None = None,
-                 max_queued_bytes: int = 256 * 1024 * 1024) -> None:
+                 max_queued_bytes: int = 256 * 1024 * 1024, parse_processes: int | None = None) -> None:
         self.fleet = fleet
         self.on_status = on_status
         self.queue: "queue.Queue[Item]" = queue.Queue()
@@ -144,16 +146,24 @@ class IngestQueue:
         self._ahead_bytes = 0
         self._ahead_lock = threading.Condition()
         self._parser = threading.Thread(target=self._parse_ahead, name="mqtt-ingest-parse", daemon=True)
+        # ... or, when there is a core for it, in a child process (parse_pool.py): a telemetry batch
+        # goes to it as it is queued (at most CHILD_BYTES of payloads waiting there at once; beyond that,
+        # when the worker takes the batch), and the worker waits for its rows with the GIL released
+        self.pool = ParsePool(default_processes() if parse_processes is None else parse_processes)
+        self._child: dict[int, tuple[Future[tuple[bool, Any]], int]] = {}  # id(payload) -> (the child's answer, bytes)
+        self._child_bytes = 0
         self._started = False
 
     def start(self) -> "IngestQueue":
         if not self._started:
             self._started = True
             self._worker.start()
-            # Only on PostgreSQL: COPY and INSERT .. SELECT release the GIL for whole statements, so the
-            # parsing overlaps them. sqlite3's executemany releases and re-takes the GIL at every row;
-            # with a busy parser beside it each re-take waits for the parser's switch interval (measured:
-            # the stored rate fell), so on SQLite the worker parses its own group.
+            self.pool.warm_up()
+            # The thread parses itself only on PostgreSQL: COPY and INSERT .. SELECT release the GIL for
+            # whole statements, so the parsing overlaps them. sqlite3's executemany releases and re-takes
+            # the GIL at every row; with a busy parser thread beside it each re-take waits for the parser's
+            # switch interval (measured: the stored rate fell), so on SQLite the thread only hands batches
+            # to the parser process, and without one the worker parses its own group.
             if self.fleet.engine.dialect.name == "postgresql":
                 self._parser.start()
         return self
@@ -163,6 +173,8 @@ class IngestQueue:
         self._stop.set()
         if self._started:
             self._worker.join(timeout=timeout)
+        self.pool.broken = True
+        self.pool.close()
 
     def submit(self, topic: str, payload: bytes, ack: Ack) -> bool:
         """Queue one message; False (nothing queued, nothing acknowledged) when the queue is full."""
@@ -176,12 +188,46 @@ class IngestQueue:
             with self._bytes_lock:
                 self._pending_counts["mqtt_queue_full"] = self._pending_counts.get("mqtt_queue_full", 0) + 1
             return False
+        self._to_child(topic, payload)  # before it is queued: the worker finds the child's answer or parses itself
         self.queue.put((topic, payload, ack))
         return True
 
     # -- parse-ahead -------------------------------------------------------------------------
     AHEAD_MESSAGES = GROUP_MESSAGES  # at most this many batches, and AHEAD_BYTES of their payloads, parsed ahead (bounds memory)
     AHEAD_BYTES = 16 * 1024 * 1024
+    CHILD_TIMEOUT = 30.0  # seconds for one batch in the parser process before it is given up
+    CHILD_BYTES = 64 * 1024 * 1024
+
+    def _to_child(self, topic: str, payload: bytes, bound: bool = True) -> None:
+        """Hand a telemetry batch to the parser process, if there is one (and room, with ``bound``)."""
+        if self.pool.broken or not payload or id(payload) in self._child:
+            return
+        r = route(topic)
+        if r is None or r[1] != "telemetry" or (bound and self._child_bytes + len(payload) > self.CHILD_BYTES):
+            return
+        child = self.pool.submit(self.fleet.cfg.max_telemetry_bytes, r[0], payload)
+        if child is not None:
+            with self._ahead_lock:
+                self._child[id(payload)] = (child, len(payload))
+                self._child_bytes += len(payload)
+
+    def _from_child(self, payload: bytes) -> tuple[bool, Any] | None:
+        """The parser process's (ok, rows or exception) for this batch; None when it has none."""
+        with self._ahead_lock:
+            got = self._child.pop(id(payload), None)
+            if got is not None:
+                self._child_bytes -= got[1]
+        if got is None:
+            return None
+        try:
+            return got[0].result(timeout=self.CHILD_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - the process failed (died, hung), not the batch: parse here
+            self.pool.give_up(exc)
+            self.last_error = f"parser process: {_short(exc)}; parsing in-process"
+            with self._ahead_lock:
+                self._child.clear()
+                self._child_bytes = 0
+            return None
 
     def _parse_ahead(self) -> None:
         """Parse queued telemetry before the worker takes it. An item is claimed under the queue's
@@ -190,6 +236,9 @@ class IngestQueue:
         behind. Every result is what ``ingest.parse_batch`` returns or raises, used only for the
         same payload object from the same device."""
         while not self._stop.is_set():
+            if not self.pool.broken:  # the parser process has the batches
+                self._stop.wait(0.05)
+                continue
             claimed: list[tuple[int, str, bytes]] = []
             with self._ahead_lock:
                 room = self.AHEAD_MESSAGES - len(self._ahead)
@@ -220,6 +269,12 @@ class IngestQueue:
 
     def _parsed(self, device_id: str, payload: bytes) -> list[dict[str, Any]]:
         """``ingest.parse_batch(device_id, payload)``, from the parse-ahead thread when it has it."""
+        child = self._from_child(payload)
+        if child is not None:
+            if not child[0]:
+                raise child[1]
+            rows: list[dict[str, Any]] = child[1]
+            return rows
         key = id(payload)
         with self._ahead_lock:
             if self._ahead.get(key) is _PARSING:  # being parsed right now: wait briefly rather than parse twice
@@ -230,7 +285,7 @@ class IngestQueue:
         if isinstance(got, tuple) and got[0] is payload and got[1] == device_id:
             if isinstance(got[2], BaseException):
                 raise got[2]
-            rows: list[dict[str, Any]] = got[2]
+            rows = got[2]
             return rows
         return ingest.parse_batch(self.fleet, device_id, payload)
 
@@ -421,6 +476,8 @@ class IngestQueue:
             # session's identity map), not one per status; held here so the map keeps them
             senders = [r[0] for r in (route(item[0]) for item in group) if r is not None and r[1] == "status"]
             loaded = devices.preload(s, senders)
+            for topic, payload, _ack in group:  # the group's batches not yet with the parser process go now
+                self._to_child(topic, payload, bound=False)
             for topic, payload, _ack in group:
                 r = route(topic)
                 if r is None:

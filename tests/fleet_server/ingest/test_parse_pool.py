@@ -1,0 +1,113 @@
+"""The bridge's parser process (fleet_server/mqtt/parse_pool.py), for real: a forkserver child
+runs ``ingest.parse_rows``. It must answer exactly as the worker's own parse (the same rows, or
+the same error naming the field), and a parser process that dies must cost no batch: the worker
+parses in-process and every batch is stored and acknowledged after its commit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from fleet_server import ingest
+from fleet_server.core import Fleet
+from fleet_server.errors import FleetError
+from fleet_server.mqtt.bridge import IngestQueue
+from fleet_server.mqtt.parse_pool import ParsePool
+from tests.fleet_server.conftest import db_url, fresh_pg  # noqa: F401 - fixtures
+from tests.fleet_server.ingest.test_ingest_store import _batch, _ids, _msg, fleet  # noqa: F401 - fixture
+
+LIMIT = 4 * 1024 * 1024
+
+PAYLOADS = [
+    _batch("d-1", [_msg(f"m{i}") for i in range(50)], "b1"),
+    _batch("d-1", [_msg("x", score="high")]),
+    _batch("d-2", [_msg("x")]),  # sent by d-1: the device_id does not match
+    b'{"messages": [%s]}' % json.dumps(_msg("x", features={"f": "a\\u0000b"})).encode().replace(b"\\\\u", b"\\u"),
+    b'{"messages": [%s]}' % json.dumps(_msg("x")).encode().replace(b'"score": 0.25', b'"score": 1e999'),
+    b'{"sent_at": ' + b"[" * 40 + b"]" * 40 + b', "messages": []}',
+    b'{"messages": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}",  # RecursionError in the json module
+    b"\xff\xfe not utf-8",
+    b"[1, 2]",
+    b"x" * (LIMIT + 1),
+]
+
+
+def _local(payload: bytes) -> tuple[bool, Any]:
+    try:
+        return True, ingest.parse_rows(LIMIT, "d-1", payload)
+    except Exception as exc:  # noqa: BLE001 - compared below
+        return False, exc
+
+
+def test_the_parser_process_answers_as_the_worker_would() -> None:
+    pool = ParsePool(1)
+    try:
+        for payload in PAYLOADS:
+            child = pool.submit(LIMIT, "d-1", payload)
+            assert child is not None, pool.failure
+            ok, got = child.result(timeout=60)
+            want_ok, want = _local(payload)
+            assert ok == want_ok, (payload[:80], got, want)
+            if ok:
+                strip = [{k: v for k, v in r.items() if k not in ("body", "received_at")} for r in want]
+                assert [{k: v for k, v in r.items() if k != "received_at"} for r in got] == strip
+                assert all("body" not in r and r["received_at"] is not None for r in got)
+            else:
+                assert type(got) is type(want) and str(got) == str(want), (got, want)
+        assert not pool.broken
+    finally:
+        pool.close()
+
+
+def _wait(cond: Any, secs: float = 30.0) -> None:
+    deadline = time.monotonic() + secs
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_a_parser_process_that_dies_costs_no_batch(fleet: Fleet) -> None:  # noqa: F811 - the imported fixture
+    q = IngestQueue(fleet, parse_processes=1)
+    acked: list[str] = []
+    stored: list[dict[str, Any]] = []
+    q.on_acks = stored.extend
+    q.start()
+    try:
+        def send(tag: str, n: int) -> None:
+            for b in range(n):
+                bid = f"{tag}{b}"
+                raw = _batch("d-1", [_msg(f"{bid}-{i}") for i in range(20)], bid)
+                assert q.submit("edgefleet/v1/devices/d-1/telemetry", raw, lambda bid=bid: acked.append(bid))
+
+        send("a", 5)
+        _wait(lambda: len(acked) == 5)
+        assert q.pool._pool is not None, q.pool.failure  # the first batches went through the child
+        for pid in list(q.pool._pool._processes):  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+        send("b", 20)
+        _wait(lambda: len(acked) == 25)
+    finally:
+        q.stop()
+    assert sorted(acked) == sorted([f"a{b}" for b in range(5)] + [f"b{b}" for b in range(20)])
+    assert all(body["result"] == "stored" for _dev, body in stored), stored
+    assert len(_ids(fleet)) == 25 * 20
+    assert q.pool.broken
+
+
+@pytest.mark.parametrize("payload", PAYLOADS[1:4])
+def test_a_batch_refused_in_the_child_is_refused_by_name(fleet: Fleet, payload: bytes) -> None:  # noqa: F811
+    q = IngestQueue(fleet, parse_processes=1)
+    acks: list[Any] = []
+    q.on_acks = acks.extend
+    assert q.submit("edgefleet/v1/devices/d-1/telemetry", payload, lambda: None)
+    q.start()
+    _wait(lambda: len(acks) == 1)
+    q.stop()
+    ok, want = _local(payload)
+    assert not ok and isinstance(want, FleetError)
+    assert acks[0][1]["result"] == "rejected" and acks[0][1]["reason"] == str(want)[:300], acks
+    assert _ids(fleet) == []
