@@ -361,8 +361,10 @@ def run_stream(cfg: StreamConfig, stream: TextIO = sys.stderr, session: Any = No
             if query.awaitTermination(0.5):
                 break
             _print_phases(query, timed, stream)
-            if cfg.until_idle is not None and time.monotonic() - last_event[0] > cfg.until_idle and not query.status["isDataAvailable"]:
-                break
+            if cfg.until_idle is not None and time.monotonic() - last_event[0] > cfg.until_idle:
+                st = query.status  # never while a trigger runs: a restart's replayed first batch can outlast the idle time
+                if not st["isDataAvailable"] and not st["isTriggerActive"]:
+                    break
         query.stop()
         exc = query.exception()
         if exc is not None:

@@ -93,10 +93,11 @@ class OffsetRange(InputPartition):
 
 class KafkaStreamReader(DataSourceStreamReader):
     def __init__(self, options: dict[str, str]) -> None:
+        options = {k.lower(): v for k, v in options.items()}  # Spark's options are case-insensitive: dict() of them is lower-case
         self.bootstrap = options["bootstrap"]
         self.topic = options["topic"]
-        self.max_per_trigger = int(options.get("maxOffsetsPerTrigger", "0") or 0)
-        self.read_timeout_s = float(options.get("readTimeoutSeconds", "60"))
+        self.max_per_trigger = int(options.get("maxoffsetspertrigger", "0") or 0)
+        self.read_timeout_s = float(options.get("readtimeoutseconds", "60"))
         self._consumer: Any = None
         self._readable: dict[int, int] = {}  # partition -> one past the highest offset the probe consumer has read
         self._assigned: dict[int, int] = {}  # partition -> the offset it was last assigned at

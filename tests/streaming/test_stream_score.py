@@ -102,6 +102,10 @@ def _check_tables(url: str, table: str, events: list[Event], ref: dict[int, floa
 
 def _run_killed_and_restarted(n: int, batch_files: dict[str, Any], tansu: Any, postgres_url: str, tmp_path: Path) -> None:
     topic, table = "customer-events", f"stream_{n}"
+    t0 = time.monotonic()
+
+    def stage(what: str) -> None:  # where the test's time goes (seen with -s or on failure)
+        print(f"[stream {n}] {time.monotonic() - t0:6.1f}s {what}", flush=True)
     url = f"{postgres_url}?table={table}"
     create_topic(tansu.bootstrap, topic, partitions=2)
     events = make_events(n)
@@ -109,6 +113,7 @@ def _run_killed_and_restarted(n: int, batch_files: dict[str, Any], tansu: Any, p
     half = n // 2
     produce(tansu.bootstrap, topic, events[:half])
     ckpt = tmp_path / "ckpt"
+    stage("first half produced")
     log1 = (tmp_path / "run1.log").open("w")
     env = {**os.environ, "HOME": str(tmp_path)}
     scores = ("--scores-topic", "churn-scores")
@@ -124,15 +129,19 @@ def _run_killed_and_restarted(n: int, batch_files: dict[str, Any], tansu: Any, p
         os.killpg(p.pid, signal.SIGKILL)  # the driver and its JVM, mid-stream
         p.wait(30)
     written = _count(url, f"SELECT count(*) FROM {table}_history")
+    stage(f"killed after {written} rows")
     assert 0 < written < len(ref), written  # killed mid-stream
     produce(tansu.bootstrap, topic, events[half:])  # events arrive while the job is down
-    r2 = subprocess.run([*_stream_cmd(batch_files, tansu.bootstrap, topic, url, ckpt, *scores), "--until-idle", "6"], cwd=tmp_path,
+    r2 = subprocess.run([*_stream_cmd(batch_files, tansu.bootstrap, topic, url, ckpt, *scores), "--until-idle", "3"], cwd=tmp_path,
                         capture_output=True, text=True, timeout=600, env=env)
+    stage("restarted run stopped")
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "python data source" in r2.stderr  # which source ran is said
     BOOTSTRAP[0] = tansu.bootstrap
     _check_tables(url, table, events, ref, topic)
+    stage("tables checked")
     _check_scores_topic(tansu.bootstrap, "churn-scores", url, table)
+    stage("scores topic checked")
 
 
 def _read_topic(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[dict[str, Any]]:
