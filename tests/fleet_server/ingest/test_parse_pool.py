@@ -111,3 +111,29 @@ def test_a_batch_refused_in_the_child_is_refused_by_name(fleet: Fleet, payload: 
     assert not ok and isinstance(want, FleetError)
     assert acks[0][1]["result"] == "rejected" and acks[0][1]["reason"] == str(want)[:300], acks
     assert _ids(fleet) == []
+
+
+def test_a_parser_process_that_hangs_is_given_up(fleet: Fleet) -> None:  # noqa: F811 - the imported fixture
+    q = IngestQueue(fleet, parse_processes=1)
+    q.CHILD_TIMEOUT = 1.0
+    acked: list[str] = []
+    q.start()
+    stopped: list[int] = []
+    try:
+        for b in range(8):
+            if b == 2:
+                _wait(lambda: len(acked) == 2)
+                assert q.pool._pool is not None, q.pool.failure
+                stopped = list(q.pool._pool._processes)  # type: ignore[attr-defined]
+                for pid in stopped:
+                    os.kill(pid, signal.SIGSTOP)  # hung: alive, answering nothing
+            raw = _batch("d-1", [_msg(f"h{b}-{i}") for i in range(20)], f"h{b}")
+            assert q.submit("edgefleet/v1/devices/d-1/telemetry", raw, lambda b=b: acked.append(f"h{b}"))
+        _wait(lambda: len(acked) == 8)
+    finally:
+        q.stop()
+        for pid in stopped:
+            os.kill(pid, signal.SIGKILL)
+    assert sorted(acked) == [f"h{b}" for b in range(8)]
+    assert len(_ids(fleet)) == 8 * 20
+    assert q.pool.broken and q.pool.failure is not None and "TimeoutError" in q.pool.failure, q.pool.failure
