@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import weakref
 from typing import Any
 
 import numpy as np
@@ -233,6 +234,8 @@ def _body() -> tuple[dict[str, Any], bytes]:
 
 
 def _flatten(data: Any, where: str) -> list[Any]:
+    if type(data) is list and len(data) <= MAX_RECORDS and not any(isinstance(x, list) for x in data):
+        return data  # already flat (the common case): the same values the loop below would collect
     out: list[Any] = []
     stack = [data]
     while stack:  # iterative: nesting is bounded by parse_json's depth limit, but no recursion is needed
@@ -305,9 +308,20 @@ def _accepts(f: dict[str, Any], dt: str) -> bool:
     return dt in NUMBER_TYPES
 
 
+_FIELDS: "weakref.WeakKeyDictionary[Scorer, dict[str, tuple[dict[str, Any], frozenset[str]]]]" = weakref.WeakKeyDictionary()
+
+
+def _fields(sc: Scorer) -> dict[str, tuple[dict[str, Any], frozenset[str]]]:
+    """Each field of ``sc`` by name, with the datatypes ``_accepts`` takes for it (computed once per scorer)."""
+    got = _FIELDS.get(sc)
+    if got is None:
+        got = _FIELDS[sc] = {f["name"]: (f, frozenset(dt for dt in DATATYPES if _accepts(f, dt))) for f in sc.fields}
+    return got
+
+
 def records_from(body: dict[str, Any], tail: bytes, sc: Scorer) -> list[dict[str, Any]]:
     """The records the request's inputs describe, one per row; FleetError naming the input."""
-    fields = {f["name"]: f for f in sc.fields}
+    fields = _fields(sc)
     columns: dict[str, list[Any]] = {}
     n_rows: int | None = None
     offset = 0
@@ -318,8 +332,8 @@ def records_from(body: dict[str, Any], tail: bytes, sc: Scorer) -> list[dict[str
             raise FleetError(f"{where}: not an input of {sc.name} v{sc.version}; it takes {', '.join(fields)}")
         if name in columns:
             raise FleetError(f"{where}: given twice")
-        f = fields[name]
-        if not _accepts(f, dt):
+        f, accepted = fields[name]
+        if dt not in accepted:
             raise FleetError(f"{where}: datatype {dt}; the {f['type']} field takes {_field_datatype(f)}"
                              + (" or another number type" if _field_datatype(f) == "FP64" else ""))
         if len(shape) == 2 and shape[1] != 1:
