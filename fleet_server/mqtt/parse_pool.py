@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import pickle
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -42,6 +43,24 @@ def parse_in_child(max_bytes: int, device_id: str, payload: bytes) -> tuple[bool
     for r in rows:
         del r["body"]  # stored as body_json; not sent back twice
     return True, rows
+
+
+def watch_server(server_pid: int) -> None:
+    """In the child: exit when the server process is gone. A child of a SIGKILLed server would
+    otherwise wait forever (its task queue's pipe never reaches EOF: the child holds a write end
+    of it too), and keep its forkserver alive with it."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(server_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except OSError:  # alive (EPERM cannot happen for our own parent's pid, but is not death)
+                pass
+
+    threading.Thread(target=watch, name="edgefleet-parser-watch", daemon=True).start()
 
 
 def default_processes() -> int:
@@ -68,7 +87,8 @@ class ParsePool:
                 if self._pool is None:
                     ctx = multiprocessing.get_context("forkserver")
                     ctx.set_forkserver_preload(["fleet_server.ingest"])  # not the server's __main__
-                    self._pool = ProcessPoolExecutor(self.processes, mp_context=ctx)
+                    self._pool = ProcessPoolExecutor(self.processes, mp_context=ctx, initializer=watch_server,
+                                                     initargs=(os.getpid(),))
             return self._pool.submit(parse_in_child, max_bytes, device_id, payload)
         except Exception as exc:  # noqa: BLE001 - no child process: parse in-process
             self.give_up(exc)

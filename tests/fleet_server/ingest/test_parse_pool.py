@@ -137,3 +137,44 @@ def test_a_parser_process_that_hangs_is_given_up(fleet: Fleet) -> None:  # noqa:
     assert sorted(acked) == [f"h{b}" for b in range(8)]
     assert len(_ids(fleet)) == 8 * 20
     assert q.pool.broken and q.pool.failure is not None and "TimeoutError" in q.pool.failure, q.pool.failure
+
+
+def test_the_parser_process_exits_when_the_server_is_sigkilled(tmp_path: Any) -> None:
+    """A server process SIGKILLed with its parser process started leaves no process behind."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys, time\n"
+        "from fleet_server.mqtt.parse_pool import ParsePool\n"
+        "pool = ParsePool(1)\n"
+        "child = pool.submit(1000, 'd-1', b'{}')\n"
+        "child.result(timeout=60)\n"
+        "print(' '.join(str(p) for p in pool._pool._processes), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=str(tmp_path),
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids
+        pids += [int(_fields(pid)[3]) for pid in pids]  # and the forkserver they were forked from
+    finally:
+        proc.kill()
+        proc.wait()
+    _wait(lambda: not any(_alive(pid) for pid in pids), secs=10)
+    assert not [pid for pid in pids if _alive(pid)], "a parser process or its forkserver outlived the SIGKILLed server"
+
+
+def _fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as fh:
+        rest = fh.read().rsplit(")", 1)[1].split()
+    return ["pid", "comm"] + rest  # [2] state, [3] ppid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return _fields(pid)[2] != "Z"
+    except FileNotFoundError:
+        return False
