@@ -241,6 +241,7 @@ class StreamConfig:
     trigger: str = "1 second"
     scores_topic: str | None = None
     source: str = "auto"  # auto | python | jvm
+    reader: str = "auto"  # the Python source's reader: auto (driver on a local master) | driver | partitioned
     master: str = "local[2]"
     until_idle: float | None = None  # stop after this many seconds without new events (None: run until stopped)
     max_offsets_per_trigger: int = 0
@@ -273,7 +274,8 @@ def _source_df(spark: Any, cfg: StreamConfig) -> tuple[Any, str]:
         df = r.load().selectExpr("partition", "offset", "CAST(unix_millis(timestamp) AS LONG) AS timestamp",
                                  "CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value")
         return df, "format(kafka) (Spark's JVM connector)"
-    driver = cfg.master.startswith("local")  # on one machine the driver reads as fast as a task, once instead of twice
+    # on one machine the driver reads as fast as a task, once instead of twice
+    driver = cfg.reader == "driver" or (cfg.reader == "auto" and cfg.master.startswith("local"))
     spark.dataSource.register(KafkaDriverSource if driver else KafkaSource)
     r = spark.readStream.format(DRIVER_FORMAT if driver else FORMAT).option("bootstrap", cfg.bootstrap).option("topic", cfg.topic)
     if cfg.max_offsets_per_trigger:

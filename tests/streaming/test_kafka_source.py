@@ -7,9 +7,24 @@ hands the options over lower-cased); ``readBetweenOffsets`` (a restart's replay)
 
 from __future__ import annotations
 
+import io
+import threading
+import time
 from typing import Any
 
+import pytest
+
+from tests.fleet_server.conftest import wait_for
 from tests.streaming.conftest import create_topic, make_events, produce
+
+
+def _count(url: str, sql: str) -> int:
+    from tests.spark.conftest import table_rows
+
+    try:
+        return int(table_rows(url, sql)[0][0])
+    except Exception:  # noqa: BLE001 - the tables do not exist until the job has created them
+        return 0
 
 
 def _rows(it: Any) -> list[tuple[Any, ...]]:
@@ -62,3 +77,38 @@ def test_driver_reader_caps_batches_returns_each_message_once_and_replays_a_rang
     assert again and {p: min(r[1] for r in again if r[0] == p) for p in {r[0] for r in again}} == \
         {p: min(r[1] for r in rows if r[0] == p) for p in {r[0] for r in again}}
     reader.stop()
+
+
+@pytest.mark.slow  # 17 s at load ~3 (mapInPandas workers start); the default run has the driver path's SIGKILL test
+def test_partitioned_reader_and_mapinpandas_path_scores_every_event_once(spark: Any, tansu: Any, batch_files: dict[str, Any],
+                                                                         tmp_path: Any) -> None:
+    """The cluster path (a task per offset range, mapInPandas on the workers), run on the shared local session."""
+    from runtimes.spark.streaming import StreamConfig, run_stream
+    from tests.streaming.conftest import reference
+    from tests.streaming.test_stream_score import _check_tables
+
+    topic = "events-partitioned"
+    create_topic(tansu.bootstrap, topic, partitions=2)
+    events = make_events(600)
+    produce(tansu.bootstrap, topic, events)
+    url = f"sqlite:///{tmp_path / 'ops.db'}?table=part_scores"
+    cfg = StreamConfig(bootstrap=tansu.bootstrap, topic=topic, pubkey=str(batch_files["pubkey"]), output=url,
+                       checkpoint=str(tmp_path / "ckpt"), bundle=str(batch_files["bundle"]), trigger="500 milliseconds",
+                       max_offsets_per_trigger=200, reader="partitioned")
+    stop = threading.Event()
+    out: dict[str, Any] = {}
+    log = io.StringIO()
+    job = threading.Thread(target=lambda: out.update(res=run_stream(cfg, stream=log, session=spark, stop=stop)), daemon=True)
+    job.start()
+    done = "SELECT (SELECT count(*) FROM part_scores_history) + (SELECT count(*) FROM part_scores_rejects)"
+    try:  # stopped once every event is a row or a reject (an idle timer would race a slow probe on a loaded machine)
+        wait_for(lambda: job.is_alive() is False or _count(url, done) >= len(events), timeout=180, what="all 600 events")
+        time.sleep(1.0)  # a little longer, so that a double write would show
+    finally:
+        stop.set()
+        job.join(60)
+    assert "res" in out, log.getvalue()[-2000:]
+    res = out["res"]
+    assert "partitioned" in res.source
+    assert res.batches >= 3  # 600 events at <= 200 per batch
+    _check_tables(url, "part_scores", events, reference(batch_files["bundle"], batch_files["pubkey"], events), topic)
