@@ -631,6 +631,11 @@ class MqttBridge:
             if msg.topic[len(SERVER_PING_PREFIX):] == self._ping_nonce:
                 self._ping_seen.set()
             return
+        if self._stop.is_set():
+            # Stopping: the ingest queue drains what it holds, so nothing new is taken (a device kept
+            # publishing held every stop at its 10 s drain timeout). Not acknowledged: the broker
+            # redelivers it, or the device resends it after its ack timeout.
+            return
         ack = functools.partial(self._paho_ack, msg.mid, msg.qos)
         if route(msg.topic) is None:
             ack()  # not ours to store (the ACL lets only edgefleet/v1/... through): acknowledge, drop
