@@ -70,14 +70,17 @@ test: install lint kotlin
 test-all: install lint kotlin
 	$(BIN)/python -m pytest -q -m ""
 
+# Every bench in bench/, one after the other; each prints its ratios against a baseline measured in the same
+# run, with PASS/FAIL. A bench that exits non-zero does not stop the rest; make bench then exits 1 and names it.
+BENCHES = rollout.py "rollout.py --devices 10000 --first-only --no-staged --timeout 300" ingest.py predict.py \
+	capacity.py compile.py matrix.py device_latency.py device_footprint.py browser.py stream.py batch_score.py chaos.py
+
 bench: install
-	$(BIN)/python bench/compile.py
-	$(BIN)/python bench/matrix.py
-	$(BIN)/python bench/device_latency.py
-	$(BIN)/python bench/rollout.py
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/predict.py
-	$(BIN)/python bench/browser.py
+	@failed=""; for b in $(BENCHES); do \
+	  echo "== bench/$$b  ($$(date -u +%H:%M:%S), load $$(cut -d' ' -f1 /proc/loadavg))"; \
+	  $(BIN)/python bench/$$b || failed="$$failed [bench/$$b]"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make bench: exited non-zero:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache

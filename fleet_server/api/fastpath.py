@@ -13,8 +13,10 @@ without the request context, URL routing, before-request hooks and Response obje
 
 Anything else, and any request whose ``fast_answer`` raises (bad body, bad record, a failing
 backend, ...), is handed to the Flask app with the body already read, and the app answers it as it
-did before this path existed: the fast path never decides an error (a failing request's parsing
-and scoring run twice; only failures pay that). tests/fleet_server/serving/test_predict_fast_path.py
+did before this path existed: the fast path never decides an error (a bad request is parsed twice;
+only failures pay that). A failure of the backend itself is not scored twice: the view re-raises the
+exception the fast path met (``predict.BACKEND_ERROR``), so a stuck scorer's 503 comes after one
+30 s timeout, not two. tests/fleet_server/serving/test_predict_fast_path.py
 checks byte-for-byte equal answers against the app alone.
 """
 
@@ -76,11 +78,15 @@ class FastPath:
         if sc is None:
             return self.app(environ, start_response)
         raw = environ["wsgi.input"].read(int(length))
+        predict._failed.exc = None
         try:
             data = handler(sc, raw)
-        except Exception:  # noqa: BLE001 - the app answers every failure, as it would have without this path
+        except Exception as exc:  # noqa: BLE001 - the app answers every failure, as it would have without this path
             self.handed_on += 1
             environ["wsgi.input"] = io.BytesIO(raw)
+            if predict._failed.exc is exc:  # the backend failed, not the request: the view re-raises it, not re-scores
+                environ[predict.BACKEND_ERROR] = exc
+            predict._failed.exc = None
             return self.app(environ, start_response)
         self.fast += 1
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])

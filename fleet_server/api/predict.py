@@ -16,8 +16,9 @@ import threading
 import weakref
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, has_request_context, request
 
+from edgefleet.errors import BundleError
 from fleet_server import model_versions as registry
 from fleet_server import validation
 from fleet_server.api.auth import admin_required, fleet
@@ -36,6 +37,11 @@ _batchers: "weakref.WeakKeyDictionary[Scorer, MicroBatcher]" = weakref.WeakKeyDi
 
 class UnprocessableRecord(FleetError):
     status = 422
+
+
+class BackendFailure(FleetError):
+    """The model's own artifact failed to score records that passed validation (onnxruntime, LiteRT or pypmml raised)."""
+    status = 500
 
 
 def _cached(f: Fleet, name: str, version: int | None) -> Scorer | None:
@@ -62,13 +68,36 @@ def _scorer(name: str, version: int | None) -> Scorer:
     return sc
 
 
+BACKEND_ERROR = "edgefleet.backend_error"  # WSGI environ key: a scoring failure the fast path met, for the view to re-raise
+_failed = threading.local()  # .exc: the last backend failure score() raised in this thread (fleet_server.api.fastpath reads it)
+
+
 def score(sc: Scorer, records: list[Any]) -> list[Prediction]:
-    """``sc.score_many(records)`` through the scorer's micro-batcher (ScoringInputError names the bad field)."""
+    """``sc.score_many(records)`` through the scorer's micro-batcher (ScoringInputError names the bad field).
+
+    A failure of the backend itself (``BatchTimeout`` after 30 s, an artifact error) is not scored
+    twice: when the WSGI fast path met it and handed the request to the view, the view's call here
+    raises that same exception (so the app answers it as always) instead of waiting out a second
+    timeout on the same stuck backend."""
+    if has_request_context():
+        prior = request.environ.pop(BACKEND_ERROR, None)
+        if prior is not None:
+            raise prior
     with _lock:
         b = _batchers.get(sc)
         if b is None:
             b = _batchers[sc] = MicroBatcher(sc)
-    return b.score(records)
+    try:
+        return b.score(records)
+    except ScoringInputError:
+        raise  # the record's fault: the view names its field
+    except BundleError as exc:  # the verified artifact failed on valid features: the server's fault, not the caller's (was a 400)
+        err = BackendFailure(f"model {sc.name} v{sc.version}: the server could not score this valid request: {exc}")
+        _failed.exc = err
+        raise err from exc
+    except Exception as exc:
+        _failed.exc = exc
+        raise
 
 
 def json_response(value: Any) -> Response:
