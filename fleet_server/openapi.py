@@ -163,7 +163,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/models/{name}": {"get": _op("newest version with manifest", ADMIN, out=_js(_ref("Model")))},
     "/api/v1/models/{name}/versions/{version}": {"get": _op("one version with manifest", ADMIN, out=_js(_ref("Model")))},
     "/api/v1/models/{name}/predict": {"post": _op(
-        "score one record or a list; 422 names the bad field", ADMIN,
+        "score one record or a list; 422 names the bad field; 500 when the model's artifact fails on valid records, 503 when "
+        "its scorer does not answer within 30 s", ADMIN,
         out=_js({"oneOf": [_ref("Prediction"), {"type": "array", "items": _ref("Prediction")}]}),
         body=v.PREDICT_REQUEST, query=[Q_VERSION])},
     "/api/v1/models/{name}/cdsw": {"post": _op(
