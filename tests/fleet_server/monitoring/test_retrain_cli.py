@@ -125,6 +125,31 @@ def test_challenger_that_does_not_win_stops_with_exit_4_and_registers_nothing(se
     assert [v["version"] for v in served["api"]("GET", "/api/v1/models")[1]["models"][0]["versions"]] == [1]
 
 
+def test_forced_shuffled_challenger_is_registered_as_forced_and_rolled_out_behind_the_ml_gate(served: dict[str, Any],
+                                                                                              keypair: dict[str, Any]) -> None:
+    """The retrain half of test_simulate_loop's bad-challenger run (slow: 37 s), kept in the default run: a challenger
+    trained on shuffled labels loses, ``--force`` registers it anyway, marked forced, parity passed, and starts the
+    10/50/100 rollout behind the default ML canary gate. That the gate then halts such a canary and rolls it back on
+    real agents is test_ml_gate's shuffled case."""
+    api = served["api"]
+    feed(served["sim"], drifted(2000, seed=31), "bad")
+    proc = retrain(served, keypair, "--trainer", f"{ROOT / 'examples' / 'churn_trainers.py'}:train_shuffled", "--margin", "0.01",
+                   "--alert", "9", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "challenger does NOT win; --force: continuing anyway (the canary gate decides)" in proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["decision"] == "rolled_out" and out["version"] == 2, out
+    prov = api("GET", "/api/v1/models/churn/versions/2")[1]["provenance"]
+    m = prov["metrics"]
+    assert m["forced"] is True and m["won_on"] == [] and m["challenger"]["auroc"] < m["champion"]["auroc"], m
+    assert all(p["passed"] for p in prov["parity"]), "the bad challenger passes parity"
+    assert prov["parent"]["version"] == 1 and str(prov["trigger"]["alert"]["id"]) == "9"
+    code, ro, _ = api("GET", f"/api/v1/rollouts/{out['rollout_id']}")
+    assert code == 200 and ro["version"] == 2 and ro["steps"] == [10.0, 50.0, 100.0], ro
+    assert ro["gates"]["ml"] == {"psi_threshold": 0.3, "max_auroc_drop": 0.1}, ro["gates"]
+    assert [x["id"] for x in prov["rollouts"]] == [ro["id"]]
+
+
 def test_retrain_cli_names_bad_input(served: dict[str, Any], keypair: dict[str, Any]) -> None:
     proc = retrain(served, keypair, "--trainer", "no_such_module:train")
     assert proc.returncode == 1 and "edgefleet: error: --trainer 'no_such_module:train': cannot import no_such_module" in proc.stderr

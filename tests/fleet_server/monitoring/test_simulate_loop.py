@@ -9,7 +9,8 @@ the server as a subprocess, and the ML canary gate. About 50 s per scenario.
 * control: the same run without the price increase raises no alert and starts no retrain;
 * bad-challenger: the challenger is trained on shuffled labels and forced past the
   champion/challenger check; it passes parity, and the ML gate halts the rollout at the canary
-  and rolls it back, so every device still runs v1.
+  and rolls it back, so every device still runs v1 (slow; its two halves run by default in
+  test_retrain_cli and test_ml_gate).
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ from simulate_loop import run
 WINDOW_LIMIT = 2  # the drift alert fires for a window at most this many windows after the price increase starts
 
 
-@pytest.mark.parametrize("scenario", ["drift", pytest.param("control", marks=pytest.mark.slow), "bad-challenger"])  # the fair-model
-# control of the fairness monitor (no alert over its windows) stays in the default run
+# control and bad-challenger are slow (about 37 s each). What stays in the default run: the fair-model control of the
+# fairness monitor (no alert over its windows); for bad-challenger, its retrain half (a shuffled-label challenger loses, --force
+# registers it as forced, parity passed, behind the default ML gate: test_retrain_cli) and its gate half (the gate halts such a
+# canary and rolls it back on real agents on a real Mosquitto: test_ml_gate), while drift runs this same loop up to the retrain.
+@pytest.mark.parametrize("scenario", ["drift", pytest.param("control", marks=pytest.mark.slow),
+                                      pytest.param("bad-challenger", marks=pytest.mark.slow)])
 def test_closed_loop(scenario: str, tmp_path: Path) -> None:
     lines: list[str] = []
     r = run(scenario, workdir=tmp_path / "loop", log=lines.append)
