@@ -258,7 +258,7 @@ class IngestQueue:
                 continue
             for key, device_id, payload in claimed:
                 try:
-                    result: Any = ingest.parse_batch(self.fleet, device_id, payload)
+                    result: Any = ingest.parse_tuples(self.fleet.cfg.max_telemetry_bytes, device_id, payload)
                 except Exception as exc:  # noqa: BLE001 - handed to the worker, which rejects the batch as before
                     result = exc
                 with self._ahead_lock:
@@ -267,13 +267,14 @@ class IngestQueue:
                     # else the worker took the item meanwhile and parsed it itself: this result is dropped
                     self._ahead_lock.notify_all()
 
-    def _parsed(self, device_id: str, payload: bytes) -> list[dict[str, Any]]:
-        """``ingest.parse_batch(device_id, payload)``, from the parse-ahead thread when it has it."""
+    def _parsed(self, device_id: str, payload: bytes) -> list[ingest.Row]:
+        """``ingest.parse_tuples`` of the payload, from the parser process or the parse-ahead
+        thread when either has it."""
         child = self._from_child(payload)
         if child is not None:
             if not child[0]:
                 raise child[1]
-            rows: list[dict[str, Any]] = child[1]
+            rows: list[ingest.Row] = child[1]
             return rows
         key = id(payload)
         with self._ahead_lock:
@@ -287,7 +288,7 @@ class IngestQueue:
                 raise got[2]
             rows = got[2]
             return rows
-        return ingest.parse_batch(self.fleet, device_id, payload)
+        return ingest.parse_tuples(self.fleet.cfg.max_telemetry_bytes, device_id, payload)
 
     # -- worker ------------------------------------------------------------------------------
     def _count(self, name: str) -> None:
@@ -471,7 +472,7 @@ class IngestQueue:
         with self.fleet.session() as s:
             for name, n in pending.items():
                 self.fleet.bump(s, name, n)
-            rows: list[dict[str, Any]] = []
+            rows: list[ingest.Row] = []
             # the group's status senders in one SELECT (record_status's s.get then reads the
             # session's identity map), not one per status; held here so the map keeps them
             senders = [r[0] for r in (route(item[0]) for item in group) if r is not None and r[1] == "status"]
@@ -490,7 +491,7 @@ class IngestQueue:
                         parsed = self._parsed(device_id, payload)
                         rows.extend(parsed)
                         acks.append((device_id, {"batch_id": _batch_id(payload), "result": "stored",
-                                                 "ids": [r["id"] for r in parsed]}))
+                                                 "ids": [r[0] for r in parsed]}))
                     except FleetError as exc:
                         self.last_error = f"{topic}: {exc}"
                         ingest.reject(self.fleet, exc, s)
@@ -511,7 +512,7 @@ class IngestQueue:
                     self.last_error = f"{topic}: {_short(exc)}"
                     self.fleet.bump(s, "status_rejected")
                     self._rejected(topic)
-            ingest.insert_rows(self.fleet, rows, s)
+            ingest.insert_tuples(self.fleet, rows, s)
             del loaded
         return statuses, acks
 
