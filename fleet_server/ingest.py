@@ -13,7 +13,10 @@ processors, ``RETURNING`` rows). The path is now:
    cannot find anything (no ``\\u0000`` or surrogate escape and no number that could overflow
    in the raw bytes, every message of the plain shape ``_plainly_valid`` accepts); otherwise it
    runs as before and names the field.
-2. ``insert_rows``: one driver-level ``executemany`` of plain tuples (SQLite), or ``COPY``
+2. ``parse_tuples`` (the MQTT path: fleet_server/mqtt/parse_pool.py runs it in the parser process)
+   makes the driver's final tuples at once, so the storing side runs no per-row Python;
+   ``parse_rows`` makes dicts of the same values (the demo sink, ``insert_rows``).
+3. ``insert_tuples``: one driver-level ``executemany`` of those tuples (SQLite), or ``COPY``
    straight into the table under a savepoint, falling back (on a unique violation) to ``COPY``
    into a temporary staging table and one ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING``
    (PostgreSQL); the row counts those statements report are the rows they inserted, so two

@@ -121,6 +121,11 @@ class IngestQueue:
 
     GROUP_MESSAGES = 200
     GROUP_BYTES = 8 * 1024 * 1024
+    # On SQLite a group's rows go to the database every FLUSH_ROWS, in its one transaction, not all
+    # at its end: the worker waited for the parser process 0.78 s of a 2.1 s bench phase (80,000
+    # records) with one insert per group, 0.44 s with these. On PostgreSQL the group stays one COPY:
+    # 1,000-row COPYs (a savepoint and a round trip each) took the insert from 1.07 to 1.81 s there.
+    FLUSH_ROWS = 1000
     TRANSIENT_RETRIES = 3
 
     def __init__(self, fleet: Fleet, *, on_status: Callable[[], Any] | None = None,
@@ -473,6 +478,7 @@ class IngestQueue:
             for name, n in pending.items():
                 self.fleet.bump(s, name, n)
             rows: list[ingest.Row] = []
+            flush = self.FLUSH_ROWS if self.fleet.engine.dialect.name == "sqlite" else 1 << 62
             # the group's status senders in one SELECT (record_status's s.get then reads the
             # session's identity map), not one per status; held here so the map keeps them
             senders = [r[0] for r in (route(item[0]) for item in group) if r is not None and r[1] == "status"]
@@ -492,6 +498,9 @@ class IngestQueue:
                         rows.extend(parsed)
                         acks.append((device_id, {"batch_id": _batch_id(payload), "result": "stored",
                                                  "ids": [r[0] for r in parsed]}))
+                        if len(rows) >= flush:  # stored while the parser process reads the next batches
+                            ingest.insert_tuples(self.fleet, rows, s)
+                            rows = []
                     except FleetError as exc:
                         self.last_error = f"{topic}: {exc}"
                         ingest.reject(self.fleet, exc, s)

@@ -146,6 +146,44 @@ def test_a_malformed_record_rejects_its_batch_by_name_and_the_group_stores_the_r
     assert c["telemetry_rejected"] == 1 and c["telemetry_accepted"] == 6, c
 
 
+def test_a_group_stored_in_several_inserts_is_one_commit(fleet: Fleet) -> None:
+    """On SQLite the worker inserts a group's rows every FLUSH_ROWS as their parse arrives, in the
+    group's one transaction (on PostgreSQL the group is one COPY, and the repeated id takes the
+    unique violation and the staging table): an id repeated three inserts later is stored once and
+    counted as a duplicate, a batch refused between them costs only itself, and the acks follow
+    the group's one commit."""
+    q = IngestQueue(fleet, parse_processes=1)
+    q.FLUSH_ROWS = 4
+    seen: list[tuple[str, dict[str, Any]]] = []
+    visible_at_ack: list[set[str]] = []
+    other = create_engine(fleet.db_url)
+
+    def on_acks(acks: list[tuple[str, dict[str, Any]]]) -> None:
+        with other.connect() as c:
+            visible_at_ack.append({r[0] for r in c.execute(text("SELECT id FROM telemetry"))})
+        seen.extend(acks)
+
+    q.on_acks = on_acks
+    batches = [[_msg(f"g{b}-{i}") for i in range(3)] for b in range(6)]
+    batches[3] = [_msg("g3-0"), _msg("g3-1", model_version=-1)]  # refused: model_version below 0
+    batches[5] = [_msg("g0-1"), _msg("g5-0")]  # g0-1 again, three inserts later
+    for b, msgs in enumerate(batches):
+        assert q.submit("edgefleet/v1/devices/d-1/telemetry", _batch("d-1", msgs, f"b{b}"), lambda: None)
+    q.start()
+    deadline = time.monotonic() + 30
+    while len(seen) < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    q.stop()
+    other.dispose()
+    stored = {f"g{b}-{i}" for b in (0, 1, 2, 4) for i in range(3)} | {"g5-0"}
+    assert sorted(_ids(fleet)) == sorted(stored)
+    results = {body["batch_id"]: body["result"] for _dev, body in seen}
+    assert results == {"b0": "stored", "b1": "stored", "b2": "stored", "b3": "rejected", "b4": "stored", "b5": "stored"}, seen
+    assert len(visible_at_ack) == 1 and stored <= visible_at_ack[0], "acked before the group's one commit"
+    c = _counters(fleet)
+    assert c["telemetry_accepted"] == 13 and c["telemetry_duplicates"] == 1 and c["telemetry_rejected"] == 1, c
+
+
 @pytest.mark.parametrize("raw, field", [
     (b'{"messages": [%s]}' % json.dumps(_msg("x", features={"f": "a\\u0000b"})).encode().replace(b"\\\\u", b"\\u"), "messages[0].body"),
     (b'{"messages": [%s]}' % json.dumps(_msg("x", note="\\ud800")).encode().replace(b"\\\\u", b"\\u"), "messages[0].body.note"),
