@@ -72,17 +72,18 @@ def watch_server(server_pid: int) -> None:
 
 
 def child_main(tasks: Any, answers: Any, server_pid: int) -> None:
-    """The parser process: each task is ``b"<max_bytes> <device id>\\n" + payload``; each answer,
-    in the same order, the pickled ``parse_in_child`` result."""
+    """The parser process: each task is ``b"<max_bytes> <n>\\n"``, then the device id's n bytes, then
+    the payload (length-prefixed: a device id is never split on a byte it holds); each answer, in
+    the same order, the pickled ``parse_in_child`` result."""
     watch_server(server_pid)
     while True:
         try:
             task = tasks.recv_bytes()
         except (EOFError, OSError):  # the server closed the pipe (or is gone): nothing left to do
             return
-        head, _, payload = task.partition(b"\n")
-        limit, _, device_id = head.decode().partition(" ")
-        answer = parse_in_child(int(limit), device_id, payload)
+        head, _, rest = task.partition(b"\n")
+        limit, n = (int(v) for v in head.split())
+        answer = parse_in_child(limit, rest[:n].decode("utf-8", "surrogateescape"), rest[n:])
         try:
             blob = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - rows that cannot pickle: the worker parses this batch itself
@@ -141,7 +142,8 @@ class ParsePool:
                     self._start()
                 fut: Future[tuple[bool, Any]] = Future()
                 self._waiting.append(fut)
-                self._outbox.put(b"%d %s\n" % (max_bytes, device_id.encode()) + payload)
+                dev = device_id.encode("utf-8", "surrogateescape")
+                self._outbox.put(b"%d %d\n%s" % (max_bytes, len(dev), dev) + payload)
             return fut
         except Exception as exc:  # noqa: BLE001 - no child process: parse in-process
             self.give_up(exc)

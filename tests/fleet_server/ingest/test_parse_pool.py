@@ -58,6 +58,17 @@ def test_the_parser_process_answers_as_the_worker_would() -> None:
                 assert all(type(r[4]) is str and len(r) == 11 for r in got)
             else:
                 assert type(got) is type(want) and str(got) == str(want), (got, want)
+        # a device id is framed by its length: one holding a newline and a whole batch is still
+        # that device's (refused by name), never another device's batch
+        odd = 'd-2\n{"messages": [' + json.dumps(_msg("x")) + "]}"
+        for payload in (b" ", _batch(odd, [_msg("x")])):
+            child = pool.submit(LIMIT, odd, payload)
+            assert child is not None
+            ok, got = child.result(timeout=60)
+            with pytest.raises(FleetError) as want:
+                ingest.parse_tuples(LIMIT, odd, payload)
+            assert not ok and str(got) == str(want.value), (got, want.value)
+        assert str(got).startswith("device_id:"), got
         assert not pool.broken
     finally:
         pool.close()
