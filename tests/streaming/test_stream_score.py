@@ -144,8 +144,10 @@ def _run_killed_and_restarted(n: int, batch_files: dict[str, Any], tansu: Any, p
     stage("scores topic checked")
 
 
-def _read_topic(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[dict[str, Any]]:
-    """Every message of every partition, from offset 0 until idle_s without one (end offsets are not trusted)."""
+def _read_topic(bootstrap: str, topic: str, expected: set[str], idle_s: float = 3.0, settle_s: float = 1.0) -> list[dict[str, Any]]:
+    """Every message of every partition, from offset 0 until idle_s without one (end offsets are not trusted), or
+    settle_s without one once every ``expected`` event has been seen (the job has exited, so nothing more is on its way;
+    the settle still catches a replayed batch's second copy): the 3 s idle alone was 3 s of every run."""
     import json
 
     from confluent_kafka import TopicPartition
@@ -155,12 +157,15 @@ def _read_topic(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[dict[st
     c = _consumer(bootstrap)
     try:
         c.assign([TopicPartition(topic, p, 0) for p in partitions_of(c, topic)])
-        out, last = [], time.monotonic()
-        while time.monotonic() - last < idle_s:
-            msgs = [m for m in c.consume(num_messages=5000, timeout=0.5) if m.error() is None]
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        last = time.monotonic()
+        while time.monotonic() - last < (settle_s if expected <= seen else idle_s):
+            msgs = [m for m in c.consume(num_messages=5000, timeout=0.25) if m.error() is None]
             if msgs:
                 last = time.monotonic()
             out.extend(json.loads(m.value()) for m in msgs)
+            seen.update(msg["event"] for msg in out[len(out) - len(msgs):])
         return out
     finally:
         c.close()
@@ -170,7 +175,7 @@ def _check_scores_topic(bootstrap: str, scores_topic: str, url: str, table: str)
     """--scores-topic: each stored score also appears on the topic, with the same probability and model version
     (at least once: a batch replayed after the SIGKILL produces its scores again, identical)."""
     hist = {r[0]: r for r in table_rows(url, f"SELECT run_id, entity_id, probability, model_version, bundle_sha256 FROM {table}_history")}
-    published = _read_topic(bootstrap, scores_topic)
+    published = _read_topic(bootstrap, scores_topic, set(hist))
     by_event: dict[str, list[dict[str, Any]]] = {}
     for msg in published:
         by_event.setdefault(msg["event"], []).append(msg)
