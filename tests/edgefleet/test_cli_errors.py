@@ -200,7 +200,7 @@ def test_bad_urls_are_refused(tmp_path: Path, args: list[str], option: str) -> N
 
 # ------------------------------------------------------------ a broker that is down while serving
 
-def _serve_with_unreachable_broker(tmp_path: Path, *global_opts: str, seconds: float = 8.0) -> tuple[str, str, int, dict]:
+def _serve_with_unreachable_broker(tmp_path: Path, *global_opts: str, seconds: float = 4.5) -> tuple[str, str, int, dict]:
     """``edgefleet server --mqtt mqtt://127.0.0.1:<closed>``: it serves (devices can poll over HTTP),
     says why the broker is unreachable, and /readyz names the broker; SIGTERM stops it cleanly."""
     import json
@@ -226,7 +226,9 @@ def _serve_with_unreachable_broker(tmp_path: Path, *global_opts: str, seconds: f
                 ready = {"code": e.code, **json.loads(e.read())}
             except OSError:
                 time.sleep(0.2)
-        time.sleep(seconds)  # paho retries every 1..10 s meanwhile: each attempt fails the same way
+        # paho retries after 1, 2, 4 .. 10 s meanwhile, each attempt failing the same way: 4.5 s sees the two retries at
+        # +1 and +3 s after the first failure (8 s saw a third at +7 s, for 3.5 s more of every run)
+        time.sleep(seconds)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
