@@ -34,7 +34,7 @@ import time
 import weakref
 from typing import Any, Callable
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, true
 
 from fleet_server import devices as devmod
 from fleet_server.core import Fleet
@@ -133,7 +133,7 @@ def target_bound(fleet: Fleet, selector: dict[str, Any] | None) -> int:
 def _require_targets(s: Any, selector: dict[str, Any]) -> None:
     """Refuse a rollout that would reach nobody: it would report COMPLETED 100 % with 0/0 installed.
 
-    Devices that join later still get a running or completed rollout's target (``_sync_targets``);
+    Devices that join later still get a running or completed rollout's target (``_add_joined``);
     this only checks that the selector matches at least one device enrolled now.
     """
     groups, tags = selector.get("groups") or [], selector.get("tags") or []
@@ -157,24 +157,39 @@ def _require_targets(s: Any, selector: dict[str, Any]) -> None:
     raise Conflict(f"selector: {asked} match no enrolled device; {known}")
 
 
-def _sync_targets(s: Any, r: Rollout) -> list[RolloutTarget]:
-    targets = list(s.scalars(select(RolloutTarget).where(RolloutTarget.rollout_id == r.id)))
-    targeted = select(RolloutTarget.device_id).where(RolloutTarget.rollout_id == r.id)
-    for dev in s.scalars(select(Device).where(Device.device_id.not_in(targeted))):
-        if _matches(dev, r.selector):
-            t = RolloutTarget(rollout_id=r.id, device_id=dev.device_id, order=_order(r.id, dev.device_id),
-                              previous_version=dev.active_version, state="pending")
-            s.add(t)
-            targets.append(t)
-    targets.sort(key=lambda t: t.order)
-    return targets
+def _add_joined(s: Any, r: Rollout) -> int:
+    """Give every matching device that has no target of ``r`` yet one (``pending``); returns how many.
+
+    One NOT EXISTS query reads only those devices, as plain rows, and one multi-row INSERT stores
+    their targets: the pass no longer loads every target and device of the rollout as ORM objects
+    to find the few that joined (at 10,000 devices that was most of each pass's ~1 s under the
+    server's GIL, starving the downloads and status storage the devices wait for).
+    """
+    has_target = (select(RolloutTarget.id)
+                  .where(RolloutTarget.rollout_id == r.id, RolloutTarget.device_id == Device.device_id).exists())
+    q = select(Device.device_id, Device.group, Device.tags, Device.active_version).where(~has_target)
+    groups, tags = r.selector.get("groups") or [], r.selector.get("tags") or []
+    if groups and not tags:
+        q = q.where(Device.group.in_(groups))
+    rows = [{"rollout_id": r.id, "device_id": d.device_id, "order": _order(r.id, d.device_id),
+             "previous_version": d.active_version, "state": "pending"}
+            for d in s.execute(q) if _matches(d, r.selector)]
+    if rows:
+        s.execute(insert(RolloutTarget), rows)
+    return len(rows)
+
+
+def _all_targets(s: Any, r: Rollout) -> list[RolloutTarget]:
+    """Every target of ``r`` in rollout order: for the gates, a halt's or a rollback's walk (once per step, not per pass)."""
+    return list(s.scalars(select(RolloutTarget).where(RolloutTarget.rollout_id == r.id)
+                          .order_by(RolloutTarget.order, RolloutTarget.id)))
 
 
 MAX_REDELIVERIES = 3
 
 
 def _observe(t: RolloutTarget, dev: Any, version: int) -> None:
-    """``dev``: a Device, or a row of ``_device_states`` (the same attribute names)."""
+    """``dev``: a Device, or a row of ``_actionable`` (the same attribute names)."""
     if t.state == "installed":
         _check_fallback(t, dev, version)
         return
@@ -204,14 +219,19 @@ def _check_fallback(t: RolloutTarget, dev: Any, version: int) -> None:
 
 
 def _rollback_targets(fleet: Fleet, s: Any, r: Rollout, targets: list[RolloutTarget], states: set[str]) -> int:
+    back = [t for t in targets if t.state in states and t.previous_version is not None]
+    wanted = sorted({t.previous_version for t in back if t.previous_version is not None})
+    versions = {mv.version: mv for mv in s.scalars(select(ModelVersion).where(ModelVersion.name == r.model, ModelVersion.version.in_(wanted)))}
+    back = [t for t in back if t.previous_version in versions]
+    serials = devmod.last_serials(s, sorted({t.device_id for t in back}))
     n = 0
-    for t in targets:
-        if t.state in states and t.previous_version is not None:
-            prev = s.scalars(select(ModelVersion).where(ModelVersion.name == r.model, ModelVersion.version == t.previous_version)).first()
-            if prev is not None:
-                devmod.issue_assignment(fleet, t.device_id, prev, t.format or "onnx", rollback=True, rollout_id=r.id, session=s)
-                t.state = "rolled_back"
-                n += 1
+    for version, mv in versions.items():
+        mine = [t for t in back if t.previous_version == version]
+        devmod.issue_assignments(fleet, s, mv, [(t.device_id, t.format or "onnx") for t in mine], rollback=True, rollout_id=r.id,
+                                 serials=serials)
+        for t in mine:
+            t.state = "rolled_back"
+        n += len(mine)
     return n
 
 
@@ -222,44 +242,68 @@ def _step_started_at(r: Rollout) -> dt.datetime:
     return r.created_at
 
 
-def _device_states(s: Any, r: Rollout) -> dict[str, Any]:
-    """What a pass reads of the target devices it may act on, as plain rows (device_id,
-    active_version, health, last_install, status, capabilities): no ORM object per device (a pass
-    never writes a device), joined on the rollout's targets instead of an IN list of every id.
+def _step_bound(s: Any, r: Rollout, limit: int, n: int) -> tuple[int, int] | None:
+    """``(order, id)`` of the last target inside the current step (the first ``limit`` of ``n`` in
+    rollout order), or None when every target is inside it."""
+    if limit >= n:
+        return None
+    if limit <= 0:
+        return (-1, -1)  # no target is inside the step
+    row = s.execute(select(RolloutTarget.order, RolloutTarget.id).where(RolloutTarget.rollout_id == r.id)
+                    .order_by(RolloutTarget.order, RolloutTarget.id).offset(limit - 1).limit(1)).one()
+    return int(row[0]), int(row[1])
 
-    Only targets ``_observe`` or the assignment loop can change are read: ``pending`` and
-    ``assigned`` ones, and ``installed`` ones whose device no longer runs the version (the
-    fallback check). Every other target is left as it is by a pass whatever its device reports,
-    so a settled 10,000-device rollout costs a pass no device row at all.
+
+def _in_step(bound: tuple[int, int] | None) -> Any:
+    if bound is None:
+        return true()
+    return (RolloutTarget.order < bound[0]) | ((RolloutTarget.order == bound[0]) & (RolloutTarget.id <= bound[1]))
+
+
+def _actionable(s: Any, r: Rollout, bound: tuple[int, int] | None, *, assign: bool) -> list[tuple[RolloutTarget, Any]]:
+    """The targets a pass can change, each with its device's state as a plain row (active_version,
+    health, last_install, status, capabilities), in rollout order; no other target or device is read.
+
+    - ``pending`` inside the step (``assign``): to be assigned;
+    - ``assigned`` whose device runs the version or reported after the assignment was issued
+      (``last_seen >= assigned_at``): a device's state changes only with a stored status, so an
+      assigned device that has not reported since cannot be observed as installed or refused.
+      (The server's clock sets both; a refusal stored before its assignment, which the old
+      full walk read as this assignment's, is now not taken for it.)
+    - ``installed`` whose device no longer runs the version (the fallback check).
+
+    A settled 10,000-device rollout costs a pass no row at all, and a rollout whose devices are
+    downloading costs only the devices that reported since the previous pass.
     """
-    cols = (Device.device_id, Device.active_version, Device.health, Device.last_install, Device.status, Device.capabilities)
+    cols = (Device.active_version, Device.health, Device.last_install, Device.status, Device.capabilities)
     moved = (Device.active_version.is_(None)) | (Device.active_version != r.version)
-    q = (select(*cols).join(RolloutTarget, RolloutTarget.device_id == Device.device_id)
-         .where(RolloutTarget.rollout_id == r.id,
-                RolloutTarget.state.in_(["pending", "assigned"]) | ((RolloutTarget.state == "installed") & moved)))
-    return {row.device_id: row for row in s.execute(q)}
-
-
-def _observe_all(targets: list[RolloutTarget], devs: dict[str, Any], version: int) -> None:
-    for t in targets:
-        dev = devs.get(t.device_id)
-        if dev is not None:  # absent: a target no report can change (``_device_states``)
-            _observe(t, dev, version)
+    reported = ((Device.active_version == r.version) | RolloutTarget.assigned_at.is_(None)
+                | (Device.last_seen >= RolloutTarget.assigned_at))
+    which = ((RolloutTarget.state == "assigned") & reported) | ((RolloutTarget.state == "installed") & moved)
+    if assign:
+        which = which | ((RolloutTarget.state == "pending") & _in_step(bound))
+    q = (select(RolloutTarget, *cols).join(Device, RolloutTarget.device_id == Device.device_id)
+         .where(RolloutTarget.rollout_id == r.id, which).order_by(RolloutTarget.order, RolloutTarget.id))
+    return [(row[0], row) for row in s.execute(q)]
 
 
 def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion, max_assignments: int | None = None) -> None:
-    targets = _sync_targets(s, r)
-    devs = _device_states(s, r)
-    _observe_all(targets, devs, r.version)
-    n = len(targets)
+    _add_joined(s, r)
+    of_r = RolloutTarget.rollout_id == r.id
+    n = int(s.scalar(select(func.count()).select_from(RolloutTarget).where(of_r)) or 0)
     limit = n if r.state == "completed" else math.ceil(r.steps[r.step_index] / 100.0 * n)
-    todo = [t for t in targets[:limit] if t.state == "pending"]
-    serials = devmod.last_serials(s, [t.device_id for t in todo]) if todo else {}
-    issued = 0
-    for t in todo:
+    bound = _step_bound(s, r, limit, n)
+    rows = _actionable(s, r, bound, assign=True)
+    for t, dev in rows:
+        _observe(t, dev, r.version)
+    todo = [(t, dev) for t, dev in rows if t.state == "pending" and (bound is None or (t.order, t.id) <= bound)]
+    serials = devmod.last_serials(s, [t.device_id for t, _ in todo]) if todo else {}
+    issued, held = 0, False
+    batch: list[tuple[RolloutTarget, str]] = []
+    for t, dev in todo:
         if max_assignments is not None and issued >= max_assignments:
-            return  # the rest stay pending (so the step cannot settle) until the next full pass
-        dev = devs[t.device_id]
+            held = True
+            break  # the rest stay pending (so the step cannot settle) until the next full pass
         if dev.active_version == r.version:
             t.state, t.step, t.done_at = "installed", r.step_index, utcnow()
             continue
@@ -268,18 +312,21 @@ def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion, max_assignments
             if dev.capabilities:
                 t.state, t.reason = "incapable", why
             continue
-        devmod.issue_assignment(fleet, t.device_id, mv, fmt, rollout_id=r.id, session=s, last_serial=serials.get(t.device_id, 0))
-        t.state, t.format, t.step, t.assigned_at = "assigned", fmt, r.step_index, utcnow()
+        batch.append((t, fmt))
         issued += 1
-        if issued % 100 == 0:  # devices start downloading while the rest of the step is signed
+        if len(batch) == ASSIGN_BATCH:  # devices start downloading while the rest of the step is signed
+            _issue(fleet, s, r, mv, batch, serials)
             fleet.commit_and_publish(s)
-    if r.state != "running":
+            batch = []
+    _issue(fleet, s, r, mv, batch, serials)
+    if r.state != "running" or held:
         return
-    in_step = targets[:limit]
-    settled = all(t.state in SETTLED for t in in_step)
+    unsettled = int(s.scalar(select(func.count()).select_from(RolloutTarget)
+                             .where(of_r, _in_step(bound), RolloutTarget.state.not_in(SETTLED))) or 0)
     timed_out = (utcnow() - _step_started_at(r)).total_seconds() > float(r.gates.get("step_timeout_seconds", fleet.cfg.step_timeout_seconds))
-    if not (settled or timed_out):
+    if unsettled and not timed_out:
         return
+    targets = _all_targets(s, r)
     for gate in (install_health_gate, *fleet.gates):
         reason = gate(fleet, r, targets)
         if isinstance(reason, Wait):
@@ -295,14 +342,25 @@ def _advance(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion, max_assignments
             n_back = _rollback_targets(fleet, s, r, targets, {"installed", "failed", "assigned"})
             _event(r, "halted", reason=reason, rolled_back=n_back)
             return
-    if timed_out and not settled:
-        _event(r, "step_timeout", waiting=sum(t.state not in SETTLED for t in in_step))
+    if unsettled:
+        _event(r, "step_timeout", waiting=unsettled)
     if r.step_index + 1 < len(r.steps):
         r.step_index += 1
         _event(r, "step_started")
     else:
         r.state = "completed"
         _event(r, "completed")
+
+
+ASSIGN_BATCH = 100  # assignments signed, stored and published per commit of a pass
+
+
+def _issue(fleet: Fleet, s: Any, r: Rollout, mv: ModelVersion, batch: list[tuple[RolloutTarget, str]], serials: dict[str, int]) -> None:
+    devmod.issue_assignments(fleet, s, mv, [(t.device_id, fmt) for t, fmt in batch], rollout_id=r.id, serials=serials)
+    now = utcnow()
+    for t, fmt in batch:
+        t.state, t.format, t.step, t.assigned_at = "assigned", fmt, r.step_index, now
+        serials[t.device_id] = serials.get(t.device_id, 0) + 1
 
 
 _last_pass: "weakref.WeakKeyDictionary[Fleet, tuple[float, float]]" = weakref.WeakKeyDictionary()  # fleet -> (end, seconds)
@@ -359,9 +417,10 @@ def _reconcile(fleet: Fleet, rollout_id: int | None, max_assignments: int | None
             mv = s.scalars(select(ModelVersion).where(ModelVersion.name == r.model, ModelVersion.version == r.version)).first()
             if mv is None:
                 continue
-            if r.state == "paused":
-                targets = _sync_targets(s, r)
-                _observe_all(targets, _device_states(s, r), r.version)
+            if r.state == "paused":  # observed, never assigned
+                _add_joined(s, r)
+                for t, dev in _actionable(s, r, None, assign=False):
+                    _observe(t, dev, r.version)
                 continue
             _advance(fleet, s, r, mv, max_assignments)
 
@@ -378,7 +437,8 @@ def control(fleet: Fleet, rollout_id: int, action: str) -> Rollout:
         if r.state not in allowed[action]:
             raise FleetError(f"action: cannot {action} a rollout that is {r.state}")
         if action == "rollback":
-            targets = _sync_targets(s, r)
+            _add_joined(s, r)
+            targets = _all_targets(s, r)
             n = _rollback_targets(fleet, s, r, targets, {"installed", "failed", "assigned"})
             r.state = "rolled_back"
             _event(r, "rolled_back", devices=n)
