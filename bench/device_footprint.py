@@ -112,6 +112,16 @@ def run(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float = PIP_
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def setup_vendor() -> list[str]:
+    """setup.py's VENDOR list (the node_modules files the wheel ships), read without running setup.py."""
+    import ast
+
+    for node in ast.parse((ROOT / "setup.py").read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "VENDOR" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    raise SystemExit("setup.py has no VENDOR list")
+
+
 def make_venv(path: Path, packages: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[Path, float]:
     """``python -m venv`` then ``pip install``; return the venv's python and the seconds it took."""
     t0 = time.perf_counter()
@@ -168,6 +178,9 @@ def main() -> None:
         src = tmp / "src"
         shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
             ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "node_modules", "tests"))
+        for rel in setup_vendor():  # the wheel build copies these from node_modules (setup.py), and refuses without them
+            (src / "node_modules" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / "node_modules" / rel, src / "node_modules" / rel)
         dev_py, dev_s = make_venv(tmp / "device-venv", [f"{src}[device]"], cwd=tmp, env=env)
         dev_site, dev_dists = sizes(dev_py, cwd=tmp, env=env)
         versions = {norm(n): d["version"] for n, d in dev_dists.items()}
