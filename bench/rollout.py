@@ -231,9 +231,27 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def thread_cpu_seconds() -> dict[str, float]:
+    """User+system CPU seconds of this process's threads so far, summed by thread kind (name
+    without its number: waitress, mqtt, paho, reconciler, ...): where the server's one GIL went."""
+    import os
+    import threading
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        try:
+            fields = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kind = t.name.split("-")[0].split(" ")[0].rstrip("0123456789_") or t.name
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def run_rollout(server: Any, conn: Any, version: int, steps: list[float], n: int, timeout: float,
                 pids: dict[str, int] | None = None) -> dict[str, Any]:
-    cpu0 = cpu_seconds(pids or {})
+    cpu0, threads0 = cpu_seconds(pids or {}), thread_cpu_seconds()
     t0 = time.time()
     code, r = api(server, "POST", "/api/v1/rollouts", {"model": "churn", "version": version, "steps": steps})
     if code != 201:
@@ -246,7 +264,7 @@ def run_rollout(server: Any, conn: Any, version: int, steps: list[float], n: int
         state = api(server, "GET", f"/api/v1/rollouts/{r['id']}")[1]
     if state["state"] == "running":  # not converged in time: reported as it stands, then aborted so the next run can start
         api(server, "POST", f"/api/v1/rollouts/{r['id']}/abort")
-    wall, cpu1 = time.time() - t0, cpu_seconds(pids or {})
+    wall, cpu1, threads1 = time.time() - t0, cpu_seconds(pids or {}), thread_cpu_seconds()
     code, devs = api(server, "GET", "/api/v1/devices")
     conv = [_ts(d["last_seen"]) - t0 for d in devs["devices"] if d["active_version"] == version and d["last_seen"]]
     rep = _report(conn)
@@ -258,7 +276,8 @@ def run_rollout(server: Any, conn: Any, version: int, steps: list[float], n: int
             "conv": conv, "post_s": t_post, "done_s": done_at, "steps_at": steps_at,
             "recv": [e["recv"] - t0 for e in ev], "fetched": [e["fetched"] - t0 for e in ev], "acked": [e["acked"] - t0 for e in ev],
             "errors": rep["errors"], "dead": rep["dead"], "reason": state.get("reason"),
-            "wall": wall, "cpu": {k: cpu1[k] - cpu0[k] for k in cpu0}}
+            "wall": wall, "cpu": {k: cpu1[k] - cpu0[k] for k in cpu0},
+            "threads": {k: v - threads0.get(k, 0.0) for k, v in threads1.items() if v - threads0.get(k, 0.0) >= 0.005}}
 
 
 def main() -> None:
@@ -360,6 +379,9 @@ def main() -> None:
         for label, r in runs:
             tot = sum(r["cpu"].values())
             print(f"{label:30} {r['wall']:7.2f} " + " ".join(f"{r['cpu'][k]:13.2f}" for k in pids) + f" {tot / r['wall']:8.2f}x")
+        print("server+bench CPU seconds by thread kind (the server's threads share one GIL):")
+        for label, r in runs:
+            print(f"{label:30} " + "  ".join(f"{k} {v:.2f}" for k, v in sorted(r["threads"].items(), key=lambda kv: -kv[1])))
         for label, r in runs:
             if len(r["steps"]) > 1:
                 print(f"{label}: steps started at " + ", ".join(f"{s:.2f}s" for s in r["steps_at"]) + f"; completed at {r['done_s']:.2f}s")
