@@ -31,6 +31,8 @@ import operator
 import re
 from typing import Any
 
+import orjson
+
 from edgefleet.protocol import MAX_FEATURE_CHARS
 from fleet_server.core import Fleet
 from fleet_server.db import utcnow
@@ -126,22 +128,38 @@ def _plainly_valid(msg: Any) -> bool:
 # \\u escape in the raw text (a raw control character or invalid UTF-8 fails json.loads itself).
 # Any match, false positives included (an escaped backslash before "u0000", a valid surrogate
 # pair), takes the full walk. Infinities (a float that overflows) ``_plainly_valid`` refuses.
-_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+# orjson (``_load``) also turns an integer past 64 bits into a float, silently: any run of 19
+# digits (int64 ends at 19) takes the full walk too, false positives (a long float, digits in a
+# string) included.
+_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|[0-9]{19}")
 _SCALARS = (str, int, float, bool, type(None))
-_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode  # parsed JSON has no cycles
+_std_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode  # parsed JSON has no cycles
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+def _dumps(body: Any) -> str:
+    """The body as compact JSON text. orjson first (0.7 against 6.6 us per prediction message in
+    the stdlib encoder, measured on the bench's messages: the parser process's largest cost after
+    the decode); it refuses an integer past 64 bits, which the stdlib encoder writes as before.
+    Either text parses back to the same body (orjson writes non-ASCII as UTF-8, not \\u escapes)."""
+    try:
+        return orjson.dumps(body).decode()
+    except TypeError:
+        return _std_dumps(body)
 
 
 def _load(raw: bytes) -> tuple[Any, bool]:
     """(document, clean-walk still needed). Anything the quick route cannot decode goes through
-    ``parse_json``, which decodes it the same way or raises the named error."""
+    ``parse_json``, which decodes it the same way or raises the named error.
+
+    The quick route is orjson (1.7 against 4.3 us per prediction message for ``json.loads``,
+    measured on the bench's batches). It refuses more than ``json.loads`` does, never less: NaN
+    and Infinity, integers past 64 bits, invalid UTF-8, raw control characters and nesting past
+    1,024 all raise, and ``parse_json`` then answers as it always did; what it accepts it decodes
+    to the same values (tests/fleet_server/test_ingest_fastpath.py)."""
     if _SUSPECT.search(raw) is None:
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_no_constant), True
-        except (ValueError, RecursionError):
+            return orjson.loads(raw), True
+        except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
             pass
     return parse_json(raw), False
 
