@@ -108,8 +108,8 @@ def test_two_racing_writers_of_the_same_ids_accept_each_row_once(fleet: Fleet) -
     assert len(_ids(fleet)) == 300
 
 
-def test_a_malformed_record_rejects_its_batch_by_name_and_the_group_stores_the_rest(fleet: Fleet) -> None:
-    q = IngestQueue(fleet)
+def _record_acks(q: IngestQueue, fleet: Fleet) -> tuple[list[tuple[str, dict[str, Any]]], list[set[str]], Any]:
+    """(the acks ``q`` sends, the ids another connection sees committed at each ack call, that connection's engine)."""
     seen: list[tuple[str, dict[str, Any]]] = []
     visible_at_ack: list[set[str]] = []
     other = create_engine(fleet.db_url)  # another connection: sees only what was committed
@@ -120,6 +120,21 @@ def test_a_malformed_record_rejects_its_batch_by_name_and_the_group_stores_the_r
         seen.extend(acks)
 
     q.on_acks = on_acks
+    return seen, visible_at_ack, other
+
+
+def _run_until(q: IngestQueue, seen: list[Any], n: int, timeout: float) -> None:
+    """Start the worker, wait for ``n`` acks (at most ``timeout`` s), stop it."""
+    q.start()
+    deadline = time.monotonic() + timeout
+    while len(seen) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    q.stop()
+
+
+def test_a_malformed_record_rejects_its_batch_by_name_and_the_group_stores_the_rest(fleet: Fleet) -> None:
+    q = IngestQueue(fleet)
+    seen, visible_at_ack, other = _record_acks(q, fleet)
     good_a = [_msg(f"a{i}") for i in range(3)]
     bad = [_msg("b0"), _msg("b1", score="high"), _msg("b2")]
     good_c = [_msg(f"c{i}") for i in range(3)]
@@ -127,11 +142,7 @@ def test_a_malformed_record_rejects_its_batch_by_name_and_the_group_stores_the_r
     # queued before the worker starts, so the three land in one commit group (and the parse-ahead thread sees them queued)
     for dev, msgs, bid in (("d-a", good_a, "ba"), ("d-b", bad, "bb"), ("d-c", good_c, "bc")):
         assert q.submit(f"edgefleet/v1/devices/{dev}/telemetry", _batch(dev, msgs, bid), lambda d=dev: acked.append(d))
-    q.start()
-    deadline = time.monotonic() + 20
-    while len(seen) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    q.stop()
+    _run_until(q, seen, 3, 20)
     other.dispose()
     by_dev = dict(seen)
     assert by_dev["d-a"] == {"batch_id": "ba", "result": "stored", "ids": ["a0", "a1", "a2"]}
@@ -154,26 +165,13 @@ def test_a_group_stored_in_several_inserts_is_one_commit(fleet: Fleet) -> None:
     the group's one commit."""
     q = IngestQueue(fleet, parse_processes=1)
     q.FLUSH_ROWS = 4
-    seen: list[tuple[str, dict[str, Any]]] = []
-    visible_at_ack: list[set[str]] = []
-    other = create_engine(fleet.db_url)
-
-    def on_acks(acks: list[tuple[str, dict[str, Any]]]) -> None:
-        with other.connect() as c:
-            visible_at_ack.append({r[0] for r in c.execute(text("SELECT id FROM telemetry"))})
-        seen.extend(acks)
-
-    q.on_acks = on_acks
+    seen, visible_at_ack, other = _record_acks(q, fleet)
     batches = [[_msg(f"g{b}-{i}") for i in range(3)] for b in range(6)]
     batches[3] = [_msg("g3-0"), _msg("g3-1", model_version=-1)]  # refused: model_version below 0
     batches[5] = [_msg("g0-1"), _msg("g5-0")]  # g0-1 again, three inserts later
     for b, msgs in enumerate(batches):
         assert q.submit("edgefleet/v1/devices/d-1/telemetry", _batch("d-1", msgs, f"b{b}"), lambda: None)
-    q.start()
-    deadline = time.monotonic() + 30
-    while len(seen) < 6 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    q.stop()
+    _run_until(q, seen, 6, 30)
     other.dispose()
     stored = {f"g{b}-{i}" for b in (0, 1, 2, 4) for i in range(3)} | {"g5-0"}
     assert sorted(_ids(fleet)) == sorted(stored)
