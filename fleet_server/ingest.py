@@ -15,7 +15,7 @@ processors, ``RETURNING`` rows). The path is now:
    runs as before and names the field.
 2. ``parse_tuples`` (the MQTT path: fleet_server/mqtt/parse_pool.py runs it in the parser process)
    makes the driver's final tuples at once, so the storing side runs no per-row Python;
-   ``parse_rows`` makes dicts of the same values (the demo sink, ``insert_rows``).
+   ``parse_rows`` makes dicts of the same values (the demo sink reads them).
 3. ``insert_tuples``: one driver-level ``executemany`` of those tuples (SQLite), or ``COPY``
    straight into the table under a savepoint, falling back (on a unique violation) to ``COPY``
    into a temporary staging table and one ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING``
@@ -270,18 +270,6 @@ def _sqlite_datetime(t: Any) -> str:
     return str(t.isoformat(sep=" ", timespec="microseconds"))
 
 
-def as_tuples(rows: list[dict[str, Any]]) -> list[Row]:
-    """``parse_rows``'s dicts as ``parse_tuples``'s tuples (the HTTP path and older callers)."""
-    stamps: dict[Any, str] = {}
-    out = []
-    for r in rows:
-        t = r["received_at"]
-        ts = t if isinstance(t, str) else (stamps.get(t) or stamps.setdefault(t, _sqlite_datetime(t)))
-        out.append((r["id"], r["device_id"], r["kind"], r["created"], ts, r["model"], r["model_version"], r["entity_id"],
-                    r["score"], r["label"], r.get("body_json") or _dumps(r["body"])))
-    return out
-
-
 def _insert_sqlite(dbapi: Any, rows: list[Row]) -> int:
     cur = dbapi.cursor()
     try:
@@ -324,11 +312,6 @@ def _insert_postgres(dbapi: Any, rows: list[Row]) -> int:
 
 
 _first = operator.itemgetter(0)
-
-
-def insert_rows(fleet: Fleet, rows: list[dict[str, Any]], session: Any = None) -> tuple[int, int]:
-    """``insert_tuples`` of ``parse_rows``'s dicts."""
-    return insert_tuples(fleet, as_tuples(rows), session)
 
 
 def insert_tuples(fleet: Fleet, rows: list[Row], session: Any = None) -> tuple[int, int]:
